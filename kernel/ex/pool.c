@@ -1,0 +1,303 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Nonpaged pool: ExAllocatePoolWithTag / ExFreePoolWithTag with per-tag
+ * accounting. Small requests come from power-of-two blocks carved out of
+ * pages; a request that does not fit in a 4 KiB block gets whole pages and
+ * is page-aligned, as in Windows. Every block starts with a POOL_HEADER that
+ * ExFreePool checks, so a double free, a foreign pointer or a wrong tag
+ * bug-checks (BAD_POOL_CALLER) instead of corrupting memory.
+ */
+#include "kernel/ki.h"
+
+#include "lib/lib.h"
+
+#define POOL_MAGIC_ALLOCATED 0x6c6f6f50u // "Pool"
+#define POOL_MAGIC_FREE      0x65657246u // "Free"
+#define POOL_SMALL_CLASSES   7           // blocks of 64 .. 4096 bytes
+#define POOL_SMALLEST_SHIFT  6
+#define POOL_CLASS_LARGE     0xffff
+#define POOL_MAX_TAGS        256
+
+/* BAD_POOL_CALLER first parameters (Windows' meanings). */
+#define BAD_POOL_DOUBLE_FREE   0x07
+#define BAD_POOL_ALLOC_IRQL    0x08
+#define BAD_POOL_FREE_IRQL     0x09
+#define BAD_POOL_WRONG_TAG     0x0a
+#define BAD_POOL_INVALID_FREE  0x46
+
+/* What a physical page is to the pool (MmpPageKind). */
+#define POOL_PAGE_NONE  0
+#define POOL_PAGE_LARGE 1
+#define POOL_PAGE_SMALL 2 // + class index
+
+typedef struct _POOL_HEADER
+{
+    ULONG Magic;
+    ULONG Tag;
+    ULONG64 Size; // bytes requested
+    USHORT Class;
+    USHORT Reserved;
+    ULONG Pages; // large allocations: pages including the header page
+    struct _POOL_HEADER *Next; // free list link while free
+} POOL_HEADER;
+_Static_assert(sizeof(POOL_HEADER) == 32, "keeps every block 16-byte aligned");
+
+static KSPIN_LOCK ExpPoolLock;
+static POOL_HEADER *ExpFreeBlocks[POOL_SMALL_CLASSES]; // guarded by ExpPoolLock
+static EXP_POOL_TAG_USAGE ExpTags[POOL_MAX_TAGS];      // guarded by ExpPoolLock
+static BOOLEAN ExpTagUsed[POOL_MAX_TAGS];              // guarded by ExpPoolLock
+static UCHAR ExpPageKind[(4ull << 30) / KI_PAGE_SIZE];  // guarded by ExpPoolLock
+
+VOID
+ExpInitializePool(VOID)
+{
+    KeInitializeSpinLock(&ExpPoolLock);
+}
+
+static ULONG
+ExpBlockSize(ULONG Class)
+{
+    return 1u << (Class + POOL_SMALLEST_SHIFT);
+}
+
+static EXP_POOL_TAG_USAGE *
+ExpFindTag(ULONG Tag)
+{
+    static BOOLEAN Warned;
+    for (ULONG i = 0; i < POOL_MAX_TAGS; i++)
+    {
+        if (ExpTagUsed[i] && ExpTags[i].Tag == Tag)
+        {
+            return &ExpTags[i];
+        }
+    }
+    for (ULONG i = 0; i < POOL_MAX_TAGS; i++)
+    {
+        if (!ExpTagUsed[i])
+        {
+            ExpTagUsed[i] = TRUE;
+            ExpTags[i].Tag = Tag;
+            return &ExpTags[i];
+        }
+    }
+    if (!Warned)
+    {
+        Warned = TRUE;
+        DbgPrint("Spindle: more than %d pool tags; per-tag accounting is incomplete\n",
+                 POOL_MAX_TAGS);
+    }
+    return NULL;
+}
+
+static VOID
+ExpAccount(ULONG Tag, LONG64 Allocations, LONG64 Bytes)
+{
+    EXP_POOL_TAG_USAGE *Usage = ExpFindTag(Tag);
+    if (Usage != NULL)
+    {
+        Usage->Allocations += Allocations;
+        Usage->Bytes += Bytes;
+    }
+}
+
+/* Refills a class's free list with one page of blocks. Called with the lock held. */
+static BOOLEAN
+ExpRefill(ULONG Class)
+{
+    ULONG BlockSize = ExpBlockSize(Class);
+    PUCHAR Page = MmAllocatePages(1);
+
+    if (Page == NULL)
+    {
+        return FALSE;
+    }
+    ExpPageKind[(ULONG64)Page / KI_PAGE_SIZE] = POOL_PAGE_SMALL + Class;
+    for (ULONG Offset = 0; Offset + BlockSize <= KI_PAGE_SIZE; Offset += BlockSize)
+    {
+        POOL_HEADER *Block = (POOL_HEADER *)(Page + Offset);
+        Block->Magic = POOL_MAGIC_FREE;
+        Block->Class = (USHORT)Class;
+        Block->Next = ExpFreeBlocks[Class];
+        ExpFreeBlocks[Class] = Block;
+    }
+    return TRUE;
+}
+
+static POOL_HEADER *
+ExpAllocateSmall(SIZE_T Total)
+{
+    ULONG Class = 0;
+    POOL_HEADER *Block;
+
+    while (ExpBlockSize(Class) < Total)
+    {
+        Class++;
+    }
+    if (ExpFreeBlocks[Class] == NULL && !ExpRefill(Class))
+    {
+        return NULL;
+    }
+    Block = ExpFreeBlocks[Class];
+    ExpFreeBlocks[Class] = Block->Next;
+    return Block;
+}
+
+/*
+ * Allocates NumberOfBytes of nonpaged pool charged to Tag.
+ * IRQL <= DISPATCH_LEVEL, unchanged. Returns NULL when memory is exhausted.
+ * Blocks are 16-byte aligned; blocks of a page or more are page-aligned.
+ */
+PVOID
+ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
+{
+    KIRQL OldIrql;
+    POOL_HEADER *Header = NULL;
+    PUCHAR Data = NULL;
+    SIZE_T Total = NumberOfBytes + sizeof(POOL_HEADER);
+
+    if (KeGetCurrentIrql() > DISPATCH_LEVEL)
+    {
+        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_ALLOC_IRQL, KeGetCurrentIrql(), PoolType,
+                     NumberOfBytes);
+    }
+    if (NumberOfBytes == 0)
+    {
+        Total = sizeof(POOL_HEADER) + 1;
+    }
+
+    if (Total <= ExpBlockSize(POOL_SMALL_CLASSES - 1))
+    {
+        KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
+        Header = ExpAllocateSmall(Total);
+        if (Header != NULL)
+        {
+            Data = (PUCHAR)(Header + 1);
+            ExpAccount(Tag, 1, (LONG64)NumberOfBytes);
+        }
+        KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+    }
+    else if (NumberOfBytes < (1ull << 31))
+    {
+        ULONG Pages = (ULONG)((NumberOfBytes + KI_PAGE_SIZE - 1) / KI_PAGE_SIZE) + 1;
+        PUCHAR Base = MmAllocatePages(Pages);
+        if (Base != NULL)
+        {
+            Data = Base + KI_PAGE_SIZE;
+            Header = (POOL_HEADER *)Data - 1;
+            Header->Class = POOL_CLASS_LARGE;
+            Header->Pages = Pages;
+            KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
+            ExpPageKind[(ULONG64)Data / KI_PAGE_SIZE] = POOL_PAGE_LARGE;
+            ExpAccount(Tag, 1, (LONG64)NumberOfBytes);
+            KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+        }
+    }
+    if (Header == NULL)
+    {
+        return NULL;
+    }
+    Header->Magic = POOL_MAGIC_ALLOCATED;
+    Header->Tag = Tag;
+    Header->Size = NumberOfBytes;
+    Header->Next = NULL;
+    return Data;
+}
+
+/* Finds and checks the header of a block being freed; bug-checks on misuse. */
+static POOL_HEADER *
+ExpCheckFree(PVOID P, ULONG Tag)
+{
+    ULONG64 Address = (ULONG64)P;
+    ULONG64 Page = Address / KI_PAGE_SIZE;
+    UCHAR Kind;
+    POOL_HEADER *Header;
+
+    if (Address == 0 || Address >= (4ull << 30) || Address % 16 != 0)
+    {
+        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_INVALID_FREE, Address, 0, 0);
+    }
+    Kind = ExpPageKind[Page];
+    if (Kind == POOL_PAGE_NONE ||
+        (Kind == POOL_PAGE_LARGE && Address % KI_PAGE_SIZE != 0) ||
+        (Kind >= POOL_PAGE_SMALL &&
+         (Address - sizeof(POOL_HEADER)) % ExpBlockSize(Kind - POOL_PAGE_SMALL) != 0))
+    {
+        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_INVALID_FREE, Address, Kind, 0);
+    }
+    Header = (POOL_HEADER *)P - 1;
+    if (Header->Magic == POOL_MAGIC_FREE)
+    {
+        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_DOUBLE_FREE, 0, Header->Tag, Address);
+    }
+    if (Header->Magic != POOL_MAGIC_ALLOCATED)
+    {
+        KeBugCheckEx(BAD_POOL_HEADER, 0x3, (ULONG_PTR)Header, Header->Magic, Address);
+    }
+    if (Tag != 0 && Header->Tag != Tag)
+    {
+        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_WRONG_TAG, Address, Header->Tag, Tag);
+    }
+    return Header;
+}
+
+/*
+ * Frees a block from ExAllocatePoolWithTag; Tag must match unless it is 0.
+ * IRQL <= DISPATCH_LEVEL, unchanged.
+ */
+VOID
+ExFreePoolWithTag(PVOID P, ULONG Tag)
+{
+    KIRQL OldIrql;
+    POOL_HEADER *Header;
+
+    if (KeGetCurrentIrql() > DISPATCH_LEVEL)
+    {
+        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_FREE_IRQL, KeGetCurrentIrql(), 0, (ULONG_PTR)P);
+    }
+    KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
+    Header = ExpCheckFree(P, Tag);
+    Header->Magic = POOL_MAGIC_FREE;
+    ExpAccount(Header->Tag, -1, -(LONG64)Header->Size);
+    if (Header->Class == POOL_CLASS_LARGE)
+    {
+        ULONG Pages = Header->Pages;
+        ExpPageKind[(ULONG64)P / KI_PAGE_SIZE] = POOL_PAGE_NONE;
+        KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+        MmFreePages((PUCHAR)P - KI_PAGE_SIZE, Pages);
+        return;
+    }
+    Header->Next = ExpFreeBlocks[Header->Class];
+    ExpFreeBlocks[Header->Class] = Header;
+    KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+}
+
+VOID
+ExFreePool(PVOID P)
+{
+    ExFreePoolWithTag(P, 0);
+}
+
+PVOID
+ExAllocatePool(POOL_TYPE PoolType, SIZE_T NumberOfBytes)
+{
+    return ExAllocatePoolWithTag(PoolType, NumberOfBytes, 0x656e6f4e /* 'None' */);
+}
+
+/* Copies the per-tag usage (tags with any history) into Usage; returns how many. */
+ULONG
+ExpQueryPoolTags(EXP_POOL_TAG_USAGE *Usage, ULONG MaximumCount)
+{
+    KIRQL OldIrql;
+    ULONG Count = 0;
+
+    KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
+    for (ULONG i = 0; i < POOL_MAX_TAGS && Count < MaximumCount; i++)
+    {
+        if (ExpTagUsed[i])
+        {
+            Usage[Count++] = ExpTags[i];
+        }
+    }
+    KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+    return Count;
+}

@@ -1,0 +1,72 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * KiSystemStartup: the boot processor's first C code. Brings the system up
+ * layer by layer, then runs the in-kernel test suite, which ends the run.
+ */
+#include "kernel/ki.h"
+
+#include "hal/hal.h"
+#include "lib/lib.h"
+
+/* The boot processor's stack; boot/multiboot2.asm switches to its top. */
+static UCHAR KiBspStack[KI_KERNEL_STACK_SIZE] __attribute__((aligned(16)));
+const ULONG_PTR KiBspStackTop = (ULONG_PTR)KiBspStack + sizeof(KiBspStack);
+static UCHAR KiBspIstStacks[X86_IST_COUNT][KI_IST_STACK_SIZE] __attribute__((aligned(16)));
+
+KPRCB KiProcessorBlock[MAXIMUM_PROCESSORS];
+volatile ULONG KiActiveProcessorCount = 1;
+
+/* Loads this processor's GDT, TSS (with its IST stacks), the IDT and GS base. */
+VOID
+KiInitializeProcessorTables(PKPRCB Prcb)
+{
+    Prcb->Self = Prcb;
+    x86_cpu_tables_load(&Prcb->Tables, Prcb->IstTop);
+    x86_idt_load();
+    /* After the segment reload: loading a null GS selector clears the GS base. */
+    x86_set_gs_base((ULONG64)Prcb);
+}
+
+INIT_CODE static VOID
+KiInitializeBootProcessor(VOID)
+{
+    PKPRCB Prcb = KiGetPrcb(0);
+
+    Prcb->Number = 0;
+    Prcb->KernelStackBase = (ULONG_PTR)KiBspStack;
+    Prcb->KernelStackTop = KiBspStackTop;
+    for (int i = 0; i < X86_IST_COUNT; i++)
+    {
+        Prcb->IstTop[i] = (ULONG64)KiBspIstStacks[i] + KI_IST_STACK_SIZE;
+    }
+    x86_idt_build();
+    KiInitializeProcessorTables(Prcb);
+    Prcb->Online = TRUE;
+}
+
+/*
+ * Entry from boot/multiboot2.asm (and from the EFI loader through it):
+ * 64-bit mode, interrupts off, RDI = physical address of the multiboot2
+ * information. Never returns.
+ */
+INIT_CODE VOID
+KiSystemStartup(ULONG64 BootInfoPhysical)
+{
+    HalInitializeDebugPort();
+    /* GS must point at a PRCB before anything (DbgPrint, KeBugCheckEx) reads it. */
+    KiInitializeBootProcessor();
+    KiParseBootInfo(BootInfoPhysical);
+
+    DbgPrint("\nSpindle: booted by %s\n", KiBootInfo.Loader);
+    DbgPrint("Spindle: command line \"%s\"\n", KiBootInfo.CommandLine);
+
+    MmInitializePhysicalMemory();
+    ExpInitializePool();
+    HalDisableLegacyPic();
+    HalInitializeLocalApic();
+    KiGetPrcb(0)->ApicId = HalGetCurrentApicId();
+    x86_sti();
+
+    KiRunTestSuite(KiBootInfo.CommandLine);
+    KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0, 0, 0, 0); // the suite ends the run itself
+}

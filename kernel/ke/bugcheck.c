@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * KeBugCheckEx: stop the system with a STOP line, the backtrace and every other
+ * processor's position, then leave QEMU with the bug-check exit code. Under
+ * the test harness a KT_EXPECT_BUGCHECK on this processor catches it instead.
+ */
+#include "kernel/ki.h"
+
+#include "hal/hal.h"
+#include "lib/lib.h"
+
+typedef struct _KI_BUGCHECK_NAME
+{
+    ULONG Code;
+    const char *Name;
+} KI_BUGCHECK_NAME;
+
+static const KI_BUGCHECK_NAME KiBugCheckNames[] = {
+    {DEVICE_QUEUE_NOT_BUSY, "DEVICE_QUEUE_NOT_BUSY"},
+    {INVALID_SOFTWARE_INTERRUPT, "INVALID_SOFTWARE_INTERRUPT"},
+    {IRQL_NOT_DISPATCH_LEVEL, "IRQL_NOT_DISPATCH_LEVEL"},
+    {IRQL_NOT_GREATER_OR_EQUAL, "IRQL_NOT_GREATER_OR_EQUAL"},
+    {IRQL_NOT_LESS_OR_EQUAL, "IRQL_NOT_LESS_OR_EQUAL"},
+    {SPIN_LOCK_ALREADY_OWNED, "SPIN_LOCK_ALREADY_OWNED"},
+    {SPIN_LOCK_NOT_OWNED, "SPIN_LOCK_NOT_OWNED"},
+    {BAD_POOL_HEADER, "BAD_POOL_HEADER"},
+    {KMODE_EXCEPTION_NOT_HANDLED, "KMODE_EXCEPTION_NOT_HANDLED"},
+    {MULTIPLE_IRP_COMPLETE_REQUESTS, "MULTIPLE_IRP_COMPLETE_REQUESTS"},
+    {CANCEL_STATE_IN_COMPLETED_IRP, "CANCEL_STATE_IN_COMPLETED_IRP"},
+    {PAGE_FAULT_IN_NONPAGED_AREA, "PAGE_FAULT_IN_NONPAGED_AREA"},
+    {UNEXPECTED_KERNEL_MODE_TRAP, "UNEXPECTED_KERNEL_MODE_TRAP"},
+    {ATTEMPTED_SWITCH_FROM_DPC, "ATTEMPTED_SWITCH_FROM_DPC"},
+    {BAD_POOL_CALLER, "BAD_POOL_CALLER"},
+    {DRIVER_VERIFIER_DETECTED_VIOLATION, "DRIVER_VERIFIER_DETECTED_VIOLATION"},
+    {IRQL_UNEXPECTED_VALUE, "IRQL_UNEXPECTED_VALUE"},
+    {DRIVER_VERIFIER_IOMANAGER_VIOLATION, "DRIVER_VERIFIER_IOMANAGER_VIOLATION"},
+    {DRIVER_IRQL_NOT_LESS_OR_EQUAL, "DRIVER_IRQL_NOT_LESS_OR_EQUAL"},
+    {MANUALLY_INITIATED_CRASH, "MANUALLY_INITIATED_CRASH"},
+    {DRIVER_RETURNED_HOLDING_CANCEL_LOCK, "DRIVER_RETURNED_HOLDING_CANCEL_LOCK"},
+    {DPC_WATCHDOG_VIOLATION, "DPC_WATCHDOG_VIOLATION"},
+    {KERNEL_SECURITY_CHECK_FAILURE, "KERNEL_SECURITY_CHECK_FAILURE"},
+    {SPINDLE_SPIN_LOCK_DEADLOCK, "SPINDLE_SPIN_LOCK_DEADLOCK"},
+    {SPINDLE_TEST_WATCHDOG, "SPINDLE_TEST_WATCHDOG"},
+};
+
+KI_BUGCHECK_CATCH_ROUTINE *KiBugCheckCatchRoutine;
+
+/* 0 until a processor starts stopping the system; then that processor's number + 1. */
+static volatile ULONG KiBugCheckOwner;
+
+/* Where the trap that led to the bug check happened, per processor (trap.c). */
+static const struct x86_trap_frame *KiBugCheckFrame[MAXIMUM_PROCESSORS];
+
+const char *
+KiBugCheckName(ULONG Code)
+{
+    for (SIZE_T i = 0; i < sizeof(KiBugCheckNames) / sizeof(KiBugCheckNames[0]); i++)
+    {
+        if (KiBugCheckNames[i].Code == Code)
+        {
+            return KiBugCheckNames[i].Name;
+        }
+    }
+    return "UNKNOWN_BUGCHECK_CODE";
+}
+
+BOOLEAN
+KiBugCheckInProgress(VOID)
+{
+    return KiBugCheckOwner != 0;
+}
+
+VOID
+KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame)
+{
+    KiBugCheckFrame[KeGetCurrentPrcb()->Number] = Frame;
+}
+
+/* Prints where each other processor was when the freeze NMI reached it. */
+static VOID
+KiReportOtherProcessors(ULONG Self)
+{
+    for (ULONG i = 0; i < KiActiveProcessorCount; i++)
+    {
+        PKPRCB Prcb = KiGetPrcb(i);
+        ULONG64 Rip = 0;
+        char Prefix[48];
+
+        if (i == Self || !Prcb->Online)
+        {
+            continue;
+        }
+        /* Bounded wait for the NMI handler's store (KiFreezeProcessor). */
+        for (ULONG Spin = 0; Spin < (1u << 24) && Rip == 0; Spin++)
+        {
+            Rip = __atomic_load_n(&Prcb->FrozenRip, __ATOMIC_ACQUIRE);
+            x86_pause();
+        }
+        snprintf(Prefix, sizeof(Prefix), "  processor %u: ", i);
+        if (Rip == 0)
+        {
+            DbgPrint("%sdid not answer the freeze NMI\n", Prefix);
+        }
+        else
+        {
+            KiPrintAddress(Prefix, Rip);
+        }
+    }
+}
+
+__attribute__((noreturn)) static VOID
+KiStopProcessor(VOID)
+{
+    for (;;)
+    {
+        x86_cli();
+        x86_hlt();
+    }
+}
+
+/*
+ * Stops the system with the given code and parameters. Any IRQL. Never returns
+ * (unless a KT_EXPECT_BUGCHECK on this processor catches it).
+ */
+VOID
+KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugCheckParameter2,
+             ULONG_PTR BugCheckParameter3, ULONG_PTR BugCheckParameter4)
+{
+    const ULONG_PTR Parameters[4] = {BugCheckParameter1, BugCheckParameter2, BugCheckParameter3,
+                                     BugCheckParameter4};
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    const struct x86_trap_frame *Frame;
+    ULONG Expected = 0;
+
+    if (Prcb->BugCheckCatcher != NULL && KiBugCheckCatchRoutine != NULL && !KiBugCheckInProgress())
+    {
+        KiBugCheckFrame[Prcb->Number] = NULL;
+        KiBugCheckCatchRoutine(BugCheckCode, Parameters);
+    }
+
+    x86_cli();
+    if (!__atomic_compare_exchange_n(&KiBugCheckOwner, &Expected, Prcb->Number + 1, FALSE,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        if (Expected == Prcb->Number + 1)
+        {
+            KiDebugConsoleBusted = TRUE;
+            DbgPrint("\n*** STOP: 0x%08X during a bug check on this processor\n", BugCheckCode);
+            HalExitEmulator(HAL_EXIT_BUGCHECK);
+        }
+        KiStopProcessor(); // another processor is stopping the system and will freeze us
+    }
+
+    KiDebugConsoleBusted = TRUE;
+    HalFreezeOtherProcessors();
+    DbgPrint("\n*** STOP: 0x%08X (0x%016llX, 0x%016llX, 0x%016llX, 0x%016llX) %s\n",
+             BugCheckCode, (ULONG64)Parameters[0], (ULONG64)Parameters[1], (ULONG64)Parameters[2],
+             (ULONG64)Parameters[3], KiBugCheckName(BugCheckCode));
+    DbgPrint("*** on processor %u at IRQL %u\n", Prcb->Number, HalGetCurrentIrql());
+    Frame = KiBugCheckFrame[Prcb->Number];
+    if (Frame != NULL)
+    {
+        KiPrintBacktrace(Frame->rip, Frame->rbp);
+    }
+    else
+    {
+        KiPrintBacktrace((ULONG64)__builtin_return_address(0), *(const ULONG64 *)x86_read_rbp());
+    }
+    KiReportOtherProcessors(Prcb->Number);
+    HalExitEmulator(HAL_EXIT_BUGCHECK);
+}
+
+VOID
+KeBugCheck(ULONG BugCheckCode)
+{
+    KeBugCheckEx(BugCheckCode, 0, 0, 0, 0);
+}
+
+/* NMI handler's part of a freeze: record where this processor was, then stop. */
+VOID
+KiFreezeProcessor(const struct x86_trap_frame *Frame)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    Prcb->FrozenRbp = Frame->rbp;
+    /* Release: the RBP store is visible before the RIP that KiReportOtherProcessors polls. */
+    __atomic_store_n(&Prcb->FrozenRip, Frame->rip, __ATOMIC_RELEASE);
+    KiStopProcessor();
+}

@@ -1,0 +1,147 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The C side of every interrupt and exception (arch/x86_64/isr.asm calls
+ * KiTrapDispatch). Device and software interrupts go to the HAL; exceptions
+ * are reported with registers and a backtrace, then bug-check.
+ */
+#include "kernel/ki.h"
+
+#include "hal/hal.h"
+#include "lib/lib.h"
+
+#define X86_VECTOR_NMI         2
+#define X86_VECTOR_BREAKPOINT  3
+#define X86_VECTOR_DOUBLE_FAULT 8
+#define X86_VECTOR_PAGE_FAULT  14
+#define X86_EXCEPTION_COUNT    32
+
+/* NTSTATUS exception codes for KMODE_EXCEPTION_NOT_HANDLED. */
+#define STATUS_ACCESS_VIOLATION      0xC0000005
+#define STATUS_ILLEGAL_INSTRUCTION   0xC000001D
+#define STATUS_INTEGER_DIVIDE_BY_ZERO 0xC0000094
+#define STATUS_BREAKPOINT            0x80000003
+#define STATUS_INTEGER_OVERFLOW      0xC0000095
+#define STATUS_ARRAY_BOUNDS_EXCEEDED 0xC000008C
+#define STATUS_DATATYPE_MISALIGNMENT 0x80000002
+
+static const char *const KiExceptionNames[X86_EXCEPTION_COUNT] = {
+    "#DE divide error",        "#DB debug",
+    "NMI",                     "#BP breakpoint",
+    "#OF overflow",            "#BR bound range exceeded",
+    "#UD invalid opcode",      "#NM device not available",
+    "#DF double fault",        "coprocessor segment overrun",
+    "#TS invalid TSS",         "#NP segment not present",
+    "#SS stack-segment fault", "#GP general protection",
+    "#PF page fault",          "reserved (15)",
+    "#MF x87 floating point",  "#AC alignment check",
+    "#MC machine check",       "#XM SIMD floating point",
+    "#VE virtualization",      "#CP control protection",
+    "reserved (22)",           "reserved (23)",
+    "reserved (24)",           "reserved (25)",
+    "reserved (26)",           "reserved (27)",
+    "#HV hypervisor injection", "#VC VMM communication",
+    "#SX security",            "reserved (31)",
+};
+
+static VOID
+KiPrintTrapFrame(const struct x86_trap_frame *Frame)
+{
+    DbgPrint("  RAX %016llx RBX %016llx RCX %016llx RDX %016llx\n", Frame->rax, Frame->rbx,
+             Frame->rcx, Frame->rdx);
+    DbgPrint("  RSI %016llx RDI %016llx RBP %016llx RSP %016llx\n", Frame->rsi, Frame->rdi,
+             Frame->rbp, Frame->rsp);
+    DbgPrint("  R8  %016llx R9  %016llx R10 %016llx R11 %016llx\n", Frame->r8, Frame->r9,
+             Frame->r10, Frame->r11);
+    DbgPrint("  R12 %016llx R13 %016llx R14 %016llx R15 %016llx\n", Frame->r12, Frame->r13,
+             Frame->r14, Frame->r15);
+    DbgPrint("  RFLAGS %016llx CS %04llx SS %04llx CR3 %016llx\n", Frame->rflags, Frame->cs,
+             Frame->ss, (ULONG64)x86_read_cr3());
+}
+
+/* Maps an exception to the stop code and parameters Windows would use. */
+static VOID
+KiExceptionBugCheck(const struct x86_trap_frame *Frame, ULONG64 Cr2)
+{
+    ULONG_PTR Status;
+
+    switch (Frame->vector)
+    {
+        case X86_VECTOR_PAGE_FAULT:
+            /* P1 address, P2 1 if a write, P3 faulting RIP, P4 error code. */
+            KeBugCheckEx(PAGE_FAULT_IN_NONPAGED_AREA, Cr2, (Frame->error_code >> 1) & 1,
+                         Frame->rip, Frame->error_code);
+        case 0:
+            Status = STATUS_INTEGER_DIVIDE_BY_ZERO;
+            break;
+        case X86_VECTOR_BREAKPOINT:
+            Status = STATUS_BREAKPOINT;
+            break;
+        case 4:
+            Status = STATUS_INTEGER_OVERFLOW;
+            break;
+        case 5:
+            Status = STATUS_ARRAY_BOUNDS_EXCEEDED;
+            break;
+        case 6:
+            Status = STATUS_ILLEGAL_INSTRUCTION;
+            break;
+        case 13:
+            Status = STATUS_ACCESS_VIOLATION;
+            break;
+        case 17:
+            Status = STATUS_DATATYPE_MISALIGNMENT;
+            break;
+        default:
+            /* Double fault, TSS, segment, machine check...: P1 = the vector. */
+            KeBugCheckEx(UNEXPECTED_KERNEL_MODE_TRAP, Frame->vector, Frame->error_code,
+                         Frame->rip, 0);
+    }
+    /* P1 exception code, P2 faulting RIP, P3 error code, P4 0. */
+    KeBugCheckEx(KMODE_EXCEPTION_NOT_HANDLED, Status, Frame->rip, Frame->error_code, 0);
+}
+
+static VOID
+KiDispatchException(struct x86_trap_frame *Frame)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    ULONG64 Cr2 = Frame->vector == X86_VECTOR_PAGE_FAULT ? x86_read_cr2() : 0;
+    ULONG64 Offset;
+    const char *Symbol = KiLookupSymbol(Frame->rip, &Offset);
+
+    if (Frame->vector == X86_VECTOR_NMI && KiBugCheckInProgress())
+    {
+        KiFreezeProcessor(Frame);
+    }
+    KiSetBugCheckTrapFrame(Frame);
+    if (Prcb->BugCheckCatcher != NULL)
+    {
+        /* A test expects this; one line is enough. */
+        DbgPrint("# exception %s at %s+%#llx (cr2 %#llx)\n", KiExceptionNames[Frame->vector],
+                 Symbol ? Symbol : "?", Offset, Cr2);
+        KiExceptionBugCheck(Frame, Cr2);
+    }
+
+    KiDebugConsoleBusted = TRUE;
+    DbgPrint("\n*** EXCEPTION %llu: %s, error code %#llx, on processor %u at IRQL %u\n",
+             Frame->vector, KiExceptionNames[Frame->vector], Frame->error_code, Prcb->Number,
+             HalGetCurrentIrql());
+    KiPrintAddress("  RIP ", Frame->rip);
+    if (Frame->vector == X86_VECTOR_PAGE_FAULT)
+    {
+        DbgPrint("  CR2 %016llx (%s %s)\n", Cr2, (Frame->error_code & 2) ? "write" : "read",
+                 (Frame->error_code & 1) ? "protection violation" : "of a page not present");
+    }
+    KiPrintTrapFrame(Frame);
+    KiExceptionBugCheck(Frame, Cr2);
+}
+
+VOID
+KiTrapDispatch(struct x86_trap_frame *Frame)
+{
+    if (Frame->vector < X86_EXCEPTION_COUNT)
+    {
+        KiDispatchException(Frame);
+        return;
+    }
+    KiDispatchInterrupt(Frame);
+}

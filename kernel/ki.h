@@ -1,0 +1,189 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Kernel-internal declarations shared across kernel/ (and white-box tests):
+ * the processor control block, boot information, bug-check plumbing, memory.
+ */
+#pragma once
+
+#include <wdm.h>
+
+#include "arch/x86_64/x86.h"
+
+#define KI_CACHE_LINE 64
+#define KI_PAGE_SIZE  4096ull
+
+#define KI_KERNEL_STACK_SIZE (32 * 1024)
+#define KI_IST_STACK_SIZE    (8 * 1024)
+
+/* Code that runs only while the system starts (seL4 BOOT_CODE). */
+#define INIT_CODE __attribute__((section(".text.init")))
+
+/* ---------------------------------------------------------------- processors */
+
+/* Vectors the kernel owns (DESIGN.md §4: IRQL = vector >> 4). */
+#define KI_VECTOR_APC   0x1f // APC_LEVEL software interrupt
+#define KI_VECTOR_DPC   0x2f // DISPATCH_LEVEL software interrupt
+#define KI_VECTOR_CLOCK 0xd1 // CLOCK_LEVEL: local APIC timer
+#define KI_VECTOR_IPI   0xe1 // IPI_LEVEL: inter-processor requests and wake-ups
+
+typedef VOID KI_IDLE_WORK_ROUTINE(PVOID Context);
+
+typedef struct _KDPC_DATA
+{
+    LIST_ENTRY DpcListHead;
+    KSPIN_LOCK DpcLock;
+    volatile ULONG DpcQueueDepth;
+    ULONG DpcCount;
+} KDPC_DATA, *PKDPC_DATA;
+
+#define DPC_NORMAL   0
+#define DPC_THREADED 1
+
+/*
+ * One per processor, reached through the GS base (Self at gs:0). Fields other
+ * than Self are read by the processor itself, or by others under the lock
+ * named beside them.
+ */
+typedef struct _KPRCB
+{
+    struct _KPRCB *Self; // gs:0
+    ULONG Number;
+    ULONG ApicId;
+    volatile ULONG InterruptNesting; // APIC interrupts being handled on this CPU
+    volatile BOOLEAN DpcRoutineActive;
+    volatile BOOLEAN Online;
+    KDPC_DATA DpcData[2]; // each guarded by its DpcLock
+    volatile ULONG64 ClockTicks;       // clock interrupts taken by this processor
+    volatile ULONG64 InterruptCount;
+    ULONG SpinLocksHeld;               // checked build: ordinary and queued locks held
+    PVOID BugCheckCatcher;             // the harness's innermost KT_EXPECT_BUGCHECK
+    PVOID TestAbortJump;               // where KtAbort goes on this processor
+    KI_IDLE_WORK_ROUTINE *volatile IdleWorkRoutine; // set last by KiQueueIdleWork
+    PVOID IdleWorkContext;
+    volatile LONG IdleWorkBusy;        // claimed by KiQueueIdleWork until the routine returns
+    volatile ULONG64 FrozenRip;        // where an NMI freeze found this processor
+    volatile ULONG64 FrozenRbp;
+    ULONG_PTR KernelStackBase;
+    ULONG_PTR KernelStackTop;
+    uint64_t IstTop[X86_IST_COUNT];
+    struct x86_cpu_tables Tables;
+} __attribute__((aligned(KI_CACHE_LINE))) KPRCB, *PKPRCB;
+
+_Static_assert(offsetof(KPRCB, Self) == 0, "the GS base points at Self");
+
+extern KPRCB KiProcessorBlock[MAXIMUM_PROCESSORS];
+extern volatile ULONG KiActiveProcessorCount;
+
+/*
+ * The current processor's PRCB. Stable only with interrupts off or at IRQL >=
+ * DISPATCH_LEVEL; below that the caller may move processors (in principle:
+ * Spindle has no scheduler, so a test's code never migrates).
+ */
+static inline PKPRCB
+KeGetCurrentPrcb(VOID)
+{
+    return (PKPRCB)x86_read_gs_qword(offsetof(KPRCB, Self));
+}
+
+static inline PKPRCB
+KiGetPrcb(ULONG Number)
+{
+    return &KiProcessorBlock[Number];
+}
+
+VOID KiInitializeProcessorTables(PKPRCB Prcb);
+VOID KiSystemStartup(ULONG64 BootInfoPhysical);
+
+/* ---------------------------------------------------------------- boot information */
+
+typedef struct _KI_MEMORY_RANGE
+{
+    ULONG64 Base;
+    ULONG64 Length;
+} KI_MEMORY_RANGE;
+
+#define KI_MAX_MEMORY_RANGES 64
+
+typedef struct _KI_BOOT_INFO
+{
+    const char *Loader;             // "GRUB (BIOS)", "GRUB (UEFI)", "Spindle EFI loader"
+    char CommandLine[512];
+    ULONG64 RsdpPhysical;           // 0 when the loader gave none
+    BOOLEAN RsdpIsXsdt;             // ACPI 2.0+ RSDP (new tag)
+    UCHAR Rsdp[36];                 // copy of the RSDP from the tag
+    ULONG MemoryRangeCount;
+    KI_MEMORY_RANGE MemoryRanges[KI_MAX_MEMORY_RANGES]; // usable RAM
+} KI_BOOT_INFO;
+
+extern KI_BOOT_INFO KiBootInfo;
+
+VOID KiParseBootInfo(ULONG64 InfoPhysical);
+
+/* ---------------------------------------------------------------- memory */
+
+VOID MmInitializePhysicalMemory(VOID);
+PVOID MmAllocatePages(ULONG Count); // zeroed, identity-mapped; NULL when exhausted
+VOID MmFreePages(PVOID Base, ULONG Count);
+ULONG64 MmQueryFreePages(VOID);
+PVOID MmAllocateLowPage(ULONG64 Below); // a page below the given physical address
+
+typedef struct _EXP_POOL_TAG_USAGE
+{
+    ULONG Tag;
+    LONG64 Allocations; // outstanding allocations
+    LONG64 Bytes;       // outstanding bytes requested
+} EXP_POOL_TAG_USAGE;
+
+VOID ExpInitializePool(VOID);
+ULONG ExpQueryPoolTags(EXP_POOL_TAG_USAGE *Usage, ULONG MaximumCount);
+
+/* ---------------------------------------------------------------- bug checks and traps */
+
+const char *KiBugCheckName(ULONG Code);
+VOID KiTrapDispatch(struct x86_trap_frame *Frame);
+VOID KiPrintBacktrace(ULONG64 Rip, ULONG64 Rbp);
+const char *KiLookupSymbol(ULONG64 Address, ULONG64 *Offset);
+VOID KiPrintAddress(const char *Prefix, ULONG64 Address);
+
+/*
+ * The harness's catcher for KT_EXPECT_BUGCHECK. When the current processor
+ * has BugCheckCatcher set, KeBugCheckEx calls this instead of stopping the
+ * system; it does not return.
+ */
+typedef VOID KI_BUGCHECK_CATCH_ROUTINE(ULONG Code, const ULONG_PTR Parameters[4]);
+extern KI_BUGCHECK_CATCH_ROUTINE *KiBugCheckCatchRoutine;
+
+/* Console output lock for DbgPrint; broken open during a bug check. */
+extern volatile BOOLEAN KiDebugConsoleBusted;
+
+/* The system's workload once started: the in-kernel test suite (tests/harness). */
+VOID KiRunTestSuite(PCSTR CommandLine);
+
+#ifndef PAGE_FAULT_IN_NONPAGED_AREA
+#define PAGE_FAULT_IN_NONPAGED_AREA 0x00000050
+#endif
+/* Spindle's own stop codes (outside Windows' range of documented codes). */
+#define SPINDLE_SPIN_LOCK_DEADLOCK 0x5D000001 // P1 lock, P2 owner CPU, P3 owner RIP, P4 waiter RIP
+#define SPINDLE_TEST_WATCHDOG      0x5D000002 // P1 test index, P2 budget ms
+
+BOOLEAN KiBugCheckInProgress(VOID);
+VOID KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame);
+__attribute__((noreturn)) VOID KiFreezeProcessor(const struct x86_trap_frame *Frame);
+
+/* ---------------------------------------------------------------- interrupts */
+
+typedef VOID KI_INTERRUPT_ROUTINE(struct x86_trap_frame *Frame, PVOID Context);
+
+VOID KiConnectVector(ULONG Vector, KI_INTERRUPT_ROUTINE *Routine, PVOID Context);
+VOID KiDispatchInterrupt(struct x86_trap_frame *Frame);
+
+/* ---------------------------------------------------------------- idle and processor start */
+
+/*
+ * What a processor does when it has nothing to do: wait with interrupts on at
+ * PASSIVE_LEVEL and run the work KiQueueIdleWork hands it. Never returns.
+ */
+__attribute__((noreturn)) VOID KiIdleLoop(VOID);
+
+/* Hands Routine(Context) to processor Number's idle loop; FALSE if it is busy or offline. */
+BOOLEAN KiQueueIdleWork(ULONG Number, KI_IDLE_WORK_ROUTINE *Routine, PVOID Context);

@@ -1,0 +1,485 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The in-kernel test runner: finds every KTEST in the .ktests section, sorts
+ * them by "Suite:case", runs those the command line selects, checks the
+ * system's hygiene after each one and reports KTAP on the debug port, ending
+ * with "N passed, N failed, N skipped" and the isa-debug-exit code.
+ */
+#include <ktest.h>
+
+#include "hal/hal.h"
+#include "kernel/ki.h"
+#include "lib/lib.h"
+#include "tests/harness/harness.h"
+
+#define KT_MAX_TESTS     4096
+#define KT_MAX_PATTERNS  32
+#define KT_MAX_TAGS      256
+#define KT_NAME_LENGTH   128
+
+extern const KTEST_CASE __ktests_start[];
+extern const KTEST_CASE __ktests_end[];
+
+typedef struct _KT_STATE
+{
+    const KTEST_CASE *Current;
+    volatile LONG Failures;     // expectation failures in the current test, any processor
+    volatile BOOLEAN Skipped;
+    const char *SkipReason;
+    ULONG64 Seed;
+    ULONG Verbose;
+    prng_t Random;              // guarded by RandomLock
+    volatile LONG RandomLock;
+} KT_STATE;
+
+static KT_STATE KtState;
+static const KTEST_CASE *KtTests[KT_MAX_TESTS];
+static EXP_POOL_TAG_USAGE KtPoolBefore[KT_MAX_TAGS];
+static EXP_POOL_TAG_USAGE KtPoolAfter[KT_MAX_TAGS];
+
+const KTEST_CASE *
+KtCurrentTest(VOID)
+{
+    return KtState.Current;
+}
+
+/* ---------------------------------------------------------------- reporting */
+
+VOID
+KtLog(const char *Format, ...)
+{
+    char Line[256];
+    va_list Arguments;
+
+    va_start(Arguments, Format);
+    vsnprintf(Line, sizeof(Line), Format, Arguments);
+    va_end(Arguments);
+    DbgPrint("# %s\n", Line);
+}
+
+VOID
+KtFail(const char *Expression, const char *File, int Line)
+{
+    __atomic_add_fetch(&KtState.Failures, 1, __ATOMIC_RELAXED);
+    DbgPrint("# %s:%d: expected %s\n", File, Line, Expression);
+}
+
+VOID
+KtFailCompare(const char *Left, const char *Op, const char *Right, LONG64 LeftValue,
+              LONG64 RightValue, const char *File, int Line)
+{
+    __atomic_add_fetch(&KtState.Failures, 1, __ATOMIC_RELAXED);
+    DbgPrint("# %s:%d: expected %s %s %s, got %lld (%#llx) vs %lld (%#llx)\n", File, Line, Left,
+             Op, Right, LeftValue, (ULONG64)LeftValue, RightValue, (ULONG64)RightValue);
+}
+
+VOID
+KtAbort(VOID)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    KT_JMP_BUF *Jump = Prcb->TestAbortJump;
+
+    if (Jump == NULL)
+    {
+        KeBugCheckEx(MANUALLY_INITIATED_CRASH, (ULONG_PTR)__builtin_return_address(0), 0, 0, 0);
+    }
+    x86_longjmp(Jump, 1);
+}
+
+VOID
+KtSkip(const char *Why)
+{
+    KtState.SkipReason = Why;
+    KtState.Skipped = TRUE;
+    KtAbort();
+}
+
+ULONG64
+KtRandom(VOID)
+{
+    ULONG64 Flags = x86_save_disable();
+    ULONG64 Value;
+
+    /* A raw lock: tests call this from any processor and IRQL. Acquire pairs with the release. */
+    while (__atomic_exchange_n(&KtState.RandomLock, 1, __ATOMIC_ACQUIRE) != 0)
+    {
+        x86_pause();
+    }
+    Value = prng_next(&KtState.Random);
+    __atomic_store_n(&KtState.RandomLock, 0, __ATOMIC_RELEASE);
+    x86_restore_flags(Flags);
+    return Value;
+}
+
+/* ---------------------------------------------------------------- bug-check catching */
+
+VOID
+KtArmBugCheck(KT_BUGCHECK_CATCH *Catch)
+{
+    PKPRCB Prcb;
+    ULONG64 Flags = x86_save_disable();
+
+    Prcb = KeGetCurrentPrcb();
+    Catch->Irql = KeGetCurrentIrql();
+    Catch->InterruptsOn = (Flags & X86_RFLAGS_IF) != 0;
+    Catch->Nesting = Prcb->InterruptNesting;
+    Catch->Code = 0;
+    Catch->Previous = Prcb->BugCheckCatcher;
+    Prcb->BugCheckCatcher = Catch;
+    x86_restore_flags(Flags);
+}
+
+VOID
+KtDisarmBugCheck(KT_BUGCHECK_CATCH *Catch)
+{
+    ULONG64 Flags = x86_save_disable();
+    KeGetCurrentPrcb()->BugCheckCatcher = Catch->Previous;
+    x86_restore_flags(Flags);
+}
+
+/*
+ * KeBugCheckEx's hook. Takes the bug check if the innermost catcher on this
+ * processor expects this code: unwinds any interrupt the bug check came from,
+ * restores the armed IRQL and interrupt flag and jumps back into the macro.
+ * Otherwise returns, and the system stops.
+ */
+static VOID
+KtCatchBugCheck(ULONG Code, const ULONG_PTR Parameters[4])
+{
+    PKPRCB Prcb;
+    KT_BUGCHECK_CATCH *Catch;
+
+    x86_cli();
+    Prcb = KeGetCurrentPrcb();
+    Catch = Prcb->BugCheckCatcher;
+    if (Catch->Expected != Code)
+    {
+        DbgPrint("# KT_EXPECT_BUGCHECK expected 0x%X (%s) but 0x%X (%s) was raised\n",
+                 Catch->Expected, KiBugCheckName(Catch->Expected), Code, KiBugCheckName(Code));
+        if (KtState.Current != NULL)
+        {
+            DbgPrint("not ok - %s:%s stopped the system\n", KtState.Current->Suite,
+                     KtState.Current->Name);
+        }
+        return;
+    }
+    Catch->Code = Code;
+    for (int i = 0; i < 4; i++)
+    {
+        Catch->Parameter[i] = Parameters[i];
+    }
+    Prcb->BugCheckCatcher = Catch->Previous;
+    while (Prcb->InterruptNesting > Catch->Nesting)
+    {
+        HalEndOfInterrupt();
+        Prcb->InterruptNesting--;
+    }
+    HalSetCurrentIrql(Catch->Irql);
+    if (Catch->InterruptsOn)
+    {
+        x86_sti();
+    }
+    x86_longjmp(&Catch->Jump, 1);
+}
+
+VOID
+KtCheckBugCheck(KT_BUGCHECK_CATCH *Catch, ULONG Expected, BOOLEAN Raised, const char *Statement,
+                const char *File, int Line)
+{
+    if (!Raised)
+    {
+        __atomic_add_fetch(&KtState.Failures, 1, __ATOMIC_RELAXED);
+        DbgPrint("# %s:%d: expected bug check 0x%X (%s) from `%s`, but it returned\n", File,
+                 Line, Expected, KiBugCheckName(Expected), Statement);
+        return;
+    }
+    if (KtState.Verbose)
+    {
+        DbgPrint("# caught bug check 0x%X (%s) (%#llx, %#llx, %#llx, %#llx) from `%s`\n",
+                 Catch->Code, KiBugCheckName(Catch->Code), (ULONG64)Catch->Parameter[0],
+                 (ULONG64)Catch->Parameter[1], (ULONG64)Catch->Parameter[2],
+                 (ULONG64)Catch->Parameter[3], Statement);
+    }
+}
+
+/* ---------------------------------------------------------------- selection */
+
+static int
+KtCompareNames(const KTEST_CASE *A, const KTEST_CASE *B)
+{
+    int Order = strcmp(A->Suite, B->Suite);
+    return Order != 0 ? Order : strcmp(A->Name, B->Name);
+}
+
+static VOID
+KtSortTests(ULONG Count)
+{
+    for (ULONG i = 1; i < Count; i++) // insertion sort: a few hundred entries, once
+    {
+        const KTEST_CASE *Item = KtTests[i];
+        ULONG j = i;
+        while (j > 0 && KtCompareNames(KtTests[j - 1], Item) > 0)
+        {
+            KtTests[j] = KtTests[j - 1];
+            j--;
+        }
+        KtTests[j] = Item;
+    }
+}
+
+/* TRUE if "Suite:Name" matches one of the comma-separated globs (or there are none). */
+static BOOLEAN
+KtIsSelected(const KTEST_CASE *Test, const char *Patterns, SIZE_T PatternsLength)
+{
+    char FullName[KT_NAME_LENGTH];
+    SIZE_T Start = 0;
+
+    if (PatternsLength == 0)
+    {
+        return TRUE;
+    }
+    snprintf(FullName, sizeof(FullName), "%s:%s", Test->Suite, Test->Name);
+    while (Start < PatternsLength)
+    {
+        char Pattern[KT_NAME_LENGTH];
+        SIZE_T End = Start;
+        while (End < PatternsLength && Patterns[End] != ',')
+        {
+            End++;
+        }
+        if (End - Start < sizeof(Pattern) && End > Start)
+        {
+            memcpy(Pattern, Patterns + Start, End - Start);
+            Pattern[End - Start] = 0;
+            if (glob_match(Pattern, FullName))
+            {
+                return TRUE;
+            }
+        }
+        Start = End + 1;
+    }
+    return FALSE;
+}
+
+static ULONG64
+KtCommandLineNumber(PCSTR CommandLine, const char *Key, ULONG64 Default)
+{
+    SIZE_T Length;
+    const char *Value = cmdline_get(CommandLine, Key, &Length);
+    uint64_t Number;
+
+    if (Value == NULL || Length == 0)
+    {
+        return Default;
+    }
+    if (!parse_u64(Value, Length, &Number))
+    {
+        DbgPrint("# ignoring malformed %s= on the command line\n", Key);
+        return Default;
+    }
+    return Number;
+}
+
+/* ---------------------------------------------------------------- running */
+
+static ULONG64
+KtSeedFor(const KTEST_CASE *Test, ULONG Repetition)
+{
+    ULONG64 Hash = 1469598103934665603ull; // FNV-1a over "Suite:Name"
+    for (const char *p = Test->Suite; *p; p++)
+    {
+        Hash = (Hash ^ (UCHAR)*p) * 1099511628211ull;
+    }
+    Hash = (Hash ^ ':') * 1099511628211ull;
+    for (const char *p = Test->Name; *p; p++)
+    {
+        Hash = (Hash ^ (UCHAR)*p) * 1099511628211ull;
+    }
+    return Hash ^ KtState.Seed ^ ((ULONG64)Repetition << 32);
+}
+
+/* Checks what every test must leave as it found it; repairs it so the next test runs. */
+static VOID
+KtCheckHygiene(const KTEST_CASE *Test, ULONG PoolTagsBefore)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    KIRQL Irql = KeGetCurrentIrql();
+    ULONG PoolTagsAfter;
+
+    if (Irql != PASSIVE_LEVEL)
+    {
+        KtLog("%s:%s returned at IRQL %u, not PASSIVE_LEVEL", Test->Suite, Test->Name, Irql);
+        KtState.Failures++;
+        HalSetCurrentIrql(PASSIVE_LEVEL);
+    }
+    if (!x86_interrupts_enabled())
+    {
+        KtLog("%s:%s returned with interrupts disabled", Test->Suite, Test->Name);
+        KtState.Failures++;
+        x86_sti();
+    }
+    if (Prcb->SpinLocksHeld != 0)
+    {
+        KtLog("%s:%s returned holding %u spin lock(s)", Test->Suite, Test->Name,
+              Prcb->SpinLocksHeld);
+        KtState.Failures++;
+        Prcb->SpinLocksHeld = 0;
+    }
+    if (Prcb->BugCheckCatcher != NULL)
+    {
+        KtLog("%s:%s left a KT_EXPECT_BUGCHECK armed", Test->Suite, Test->Name);
+        KtState.Failures++;
+        Prcb->BugCheckCatcher = NULL;
+    }
+
+    PoolTagsAfter = ExpQueryPoolTags(KtPoolAfter, KT_MAX_TAGS);
+    for (ULONG i = 0; i < PoolTagsAfter; i++)
+    {
+        LONG64 Before = 0;
+        for (ULONG j = 0; j < PoolTagsBefore; j++)
+        {
+            if (KtPoolBefore[j].Tag == KtPoolAfter[i].Tag)
+            {
+                Before = KtPoolBefore[j].Allocations;
+            }
+        }
+        if (KtPoolAfter[i].Allocations > Before)
+        {
+            ULONG Tag = KtPoolAfter[i].Tag;
+            KtLog("%s:%s leaked %lld pool allocation(s) of tag '%c%c%c%c'", Test->Suite,
+                  Test->Name, KtPoolAfter[i].Allocations - Before, (char)Tag, (char)(Tag >> 8),
+                  (char)(Tag >> 16), (char)(Tag >> 24));
+            KtState.Failures++;
+        }
+    }
+}
+
+typedef enum _KT_RESULT
+{
+    KtPassed,
+    KtFailed,
+    KtSkipped
+} KT_RESULT;
+
+static KT_RESULT
+KtRunOne(const KTEST_CASE *Test, ULONG Number, ULONG Repetition)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    KT_JMP_BUF Abort;
+    ULONG PoolTagsBefore;
+
+    KtState.Failures = 0;
+    KtState.Skipped = FALSE;
+    KtState.SkipReason = NULL;
+    prng_seed(&KtState.Random, KtSeedFor(Test, Repetition));
+    if (KtState.Verbose)
+    {
+        DbgPrint("# running %s:%s\n", Test->Suite, Test->Name);
+    }
+    if ((Test->Flags & KTEST_SMP_ONLY) && KiActiveProcessorCount < 2)
+    {
+        DbgPrint("ok %u %s:%s # SKIP needs two or more processors\n", Number, Test->Suite,
+                 Test->Name);
+        return KtSkipped;
+    }
+
+    PoolTagsBefore = ExpQueryPoolTags(KtPoolBefore, KT_MAX_TAGS);
+    KtState.Current = Test;
+    Prcb->TestAbortJump = &Abort;
+    if (x86_setjmp(&Abort) == 0)
+    {
+        Test->Routine();
+    }
+    Prcb->TestAbortJump = NULL;
+    KtCheckHygiene(Test, PoolTagsBefore);
+    KtState.Current = NULL;
+
+    if (KtState.Failures != 0)
+    {
+        DbgPrint("not ok %u %s:%s\n", Number, Test->Suite, Test->Name);
+        return KtFailed;
+    }
+    if (KtState.Skipped)
+    {
+        DbgPrint("ok %u %s:%s # SKIP %s\n", Number, Test->Suite, Test->Name,
+                 KtState.SkipReason ? KtState.SkipReason : "");
+        return KtSkipped;
+    }
+    DbgPrint("ok %u %s:%s\n", Number, Test->Suite, Test->Name);
+    return KtPassed;
+}
+
+/*
+ * Runs the selected tests and ends the run: prints the summary line and leaves
+ * QEMU with the pass or fail code. Called once on the boot processor at
+ * PASSIVE_LEVEL with interrupts on.
+ */
+VOID
+KiRunTestSuite(PCSTR CommandLine)
+{
+    SIZE_T PatternsLength = 0;
+    const char *Patterns = cmdline_get(CommandLine, "tests", &PatternsLength);
+    ULONG64 Repeat = KtCommandLineNumber(CommandLine, "repeat", 1);
+    ULONG Total = 0;
+    ULONG Selected = 0;
+    ULONG Counts[3] = {0, 0, 0};
+    ULONG Number = 0;
+
+    KtState.Seed = KtCommandLineNumber(CommandLine, "seed", 1);
+    KtState.Verbose = (ULONG)KtCommandLineNumber(CommandLine, "verbose", 0);
+    KiBugCheckCatchRoutine = KtCatchBugCheck;
+    if (Patterns == NULL)
+    {
+        PatternsLength = 0;
+    }
+    if (Repeat == 0)
+    {
+        Repeat = 1;
+    }
+
+    for (const KTEST_CASE *Test = __ktests_start; Test < __ktests_end; Test++)
+    {
+        if (Total == KT_MAX_TESTS)
+        {
+            DbgPrint("# more than %d tests; the rest are not run\n", KT_MAX_TESTS);
+            break;
+        }
+        if (KtIsSelected(Test, Patterns, PatternsLength))
+        {
+            KtTests[Selected++] = Test;
+        }
+        Total++;
+    }
+    KtSortTests(Selected);
+
+    DbgPrint("KTAP version 1\n");
+    DbgPrint("# Spindle test suite: %u of %u tests selected, seed %llu, repeat %llu, %u "
+             "processor(s)\n",
+             Selected, Total, KtState.Seed, Repeat, KiActiveProcessorCount);
+    DbgPrint("1..%llu\n", (ULONG64)Selected * Repeat);
+
+    for (ULONG i = 1; i < Selected; i++)
+    {
+        if (KtCompareNames(KtTests[i - 1], KtTests[i]) == 0)
+        {
+            DbgPrint("# duplicate test name %s:%s\n", KtTests[i]->Suite, KtTests[i]->Name);
+            Counts[KtFailed]++;
+        }
+    }
+    for (ULONG64 Repetition = 0; Repetition < Repeat; Repetition++)
+    {
+        for (ULONG i = 0; i < Selected; i++)
+        {
+            Counts[KtRunOne(KtTests[i], ++Number, (ULONG)Repetition)]++;
+        }
+    }
+
+    if (Selected == 0)
+    {
+        DbgPrint("# no test matches tests=%.*s\n", (int)PatternsLength, Patterns ? Patterns : "");
+        Counts[KtFailed]++;
+    }
+    DbgPrint("%u passed, %u failed, %u skipped\n", Counts[KtPassed], Counts[KtFailed],
+             Counts[KtSkipped]);
+    HalExitEmulator(Counts[KtFailed] == 0 ? HAL_EXIT_PASSED : HAL_EXIT_FAILED);
+}

@@ -1,0 +1,158 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * The test writer's API. A test file needs only <wdm.h> and <ktest.h>:
+ *
+ *     KTEST(KeSpinLock, acquire_raises_to_dispatch)
+ *     {
+ *         KIRQL Old;
+ *         KSPIN_LOCK Lock;
+ *         KeInitializeSpinLock(&Lock);
+ *         KeAcquireSpinLock(&Lock, &Old);
+ *         KT_EXPECT_EQ(KeGetCurrentIrql(), DISPATCH_LEVEL);
+ *         KeReleaseSpinLock(&Lock, Old);
+ *     }
+ *
+ * Values are compared and printed as 64-bit integers. EXPECT records a failure
+ * and goes on; ASSERT and SKIP end the test (on another processor inside
+ * KtRunOnProcessors they end that processor's routine).
+ */
+#pragma once
+
+#include <wdm.h>
+
+/* Descriptor flags. */
+#define KTEST_SMP_ONLY 0x1 // needs two or more processors; skipped on -smp 1
+#define KTEST_SLOW     0x2 // long-running; the watchdog budget is multiplied
+
+typedef struct _KTEST_CASE
+{
+    const char *Suite;
+    const char *Name;
+    VOID (*Routine)(VOID);
+    ULONG Flags;
+    ULONG TimeoutMs; // watchdog budget; 0 = the harness default
+} KTEST_CASE;
+
+/* Callee-saved register context for the harness's non-local exits. */
+typedef struct _KT_JMP_BUF
+{
+    ULONG64 Rbx, Rbp, R12, R13, R14, R15, Rsp, Rip;
+} KT_JMP_BUF;
+
+int x86_setjmp(KT_JMP_BUF *Buffer) __attribute__((returns_twice));
+__attribute__((noreturn)) void x86_longjmp(KT_JMP_BUF *Buffer, int Value);
+
+/* A bug check expected by KT_EXPECT_BUGCHECK; filled in when it is caught. */
+typedef struct _KT_BUGCHECK_CATCH
+{
+    KT_JMP_BUF Jump;
+    KIRQL Irql;              // IRQL at arming; restored when the bug check is caught
+    BOOLEAN InterruptsOn;    // RFLAGS.IF at arming; restored likewise
+    ULONG Expected;          // the only code this catcher takes
+    ULONG Nesting;           // interrupt nesting at arming
+    ULONG Code;              // the bug check that was caught
+    ULONG_PTR Parameter[4];
+    struct _KT_BUGCHECK_CATCH *Previous;
+} KT_BUGCHECK_CATCH;
+
+/* ---- registration */
+
+#define KTEST_EX(SuiteName, CaseName, CaseFlags, CaseTimeoutMs)                                   \
+    static VOID KtTest_##SuiteName##_##CaseName(VOID);                                            \
+    static const KTEST_CASE KtCase_##SuiteName##_##CaseName                                       \
+        __attribute__((used, section(".ktests"), aligned(8))) = {                                 \
+            #SuiteName, #CaseName, KtTest_##SuiteName##_##CaseName, (CaseFlags), (CaseTimeoutMs)}; \
+    static VOID KtTest_##SuiteName##_##CaseName(VOID)
+
+#define KTEST(SuiteName, CaseName) KTEST_EX(SuiteName, CaseName, 0, 0)
+
+/* ---- reporting (implemented by tests/harness) */
+
+VOID KtFail(const char *Expression, const char *File, int Line);
+VOID KtFailCompare(const char *Left, const char *Op, const char *Right, LONG64 LeftValue,
+                   LONG64 RightValue, const char *File, int Line);
+__attribute__((noreturn)) VOID KtAbort(VOID);
+__attribute__((noreturn)) VOID KtSkip(const char *Why);
+VOID KtLog(const char *Format, ...) __attribute__((format(printf, 1, 2)));
+ULONG64 KtRandom(VOID);
+
+VOID KtArmBugCheck(KT_BUGCHECK_CATCH *Catch);
+VOID KtDisarmBugCheck(KT_BUGCHECK_CATCH *Catch);
+VOID KtCheckBugCheck(KT_BUGCHECK_CATCH *Catch, ULONG Expected, BOOLEAN Raised,
+                     const char *Statement, const char *File, int Line);
+
+/*
+ * Runs Routine(Index, Context) on Count distinct processors at once (0 = all),
+ * Index 0..Count-1, each starting at PASSIVE_LEVEL. Returns when every one has
+ * returned; a processor that does not return is reported by the watchdog.
+ */
+typedef VOID KT_PROCESSOR_ROUTINE(ULONG Index, PVOID Context);
+VOID KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context);
+
+/* ---- expectations */
+
+#define KT_EXPECT(Cond)                                                                           \
+    do                                                                                            \
+    {                                                                                             \
+        if (!(Cond))                                                                              \
+        {                                                                                         \
+            KtFail(#Cond, __FILE__, __LINE__);                                                    \
+        }                                                                                         \
+    } while (0)
+
+#define KT_COMPARE_(A, Op, B, OnFail)                                                             \
+    do                                                                                            \
+    {                                                                                             \
+        LONG64 KtLeft_ = (LONG64)(A);                                                             \
+        LONG64 KtRight_ = (LONG64)(B);                                                            \
+        if (!(KtLeft_ Op KtRight_))                                                               \
+        {                                                                                         \
+            KtFailCompare(#A, #Op, #B, KtLeft_, KtRight_, __FILE__, __LINE__);                    \
+            OnFail;                                                                               \
+        }                                                                                         \
+    } while (0)
+
+#define KT_EXPECT_EQ(A, B) KT_COMPARE_(A, ==, B, (void)0)
+#define KT_EXPECT_NE(A, B) KT_COMPARE_(A, !=, B, (void)0)
+#define KT_EXPECT_LT(A, B) KT_COMPARE_(A, <, B, (void)0)
+#define KT_EXPECT_LE(A, B) KT_COMPARE_(A, <=, B, (void)0)
+#define KT_EXPECT_GT(A, B) KT_COMPARE_(A, >, B, (void)0)
+#define KT_EXPECT_GE(A, B) KT_COMPARE_(A, >=, B, (void)0)
+
+#define KT_ASSERT(Cond)                                                                           \
+    do                                                                                            \
+    {                                                                                             \
+        if (!(Cond))                                                                              \
+        {                                                                                         \
+            KtFail(#Cond, __FILE__, __LINE__);                                                    \
+            KtAbort();                                                                            \
+        }                                                                                         \
+    } while (0)
+
+#define KT_ASSERT_EQ(A, B) KT_COMPARE_(A, ==, B, KtAbort())
+#define KT_ASSERT_NE(A, B) KT_COMPARE_(A, !=, B, KtAbort())
+
+#define KT_SKIP(Why) KtSkip(Why)
+
+/*
+ * Runs Statement and expects it to raise bug check Code on this processor. The
+ * harness catches it, restores the IRQL and interrupt flag that held here and
+ * continues after the macro. Any other bug check still stops the system.
+ */
+#define KT_EXPECT_BUGCHECK(Code, Statement)                                                       \
+    do                                                                                            \
+    {                                                                                             \
+        KT_BUGCHECK_CATCH KtCatch_;                                                               \
+        KtCatch_.Expected = (Code);                                                               \
+        KtArmBugCheck(&KtCatch_);                                                                 \
+        if (x86_setjmp(&KtCatch_.Jump) == 0)                                                      \
+        {                                                                                         \
+            Statement;                                                                            \
+            KtDisarmBugCheck(&KtCatch_);                                                          \
+            KtCheckBugCheck(&KtCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);            \
+        }                                                                                         \
+        else                                                                                      \
+        {                                                                                         \
+            KtCheckBugCheck(&KtCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);             \
+        }                                                                                         \
+    } while (0)
