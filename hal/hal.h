@@ -50,3 +50,144 @@ VOID HalDisableLegacyPic(VOID);
 VOID HalRequestSelfInterrupt(ULONG Vector);
 VOID HalSendIpi(ULONG ApicId, ULONG Vector);
 VOID HalSendNmi(ULONG ApicId);
+
+/* ---- clock (hal/timer.c) */
+
+/* Calibrates the APIC timer and the TSC against the PIT. Boot processor, once, at boot. */
+VOID HalInitializeClock(VOID);
+/* Starts the calling processor's periodic APIC timer: Vector every PeriodMicroseconds. */
+VOID HalStartClockInterrupt(ULONG Vector, ULONG PeriodMicroseconds);
+/* The TSC, and its rate in Hz in *Frequency when given. Any IRQL. */
+ULONG64 HalQueryPerformanceCounter(ULONG64 *Frequency);
+/* Busy-waits at least Microseconds. Any IRQL. */
+VOID HalStallExecutionProcessor(ULONG Microseconds);
+
+/* ---- ACPI: the MADT's processors, I/O APICs and interrupt overrides (hal/acpi.c) */
+
+#define HAL_MAX_ACPI_PROCESSORS     256 // enabled processors the HAL records
+#define HAL_MAX_IO_APICS            16
+#define HAL_MAX_INTERRUPT_OVERRIDES 16
+
+typedef struct _HAL_IO_APIC
+{
+    ULONG Id;
+    ULONG Address; // physical base of its registers
+    ULONG GsiBase; // first global system interrupt it serves
+} HAL_IO_APIC;
+
+typedef struct _HAL_INTERRUPT_OVERRIDE
+{
+    UCHAR Bus;       // 0 = ISA
+    UCHAR SourceIrq; // bus-relative IRQ
+    USHORT Flags;    // MPS INTI flags: polarity bits 1:0, trigger mode bits 3:2 (0 = bus default)
+    ULONG Gsi;       // global system interrupt it is wired to
+} HAL_INTERRUPT_OVERRIDE;
+
+/* What one MADT says, as HalpAcpiParseMadt reads it. */
+typedef struct _HAL_MADT_INFO
+{
+    ULONG64 LocalApicAddress;  // the 32-bit field, or the 64-bit override (entry type 5)
+    ULONG ProcessorCount;      // enabled processors in ApicIds, in MADT order, duplicates dropped
+    ULONG ProcessorsDisabled;  // listed but not enabled (absent, or online-capable only)
+    ULONG ProcessorsDropped;   // enabled beyond HAL_MAX_ACPI_PROCESSORS
+    ULONG ApicIds[HAL_MAX_ACPI_PROCESSORS];
+    ULONG IoApicCount;
+    HAL_IO_APIC IoApics[HAL_MAX_IO_APICS];
+    ULONG OverrideCount;
+    HAL_INTERRUPT_OVERRIDE Overrides[HAL_MAX_INTERRUPT_OVERRIDES];
+} HAL_MADT_INFO;
+
+/*
+ * Finds and checks the ACPI tables from the loader's copy of the RSDP (NULL
+ * when the loader gave none) and records the MADT. Boot processor, once,
+ * after HalInitializeLocalApic. Never faults on bad tables: it prints one line
+ * and falls back to one processor, the current one.
+ */
+VOID HalInitializeAcpi(const VOID *Rsdp, ULONG RsdpLength);
+
+/* Enabled processors (at least 1: the boot processor when ACPI gave nothing). */
+ULONG HalQueryProcessorCount(VOID);
+/* The APIC ID of enabled processor Index (MADT order), or ~0u past the end. */
+ULONG HalQueryProcessorApicId(ULONG Index);
+ULONG HalQueryIoApicCount(VOID);
+/* Copies I/O APIC Index into *IoApic; FALSE past the end. */
+BOOLEAN HalQueryIoApic(ULONG Index, HAL_IO_APIC *IoApic);
+/* The GSI that ISA IRQ Irq is wired to (Irq itself without an override); *Flags its INTI flags. */
+ULONG HalQueryIsaInterruptGsi(ULONG Irq, PUSHORT Flags);
+/* Physical address of the local APICs as the MADT gives it (0 without a MADT). */
+ULONG64 HalQueryLocalApicAddress(VOID);
+/*
+ * The first table with Signature (e.g. "APIC") listed by the RSDT/XSDT whose
+ * length and checksum are correct, identity-mapped; NULL if there is none.
+ */
+const VOID *HalQueryAcpiTable(const char Signature[4]);
+
+/* HAL-internal, declared here for white-box tests (tests/hal_acpi.c). */
+/* TRUE when the Length bytes at Table sum to 0 modulo 256 (ACPI 6.5 §5.2.5.3, §5.2.6). */
+BOOLEAN HalpAcpiChecksumOk(const VOID *Table, ULONG Length);
+/*
+ * Checks and parses the MADT at Madt, of which Length bytes are readable, into
+ * *Info. FALSE with *Problem set (e.g. "checksum mismatch") if the header,
+ * checksum or any entry is malformed; nothing outside the Length bytes is read.
+ */
+BOOLEAN HalpAcpiParseMadt(const VOID *Madt, ULONG Length, HAL_MADT_INFO *Info,
+                          PCSTR *Problem);
+
+/* ---- application processor start-up (hal/apsmp.c, boot/trampoline.asm) */
+
+/*
+ * The mailbox through which boot/trampoline.asm gets its parameters, at
+ * HAL_AP_MAILBOX_OFFSET in the trampoline page. Offsets are shared with NASM
+ * through boot/mailbox.inc (hand-kept; pinned below). The BSP writes every
+ * field but Started before each start; the AP writes only Started.
+ */
+#define HAL_AP_MAILBOX_OFFSET 0xf00
+
+#define HAL_AP_STAGE_NONE           0 // set by the BSP before INIT-SIPI-SIPI
+#define HAL_AP_STAGE_REAL_MODE      1 // the SIPI arrived; the AP runs the trampoline
+#define HAL_AP_STAGE_PROTECTED_MODE 2 // 32-bit protected mode, enabling paging
+#define HAL_AP_STAGE_LONG_MODE      3 // 64-bit mode; the mailbox is read and free again
+
+typedef struct _HAL_AP_MAILBOX
+{
+    ULONG64 Cr3;              // page-table root (below 4 GiB): the BSP's CR3
+    ULONG64 StackTop;         // RSP for the entry, 16-byte aligned
+    ULONG64 Prcb;             // RDI for the entry
+    ULONG64 Entry;            // 64-bit entry address; never returns
+    volatile ULONG Started;   // HAL_AP_STAGE_*, written by the AP
+    ULONG Reserved;
+} HAL_AP_MAILBOX;
+
+_Static_assert(offsetof(HAL_AP_MAILBOX, Cr3) == 0x00, "boot/mailbox.inc AP_MAILBOX_CR3");
+_Static_assert(offsetof(HAL_AP_MAILBOX, StackTop) == 0x08, "boot/mailbox.inc AP_MAILBOX_STACK_TOP");
+_Static_assert(offsetof(HAL_AP_MAILBOX, Prcb) == 0x10, "boot/mailbox.inc AP_MAILBOX_PRCB");
+_Static_assert(offsetof(HAL_AP_MAILBOX, Entry) == 0x18, "boot/mailbox.inc AP_MAILBOX_ENTRY");
+_Static_assert(offsetof(HAL_AP_MAILBOX, Started) == 0x20, "boot/mailbox.inc AP_MAILBOX_STARTED");
+_Static_assert(sizeof(HAL_AP_MAILBOX) == 0x28, "boot/mailbox.inc AP_MAILBOX_SIZE");
+_Static_assert(HAL_AP_MAILBOX_OFFSET + sizeof(HAL_AP_MAILBOX) <= 4096, "the mailbox fits the page");
+
+/* How to start one processor: what its first kernel code is and runs on. */
+typedef struct _HAL_PROCESSOR_START
+{
+    ULONG_PTR Entry;          // Entry(Context) in 64-bit mode, interrupts off; must not return
+    PVOID Context;            // its argument (the kernel passes the PRCB)
+    ULONG_PTR StackTop;       // 16-byte aligned
+    volatile BOOLEAN *Online; // the entry stores TRUE (release) once the processor is up
+} HAL_PROCESSOR_START;
+
+/*
+ * Copies the trampoline into LowPage: 4 KiB-aligned, below 1 MiB, identity-
+ * mapped, and kept allocated until the last HalStartProcessor has returned.
+ * FALSE (with a message) if the page is unusable. Boot processor only.
+ */
+BOOLEAN HalPrepareProcessorStart(PVOID LowPage);
+
+/*
+ * Starts the processor with local APIC ID ApicId (INIT, INIT deassert, SIPI,
+ * a second SIPI only if needed; SDM vol. 3A §8.4.4.1) and waits, bounded
+ * (PIT-timed), until it sets *Start->Online. TRUE if it did; otherwise prints
+ * "Spindle: processor with APIC ID n did not start", puts the processor back
+ * into wait-for-SIPI with INIT (so it touches nothing later) and returns FALSE.
+ * Boot processor only, one processor at a time, interrupts on or off.
+ */
+BOOLEAN HalStartProcessor(ULONG ApicId, const HAL_PROCESSOR_START *Start);

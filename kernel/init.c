@@ -62,10 +62,17 @@ KiSystemStartup(ULONG64 BootInfoPhysical)
 
     MmInitializePhysicalMemory();
     ExpInitializePool();
+    x86_unmap_null_page(MmAllocatePages(1)); // NULL dereferences fault from here on
     HalDisableLegacyPic();
     HalInitializeLocalApic();
+    HalInitializeAcpi(KiBootInfo.RsdpPhysical != 0 ? KiBootInfo.Rsdp : NULL,
+                      sizeof(KiBootInfo.Rsdp));
     KiGetPrcb(0)->ApicId = HalGetCurrentApicId();
+    KiInitializeDpc();
+    KiInitializeIpi();
+    KiInitializeClock();
     x86_sti();
+    KiStartSecondaryProcessors();
 
     KiRunTestSuite(KiBootInfo.CommandLine);
     KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0, 0, 0, 0); // the suite ends the run itself

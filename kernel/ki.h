@@ -146,9 +146,10 @@ const char *KiLookupSymbol(ULONG64 Address, ULONG64 *Offset);
 VOID KiPrintAddress(const char *Prefix, ULONG64 Address);
 
 /*
- * The harness's catcher for KT_EXPECT_BUGCHECK. When the current processor
- * has BugCheckCatcher set, KeBugCheckEx calls this instead of stopping the
- * system; it does not return.
+ * The test harness's hook, called first by every KeBugCheckEx. It does not
+ * return when a KT_EXPECT_BUGCHECK armed on this processor (BugCheckCatcher)
+ * takes the code; otherwise it reports the running test as failed and
+ * returns, and the system stops.
  */
 typedef VOID KI_BUGCHECK_CATCH_ROUTINE(ULONG Code, const ULONG_PTR Parameters[4]);
 extern KI_BUGCHECK_CATCH_ROUTINE *KiBugCheckCatchRoutine;
@@ -159,9 +160,6 @@ extern volatile BOOLEAN KiDebugConsoleBusted;
 /* The system's workload once started: the in-kernel test suite (tests/harness). */
 VOID KiRunTestSuite(PCSTR CommandLine);
 
-#ifndef PAGE_FAULT_IN_NONPAGED_AREA
-#define PAGE_FAULT_IN_NONPAGED_AREA 0x00000050
-#endif
 /* Spindle's own stop codes (outside Windows' range of documented codes). */
 #define SPINDLE_SPIN_LOCK_DEADLOCK 0x5D000001 // P1 lock, P2 owner CPU, P3 owner RIP, P4 waiter RIP
 #define SPINDLE_TEST_WATCHDOG      0x5D000002 // P1 test index, P2 budget ms
@@ -169,6 +167,7 @@ VOID KiRunTestSuite(PCSTR CommandLine);
 BOOLEAN KiBugCheckInProgress(VOID);
 VOID KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame);
 __attribute__((noreturn)) VOID KiFreezeProcessor(const struct x86_trap_frame *Frame);
+BOOLEAN KiFreezeAndReport(const struct x86_trap_frame *Frame);
 
 /* ---------------------------------------------------------------- interrupts */
 
@@ -187,3 +186,130 @@ __attribute__((noreturn)) VOID KiIdleLoop(VOID);
 
 /* Hands Routine(Context) to processor Number's idle loop; FALSE if it is busy or offline. */
 BOOLEAN KiQueueIdleWork(ULONG Number, KI_IDLE_WORK_ROUTINE *Routine, PVOID Context);
+
+/* ---------------------------------------------------------------- DPCs, IPIs, software interrupts */
+
+VOID KiInitializeDpc(VOID);
+VOID KiInitializeIpi(VOID);
+VOID KiRequestSoftwareInterrupt(KIRQL Level);
+extern volatile ULONG64 KiApcInterruptCount[MAXIMUM_PROCESSORS];
+
+/*
+ * Called by the clock interrupt (kernel/ke/clock.c) on EVERY processor, at
+ * CLOCK_LEVEL, with the interrupted context, when non-NULL. The test harness's
+ * watchdog sets it. Storage is in kernel/ke/interrupt.c.
+ */
+typedef VOID KI_CLOCK_HOOK(struct x86_trap_frame *Frame);
+extern KI_CLOCK_HOOK *volatile KiClockHook;
+
+/* ---------------------------------------------------------------- clock and timers */
+
+#define KI_CLOCK_PERIOD_US 10000  // the clock tick: 10 ms
+#define KI_CLOCK_INCREMENT 100000 // the same in 100 ns units (KeQueryTimeIncrement)
+
+/* Ticks since the clock started; advanced by processor 0 only (kernel/ke/clock.c). */
+extern volatile ULONG64 KiTickCount;
+
+/* Calibrates the clock and starts the tick on the boot processor; once, before APs start. */
+VOID KiInitializeClock(VOID);
+/* Starts the tick on the calling processor; each AP calls it from KiSecondaryStartup. */
+VOID KiInitializeClockProcessor(VOID);
+/* Expires the timers due at or before Tick; processor 0's clock interrupt, CLOCK_LEVEL. */
+VOID KiExpireTimers(ULONG64 Tick);
+
+/* ---------------------------------------------------------------- processor start-up */
+
+/*
+ * Starts every other processor the HAL (ACPI MADT) lists, one at a time, with
+ * dense numbers; sets KeNumberProcessors. Boot processor, once, after
+ * HalInitializeAcpi. A processor that does not start is reported and skipped.
+ */
+VOID KiStartSecondaryProcessors(VOID);
+
+/*
+ * An application processor's first kernel code (boot/trampoline.asm calls it
+ * with RDI = its PRCB, on its kernel stack, interrupts off): loads its tables,
+ * enables its local APIC, goes online and enters KiIdleLoop. Never returns.
+ */
+__attribute__((noreturn)) VOID KiSecondaryStartup(PKPRCB Prcb);
+
+/* ---------------------------------------------------------------- spin-lock internals (ke/spinlock.c) */
+
+/*
+ * Checked build: a spin wait that lasts this many milliseconds bug-checks
+ * SPINDLE_SPIN_LOCK_DEADLOCK instead of hanging. Default 20000; a test may
+ * lower it for a moment.
+ */
+extern volatile ULONG KiSpinLockTimeoutMs;
+
+/*
+ * Takes / frees an ordinary spin lock word with no IRQL change and no IRQL
+ * check (checked build: the ownership checks of KeAcquireSpinLockAtDpcLevel
+ * and KeReleaseSpinLockFromDpcLevel still apply). The caller has interrupts
+ * off or runs at IRQL >= DISPATCH_LEVEL.
+ */
+VOID KiAcquireSpinLock(PKSPIN_LOCK SpinLock);
+VOID KiReleaseSpinLock(PKSPIN_LOCK SpinLock);
+
+/* One spin wait's deadlock watch: initialise with KI_SPIN_WAIT_INIT, pause with KiSpinWaitPause. */
+typedef struct _KI_SPIN_WAIT
+{
+    ULONG Spins;
+    ULONG64 Start; // performance counter at the first check; 0 before it
+} KI_SPIN_WAIT;
+
+#define KI_SPIN_WAIT_INIT     {0, 0}
+#define KI_SPIN_CHECK_INTERVAL 4096 // spins between two looks at the clock (a power of 2)
+
+/* Checked build: bug-checks SPINDLE_SPIN_LOCK_DEADLOCK once Wait has lasted too long. */
+VOID KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip);
+
+/* One pause of a wait for SpinLock (or for a hand-off on it), with the deadlock watch. */
+static inline VOID
+KiSpinWaitPause(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
+{
+    x86_pause();
+#if DBG
+    if ((++Wait->Spins & (KI_SPIN_CHECK_INTERVAL - 1)) == 0)
+    {
+        KiSpinWaitCheck(Wait, SpinLock, WaiterRip);
+    }
+#else
+    (void)Wait;
+    (void)SpinLock;
+    (void)WaiterRip;
+#endif
+}
+
+#if DBG
+/*
+ * Checked build: each processor's record of the spin locks it holds (and the
+ * queued locks it waits for), for recursion checks and deadlock reports. Each
+ * insert counts in Prcb->SpinLocksHeld and each remove uncounts.
+ */
+BOOLEAN KiLockTrackIsHeld(PKSPIN_LOCK SpinLock);
+VOID KiLockTrackInsert(PKSPIN_LOCK SpinLock, ULONG_PTR Rip, BOOLEAN Owner);
+VOID KiLockTrackSetOwner(PKSPIN_LOCK SpinLock);
+VOID KiLockTrackRemove(PKSPIN_LOCK SpinLock);
+#endif
+
+/* ---------------------------------------------------------------- interrupt objects (ke/intobj.c) */
+
+/*
+ * Raises Vector on processor Processor as a fixed interrupt (a self-IPI when
+ * it is the current one): how tests make a connected KINTERRUPT's ISR run.
+ * Any IRQL; the interrupt arrives once that processor's IRQL is below Vector >> 4.
+ */
+VOID KiRequestInterrupt(ULONG Processor, ULONG Vector);
+
+/* ---------------------------------------------------------------- I/O manager internals (io/cancel.c) */
+
+/* The system-wide cancel spin lock behind IoAcquireCancelSpinLock (white-box tests read it). */
+extern KSPIN_LOCK IopCancelSpinLock;
+
+/*
+ * Number + 1 of the processor holding the cancel lock through
+ * IoAcquireCancelSpinLock, 0 when free. Written only by the holder, so it is
+ * exact when a processor asks whether it holds the lock itself.
+ */
+extern volatile ULONG IopCancelLockOwner;

@@ -378,10 +378,15 @@ fmt_string(fmt_out_t *out, const fmt_spec_t *spec, const char *s)
     fmt_field(out, spec, s, strnlen(s, limit));
 }
 
+/* %ls and %lc: ASCII passes through; there is no console encoding for the rest. */
 static char
 fmt_narrow(unsigned int wide)
 {
-    return wide < 0x80 ? (char)wide : '?';
+    if (wide >= 0x80)
+    {
+        return '?';
+    }
+    return (char)wide;
 }
 
 /* %ls: as %s, one character per wchar_t unit. */

@@ -5,9 +5,9 @@
  */
 #include "lib.h"
 
-#define PRNG_GOLDEN_GAMMA 0x9e3779b97f4a7c15ull // 2^64 / golden ratio, odd
-#define PRNG_MIX1         0xbf58476d1ce4e5b9ull
-#define PRNG_MIX2         0x94d049bb133111ebull
+#define PRNG_GOLDEN_GAMMA 0x9e3779b97f4a7c15ULL // 2^64 / golden ratio, odd
+#define PRNG_MIX1         0xbf58476d1ce4e5b9ULL
+#define PRNG_MIX2         0x94d049bb133111ebULL
 
 /* Starts the sequence that seed selects; every seed, 0 included, is a good one. */
 void

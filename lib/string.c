@@ -20,7 +20,7 @@
 typedef uint64_t __attribute__((aligned(1), may_alias)) string_word_t;
 
 #define STRING_WORD       sizeof(string_word_t)
-#define STRING_BYTE_SPLAT 0x0101010101010101ull
+#define STRING_BYTE_SPLAT 0x0101010101010101ULL
 
 /* Copies low to high; safe when dst does not start inside (src, src + n). */
 static STRING_NO_IDIOM void

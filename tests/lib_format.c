@@ -100,12 +100,12 @@ KTEST(LibFormat, signed_decimal)
 
 KTEST(LibFormat, unsigned_octal_hex)
 {
-    LF_EXPECT("4294967295", "%u", 0xffffffffu);
-    LF_EXPECT("deadbeef", "%x", 0xdeadbeefu);
-    LF_EXPECT("DEADBEEF", "%X", 0xdeadbeefu);
-    LF_EXPECT("37777777777", "%o", 0xffffffffu);
-    LF_EXPECT("0 0 0", "%u %x %o", 0u, 0u, 0u);
-    LF_EXPECT("10 a 12", "%u %x %o", 10u, 10u, 10u);
+    LF_EXPECT("4294967295", "%u", 0xffffffffU);
+    LF_EXPECT("deadbeef", "%x", 0xdeadbeefU);
+    LF_EXPECT("DEADBEEF", "%X", 0xdeadbeefU);
+    LF_EXPECT("37777777777", "%o", 0xffffffffU);
+    LF_EXPECT("0 0 0", "%u %x %o", 0U, 0U, 0U);
+    LF_EXPECT("10 a 12", "%u %x %o", 10U, 10U, 10U);
 }
 
 /*
@@ -118,9 +118,9 @@ KTEST(LibFormat, unsigned_octal_hex)
 KTEST(LibFormat, length_hh_and_h_truncate)
 {
     // cppcheck-suppress [invalidPrintfArgType_sint, invalidPrintfArgType_uint]
-    LF_EXPECT("44 -56 -128 44 ff", "%hhd %hhd %hhd %hhu %hhx", 300, 200, -128, 300u, 0x1ffu);
+    LF_EXPECT("44 -56 -128 44 ff", "%hhd %hhd %hhd %hhu %hhx", 300, 200, -128, 300U, 0x1ffU);
     // cppcheck-suppress [invalidPrintfArgType_sint, invalidPrintfArgType_uint]
-    LF_EXPECT("4464 -32768 0 ffff", "%hd %hd %hu %hx", 70000, 32768, 65536u, 0xfffffu);
+    LF_EXPECT("4464 -32768 0 ffff", "%hd %hd %hu %hx", 70000, 32768, 65536U, 0xfffffU);
 }
 #pragma GCC diagnostic pop
 
@@ -140,12 +140,12 @@ KTEST(LibFormat, length_l_and_ll)
     LF_EXPECT("-9223372036854775808", "%lld", LF_LLONG_MIN);
     LF_EXPECT("9223372036854775807", "%lld", __LONG_LONG_MAX__);
     LF_EXPECT("-9223372036854775808", "%ld", -__LONG_MAX__ - 1);
-    LF_EXPECT("18446744073709551615", "%llu", ~0ull);
-    LF_EXPECT("ffffffffffffffff", "%llx", ~0ull);
-    LF_EXPECT("FFFFFFFF80000000", "%lX", 0xffffffff80000000ul);
-    LF_EXPECT("1777777777777777777777", "%llo", ~0ull);
-    LF_EXPECT("-1", "%li", -1l);
-    LF_EXPECT("4294967296", "%lu", 0x100000000ul);
+    LF_EXPECT("18446744073709551615", "%llu", ~0ULL);
+    LF_EXPECT("ffffffffffffffff", "%llx", ~0ULL);
+    LF_EXPECT("FFFFFFFF80000000", "%lX", 0xffffffff80000000UL);
+    LF_EXPECT("1777777777777777777777", "%llo", ~0ULL);
+    LF_EXPECT("-1", "%li", -1L);
+    LF_EXPECT("4294967296", "%lu", 0x100000000UL);
 }
 
 KTEST(LibFormat, length_z_t_j)
@@ -157,7 +157,7 @@ KTEST(LibFormat, length_z_t_j)
     LF_EXPECT("-5", "%zd", (ptrdiff_t)-5);
     LF_EXPECT("-8", "%td", (ptrdiff_t)-8);
     LF_EXPECT("-9223372036854775808", "%jd", (intmax_t)LF_LLONG_MIN);
-    LF_EXPECT("18446744073709551615", "%ju", (uintmax_t)~0ull);
+    LF_EXPECT("18446744073709551615", "%ju", (uintmax_t)~0ULL);
 }
 
 KTEST(LibFormat, sign_flags)
@@ -172,17 +172,17 @@ KTEST(LibFormat, sign_flags)
 
 KTEST(LibFormat, alternate_form)
 {
-    LF_EXPECT("0xff", "%#x", 0xffu);
-    LF_EXPECT("0XFF", "%#X", 0xffu);
-    LF_EXPECT("0", "%#x", 0u);
-    LF_EXPECT("010", "%#o", 8u);
-    LF_EXPECT("0", "%#o", 0u);
-    LF_EXPECT("0", "%#.0o", 0u);
-    LF_EXPECT("010", "%#.3o", 8u);
-    LF_EXPECT("0x0000ff", "%#08x", 0xffu);
-    LF_EXPECT("      0xff", "%#10x", 0xffu);
-    LF_EXPECT("0xff      |", "%#-10x|", 0xffu);
-    LF_EXPECT("0xffffffff80000000", "%#llx", 0xffffffff80000000ull);
+    LF_EXPECT("0xff", "%#x", 0xffU);
+    LF_EXPECT("0XFF", "%#X", 0xffU);
+    LF_EXPECT("0", "%#x", 0U);
+    LF_EXPECT("010", "%#o", 8U);
+    LF_EXPECT("0", "%#o", 0U);
+    LF_EXPECT("0", "%#.0o", 0U);
+    LF_EXPECT("010", "%#.3o", 8U);
+    LF_EXPECT("0x0000ff", "%#08x", 0xffU);
+    LF_EXPECT("      0xff", "%#10x", 0xffU);
+    LF_EXPECT("0xff      |", "%#-10x|", 0xffU);
+    LF_EXPECT("0xffffffff80000000", "%#llx", 0xffffffff80000000ULL);
 }
 
 KTEST(LibFormat, width_and_zero_pad)
@@ -194,7 +194,7 @@ KTEST(LibFormat, width_and_zero_pad)
     LF_EXPECT("+0042", "%+05d", 42);
     LF_EXPECT(" 0042", "% 05d", 42);
     LF_EXPECT("123456", "%3d", 123456);
-    LF_EXPECT("0000abcd", "%08x", 0xabcdu);
+    LF_EXPECT("0000abcd", "%08x", 0xabcdU);
     LF_EXPECT("     abc", "%8s", "abc");
     LF_EXPECT("abc     |", "%-8s|", "abc");
     LF_EXPECT("    x", "%5c", 'x');
@@ -209,12 +209,12 @@ KTEST(LibFormat, integer_precision)
     LF_EXPECT("", "%.0d", 0);
     LF_EXPECT("     ", "%5.0d", 0);
     LF_EXPECT("+", "%+.0d", 0);
-    LF_EXPECT("", "%.0x", 0u);
-    LF_EXPECT("000ab", "%.5x", 0xabu);
+    LF_EXPECT("", "%.0x", 0U);
+    LF_EXPECT("000ab", "%.5x", 0xabU);
     LF_EXPECT("  007", "%5.3d", 7);
     LF_EXPECT("007  |", "%-5.3d|", 7);
-    LF_EXPECT("0x000ab", "%#.5x", 0xabu);
-    LF_EXPECT("0000000000000000000000042", "%.25lld", 42ll);
+    LF_EXPECT("0x000ab", "%#.5x", 0xabU);
+    LF_EXPECT("0000000000000000000000042", "%.25lld", 42LL);
 }
 
 KTEST(LibFormat, string_precision)
@@ -255,8 +255,8 @@ KTEST(LibFormat, null_string)
 KTEST(LibFormat, pointer_is_0x_and_16_digits)
 {
     LF_EXPECT("0x0000000000000000", "%p", (void *)0);
-    LF_EXPECT("0x00000000deadbeef", "%p", (void *)0xdeadbeeful);
-    LF_EXPECT("0xffffffff80001000", "%p", (void *)0xffffffff80001000ul);
+    LF_EXPECT("0x00000000deadbeef", "%p", (void *)0xdeadbeefUL);
+    LF_EXPECT("0xffffffff80001000", "%p", (void *)0xffffffff80001000UL);
     LF_EXPECT("  0x0000000000000001", "%20p", (void *)1);
     LF_EXPECT("0x0000000000000001  |", "%-20p|", (void *)1);
 }
@@ -288,10 +288,10 @@ KTEST(LibFormat, wide_strings)
 KTEST(LibFormat, mixed_line)
 {
     LF_EXPECT("cpu 3 irql 2 lock 0xffffffff80004000 owner=KeSpinLock:acquire",
-              "cpu %u irql %d lock %p owner=%s:%s", 3u, 2, (void *)0xffffffff80004000ul,
+              "cpu %u irql %d lock %p owner=%s:%s", 3U, 2, (void *)0xffffffff80004000UL,
               "KeSpinLock", "acquire");
     LF_EXPECT("ok 12 Suite:case # 0x2a -1 18446744073709551615", "ok %d %s:%s # %#x %lld %llu", 12,
-              "Suite", "case", 42u, -1ll, ~0ull);
+              "Suite", "case", 42U, -1LL, ~0ULL);
 }
 
 KTEST(LibFormat, truncation_keeps_nul_and_full_length)
@@ -330,7 +330,7 @@ KTEST(LibFormat, vsnprintf_matches_snprintf)
 {
     char Buffer[LF_BUFFER];
 
-    KT_EXPECT_EQ(LfVsnprintf(Buffer, sizeof(Buffer), "%s-%05d-%#x", "id", 42, 255u), 13);
+    KT_EXPECT_EQ(LfVsnprintf(Buffer, sizeof(Buffer), "%s-%05d-%#x", "id", 42, 255U), 13);
     KT_EXPECT(strcmp(Buffer, "id-00042-0xff") == 0);
     KT_EXPECT_EQ(LfVsnprintf(Buffer, 6, "%s", "truncated"), 9);
     KT_EXPECT(strcmp(Buffer, "trunc") == 0);

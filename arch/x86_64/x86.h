@@ -325,3 +325,4 @@ void x86_cpu_tables_load(struct x86_cpu_tables *Tables, const uint64_t IstTop[X8
 void x86_idt_build(void);
 void x86_idt_load(void);
 void x86_reload_segments(uint16_t CodeSelector, uint16_t DataSelector);
+void x86_unmap_null_page(uint64_t *PageTable);

@@ -203,39 +203,49 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     return Data;
 }
 
-/* Finds and checks the header of a block being freed; bug-checks on misuse. */
+/*
+ * Finds and checks the header of a block being freed. Returns NULL, with the
+ * BAD_POOL_CALLER / BAD_POOL_HEADER code and parameters, on misuse; the caller
+ * drops the pool lock before it bug-checks (so a test that catches the bug
+ * check leaves the pool usable).
+ */
 static POOL_HEADER *
-ExpCheckFree(PVOID P, ULONG Tag)
+ExpCheckFree(PVOID P, ULONG Tag, ULONG_PTR Stop[5])
 {
     ULONG64 Address = (ULONG64)P;
-    ULONG64 Page = Address / KI_PAGE_SIZE;
     UCHAR Kind;
     POOL_HEADER *Header;
 
+    Stop[0] = BAD_POOL_CALLER;
     if (Address == 0 || Address >= (4ull << 30) || Address % 16 != 0)
     {
-        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_INVALID_FREE, Address, 0, 0);
+        Stop[1] = BAD_POOL_INVALID_FREE, Stop[2] = Address, Stop[3] = 0, Stop[4] = 0;
+        return NULL;
     }
-    Kind = ExpPageKind[Page];
-    if (Kind == POOL_PAGE_NONE ||
-        (Kind == POOL_PAGE_LARGE && Address % KI_PAGE_SIZE != 0) ||
+    Kind = ExpPageKind[Address / KI_PAGE_SIZE];
+    if (Kind == POOL_PAGE_NONE || (Kind == POOL_PAGE_LARGE && Address % KI_PAGE_SIZE != 0) ||
         (Kind >= POOL_PAGE_SMALL &&
          (Address - sizeof(POOL_HEADER)) % ExpBlockSize(Kind - POOL_PAGE_SMALL) != 0))
     {
-        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_INVALID_FREE, Address, Kind, 0);
+        Stop[1] = BAD_POOL_INVALID_FREE, Stop[2] = Address, Stop[3] = Kind, Stop[4] = 0;
+        return NULL;
     }
     Header = (POOL_HEADER *)P - 1;
     if (Header->Magic == POOL_MAGIC_FREE)
     {
-        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_DOUBLE_FREE, 0, Header->Tag, Address);
+        Stop[1] = BAD_POOL_DOUBLE_FREE, Stop[2] = 0, Stop[3] = Header->Tag, Stop[4] = Address;
+        return NULL;
     }
     if (Header->Magic != POOL_MAGIC_ALLOCATED)
     {
-        KeBugCheckEx(BAD_POOL_HEADER, 0x3, (ULONG_PTR)Header, Header->Magic, Address);
+        Stop[0] = BAD_POOL_HEADER;
+        Stop[1] = 0x3, Stop[2] = (ULONG_PTR)Header, Stop[3] = Header->Magic, Stop[4] = Address;
+        return NULL;
     }
     if (Tag != 0 && Header->Tag != Tag)
     {
-        KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_WRONG_TAG, Address, Header->Tag, Tag);
+        Stop[1] = BAD_POOL_WRONG_TAG, Stop[2] = Address, Stop[3] = Header->Tag, Stop[4] = Tag;
+        return NULL;
     }
     return Header;
 }
@@ -249,13 +259,19 @@ ExFreePoolWithTag(PVOID P, ULONG Tag)
 {
     KIRQL OldIrql;
     POOL_HEADER *Header;
+    ULONG_PTR Stop[5];
 
     if (KeGetCurrentIrql() > DISPATCH_LEVEL)
     {
         KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_FREE_IRQL, KeGetCurrentIrql(), 0, (ULONG_PTR)P);
     }
     KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
-    Header = ExpCheckFree(P, Tag);
+    Header = ExpCheckFree(P, Tag, Stop);
+    if (Header == NULL)
+    {
+        KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+        KeBugCheckEx((ULONG)Stop[0], Stop[1], Stop[2], Stop[3], Stop[4]);
+    }
     Header->Magic = POOL_MAGIC_FREE;
     ExpAccount(Header->Tag, -1, -(LONG64)Header->Size);
     if (Header->Class == POOL_CLASS_LARGE)

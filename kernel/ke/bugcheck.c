@@ -78,7 +78,7 @@ KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame)
 
 /* Prints where each other processor was when the freeze NMI reached it. */
 static VOID
-KiReportOtherProcessors(ULONG Self)
+KiReportOtherProcessors(ULONG Self, const char *LinePrefix)
 {
     for (ULONG i = 0; i < KiActiveProcessorCount; i++)
     {
@@ -96,7 +96,7 @@ KiReportOtherProcessors(ULONG Self)
             Rip = __atomic_load_n(&Prcb->FrozenRip, __ATOMIC_ACQUIRE);
             x86_pause();
         }
-        snprintf(Prefix, sizeof(Prefix), "  processor %u: ", i);
+        snprintf(Prefix, sizeof(Prefix), "%sprocessor %u: ", LinePrefix, i);
         if (Rip == 0)
         {
             DbgPrint("%sdid not answer the freeze NMI\n", Prefix);
@@ -132,7 +132,7 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
     const struct x86_trap_frame *Frame;
     ULONG Expected = 0;
 
-    if (Prcb->BugCheckCatcher != NULL && KiBugCheckCatchRoutine != NULL && !KiBugCheckInProgress())
+    if (KiBugCheckCatchRoutine != NULL && !KiBugCheckInProgress())
     {
         KiBugCheckFrame[Prcb->Number] = NULL;
         KiBugCheckCatchRoutine(BugCheckCode, Parameters);
@@ -166,7 +166,7 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
     {
         KiPrintBacktrace((ULONG64)__builtin_return_address(0), *(const ULONG64 *)x86_read_rbp());
     }
-    KiReportOtherProcessors(Prcb->Number);
+    KiReportOtherProcessors(Prcb->Number, "  ");
     HalExitEmulator(HAL_EXIT_BUGCHECK);
 }
 
@@ -174,6 +174,36 @@ VOID
 KeBugCheck(ULONG BugCheckCode)
 {
     KeBugCheckEx(BugCheckCode, 0, 0, 0, 0);
+}
+
+/*
+ * Stops every other processor and reports where each one was, this one at
+ * Frame (an interrupted context), as "# processor N: RIP symbol" lines with a
+ * backtrace for this one. For the test watchdog: the caller then ends the run.
+ * Returns FALSE, reporting nothing, if a bug check or another report is
+ * already stopping the system.
+ */
+BOOLEAN
+KiFreezeAndReport(const struct x86_trap_frame *Frame)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    ULONG Expected = 0;
+    char Prefix[48];
+
+    x86_cli();
+    if (!__atomic_compare_exchange_n(&KiBugCheckOwner, &Expected, Prcb->Number + 1, FALSE,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        return FALSE;
+    }
+    KiDebugConsoleBusted = TRUE;
+    HalFreezeOtherProcessors();
+    snprintf(Prefix, sizeof(Prefix), "# processor %u: ", Prcb->Number);
+    KiPrintAddress(Prefix, Frame->rip);
+    KiReportOtherProcessors(Prcb->Number, "# ");
+    DbgPrint("# backtrace of processor %u:\n", Prcb->Number);
+    KiPrintBacktrace(Frame->rip, Frame->rbp);
+    return TRUE;
 }
 
 /* NMI handler's part of a freeze: record where this processor was, then stop. */

@@ -1,44 +1,344 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Ordinary (executive) spin locks, API.md §3. The lock word is 0 when free
- * and 1 when held; waiters spin on plain reads with pause until it reads 0,
- * then retry the atomic (test-and-test-and-set). Acquiring raises IRQL first;
- * releasing stores 0 before IRQL is lowered.
+ * Ordinary (executive) spin locks, API.md §3, and the checked-build lock
+ * bookkeeping that queued locks (queuedlock.c) share.
+ *
+ * Lock word: free build 0 = free, 1 = held. Checked build (DBG=1): the
+ * owner's PRCB address | 1 (PRCBs are 64-byte aligned), so a recursive
+ * acquire (0xF) and a release by anyone but the owner (0x10) are caught.
+ * Waiters spin on plain reads with pause until the word reads 0, then retry
+ * the atomic (test-and-test-and-set). Acquiring raises IRQL first; releasing
+ * stores 0 before IRQL is lowered.
+ *
+ * Checked-build deadlock watch: a waiter looks at the performance counter
+ * every KI_SPIN_CHECK_INTERVAL spins; a wait longer than KiSpinLockTimeoutMs
+ * bug-checks SPINDLE_SPIN_LOCK_DEADLOCK (lock, owner processor, owner's
+ * acquire RIP, waiter's RIP). Owners are found in a small per-processor table
+ * of the locks each one holds (KI_LOCK_TRACK_SLOTS deep; deeper nests are
+ * still counted in SpinLocksHeld, only not named in reports).
  */
 #include "kernel/ki.h"
 
 #include "hal/hal.h"
 
+#define KI_LOCK_TRACK_SLOTS 16
+
+#if DBG
 /*
- * Takes the lock word. The locked exchange is a full barrier, so the critical
- * section cannot start before the lock is owned; it pairs with the release
- * store in KxReleaseSpinLock.
+ * One lock a processor holds or (queued) waits for. Written only by that
+ * processor with interrupts off; other processors read it for reports only.
+ */
+typedef struct _KI_LOCK_TRACK
+{
+    PKSPIN_LOCK volatile Lock; // NULL: a free slot
+    volatile ULONG_PTR Rip;    // where the acquire was called from
+    volatile BOOLEAN Owner;    // FALSE while a queued acquirer still waits
+} KI_LOCK_TRACK;
+
+static KI_LOCK_TRACK KiLockTrack[MAXIMUM_PROCESSORS][KI_LOCK_TRACK_SLOTS];
+#endif
+
+volatile ULONG KiSpinLockTimeoutMs = 20000;
+
+/* ---------------------------------------------------------------- checked-build bookkeeping */
+
+#if DBG
+static KI_LOCK_TRACK *
+KiLockTrackFind(KI_LOCK_TRACK *Slots, PKSPIN_LOCK SpinLock)
+{
+    for (ULONG i = 0; i < KI_LOCK_TRACK_SLOTS; i++)
+    {
+        if (Slots[i].Lock == SpinLock)
+        {
+            return &Slots[i];
+        }
+    }
+    return NULL;
+}
+
+/* TRUE if this processor holds SpinLock or waits for it as a queued lock. */
+BOOLEAN
+KiLockTrackIsHeld(PKSPIN_LOCK SpinLock)
+{
+    ULONG64 Flags = x86_save_disable();
+    BOOLEAN Held = KiLockTrackFind(KiLockTrack[KeGetCurrentPrcb()->Number], SpinLock) != NULL;
+
+    x86_restore_flags(Flags);
+    return Held;
+}
+
+/* Records SpinLock as held (Owner) or waited for, acquired from Rip; counts it. */
+VOID
+KiLockTrackInsert(PKSPIN_LOCK SpinLock, ULONG_PTR Rip, BOOLEAN Owner)
+{
+    ULONG64 Flags = x86_save_disable();
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    KI_LOCK_TRACK *Slot = KiLockTrackFind(KiLockTrack[Prcb->Number], NULL);
+
+    if (Slot != NULL)
+    {
+        Slot->Rip = Rip;
+        Slot->Owner = Owner;
+        /* Release: a reporting processor that finds the lock sees its RIP too. */
+        __atomic_store_n(&Slot->Lock, SpinLock, __ATOMIC_RELEASE);
+    }
+    Prcb->SpinLocksHeld++;
+    x86_restore_flags(Flags);
+}
+
+/* A queued acquirer's wait is over: it owns SpinLock now. */
+VOID
+KiLockTrackSetOwner(PKSPIN_LOCK SpinLock)
+{
+    ULONG64 Flags = x86_save_disable();
+    KI_LOCK_TRACK *Slot = KiLockTrackFind(KiLockTrack[KeGetCurrentPrcb()->Number], SpinLock);
+
+    if (Slot != NULL)
+    {
+        Slot->Owner = TRUE;
+    }
+    x86_restore_flags(Flags);
+}
+
+/* Forgets SpinLock (released); uncounts it. */
+VOID
+KiLockTrackRemove(PKSPIN_LOCK SpinLock)
+{
+    ULONG64 Flags = x86_save_disable();
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    KI_LOCK_TRACK *Slot = KiLockTrackFind(KiLockTrack[Prcb->Number], SpinLock);
+
+    if (Slot != NULL)
+    {
+        __atomic_store_n(&Slot->Lock, NULL, __ATOMIC_RELAXED);
+    }
+    Prcb->SpinLocksHeld--;
+    x86_restore_flags(Flags);
+}
+
+/*
+ * The processor that owns SpinLock and where it acquired it, for a deadlock
+ * report: the tables first, then (ordinary locks) the owner in the lock word.
+ * ~0 when nobody can be named. Reads other processors' tables without a lock.
+ */
+static ULONG
+KiFindLockOwner(PKSPIN_LOCK SpinLock, ULONG_PTR *OwnerRip)
+{
+    ULONG_PTR Word = __atomic_load_n(SpinLock, __ATOMIC_RELAXED);
+    ULONG_PTR First = (ULONG_PTR)&KiProcessorBlock[0];
+    ULONG_PTR Last = (ULONG_PTR)&KiProcessorBlock[MAXIMUM_PROCESSORS - 1];
+
+    *OwnerRip = 0;
+    for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
+    {
+        for (ULONG i = 0; i < KI_LOCK_TRACK_SLOTS; i++)
+        {
+            KI_LOCK_TRACK *Slot = &KiLockTrack[Number][i];
+            if (__atomic_load_n(&Slot->Lock, __ATOMIC_ACQUIRE) == SpinLock && Slot->Owner)
+            {
+                *OwnerRip = Slot->Rip;
+                return Number;
+            }
+        }
+    }
+    if ((Word & 1) != 0 && (Word & ~(ULONG_PTR)1) >= First && (Word & ~(ULONG_PTR)1) <= Last)
+    {
+        return ((PKPRCB)(Word & ~(ULONG_PTR)1))->Number;
+    }
+    return ~0u;
+}
+#endif /* DBG */
+
+/*
+ * Checked build: bug-checks SPINDLE_SPIN_LOCK_DEADLOCK once the wait Wait
+ * describes has lasted KiSpinLockTimeoutMs (measured from its first check).
+ * Called every KI_SPIN_CHECK_INTERVAL spins by KiSpinWaitPause. Any IRQL.
+ */
+VOID
+KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
+{
+#if DBG
+    LARGE_INTEGER Frequency;
+    ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
+    ULONG_PTR OwnerRip;
+    ULONG Owner;
+
+    if (Frequency.QuadPart <= 0)
+    {
+        return; // the clock is not calibrated yet (early boot)
+    }
+    if (Wait->Start == 0)
+    {
+        Wait->Start = Now;
+        return;
+    }
+    if (Now - Wait->Start < (ULONG64)Frequency.QuadPart / 1000 * KiSpinLockTimeoutMs)
+    {
+        return;
+    }
+    Owner = KiFindLockOwner(SpinLock, &OwnerRip);
+    if (KeGetCurrentPrcb()->BugCheckCatcher == NULL)
+    {
+        DbgPrint("\n*** spin lock %p: processor %u waited %u ms; owner: processor %d\n",
+                 (PVOID)SpinLock, KeGetCurrentPrcb()->Number, KiSpinLockTimeoutMs, (int)Owner);
+        KiPrintAddress("***   owner acquired it at ", OwnerRip);
+        KiPrintAddress("***   waiter called from   ", WaiterRip);
+    }
+    KeBugCheckEx(SPINDLE_SPIN_LOCK_DEADLOCK, (ULONG_PTR)SpinLock, Owner, OwnerRip, WaiterRip);
+#else
+    (void)Wait;
+    (void)SpinLock;
+    (void)WaiterRip;
+#endif
+}
+
+/* ---------------------------------------------------------------- the lock word */
+
+/*
+ * Takes the lock word, no IRQL change. The locked instruction is a full
+ * barrier, so the critical section cannot start before the lock is owned; it
+ * pairs with the release store in KxReleaseSpinLock. Rip names the acquirer.
  */
 static inline VOID
-KxAcquireSpinLock(PKSPIN_LOCK SpinLock)
+KxAcquireSpinLock(PKSPIN_LOCK SpinLock, ULONG_PTR Rip)
 {
+    KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
+#if DBG
+    ULONG_PTR Tag = (ULONG_PTR)KeGetCurrentPrcb() | 1;
+
     for (;;)
     {
-        if (__atomic_exchange_n(SpinLock, 1, __ATOMIC_ACQUIRE) == 0)
+        ULONG_PTR Expected = 0;
+        if (__atomic_compare_exchange_n(SpinLock, &Expected, Tag, FALSE, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
         {
-            return;
+            break;
+        }
+        if (Expected == Tag)
+        {
+            KeBugCheckEx(SPIN_LOCK_ALREADY_OWNED, (ULONG_PTR)SpinLock, 0, 0, Rip);
         }
         while (__atomic_load_n(SpinLock, __ATOMIC_RELAXED) != 0)
         {
-            x86_pause();
+            KiSpinWaitPause(&Wait, SpinLock, Rip);
         }
     }
+    KiLockTrackInsert(SpinLock, Rip, TRUE);
+#else
+    while (__atomic_exchange_n(SpinLock, 1, __ATOMIC_ACQUIRE) != 0)
+    {
+        while (__atomic_load_n(SpinLock, __ATOMIC_RELAXED) != 0)
+        {
+            KiSpinWaitPause(&Wait, SpinLock, Rip);
+        }
+    }
+#endif
+}
+
+/*
+ * Takes the lock word only if it is free: TRUE if it did. Never spins.
+ * Checked build: 0xF if this processor already owns it.
+ */
+static inline BOOLEAN
+KxTryToAcquireSpinLock(PKSPIN_LOCK SpinLock, ULONG_PTR Rip)
+{
+    ULONG_PTR Expected = 0;
+#if DBG
+    ULONG_PTR Tag = (ULONG_PTR)KeGetCurrentPrcb() | 1;
+#else
+    ULONG_PTR Tag = 1;
+#endif
+
+    /* Acquire, as KxAcquireSpinLock; the relaxed pre-read keeps a busy line shared. */
+    if (__atomic_load_n(SpinLock, __ATOMIC_RELAXED) == 0 &&
+        __atomic_compare_exchange_n(SpinLock, &Expected, Tag, FALSE, __ATOMIC_ACQUIRE,
+                                    __ATOMIC_RELAXED))
+    {
+#if DBG
+        KiLockTrackInsert(SpinLock, Rip, TRUE);
+#endif
+        return TRUE;
+    }
+#if DBG
+    if (__atomic_load_n(SpinLock, __ATOMIC_RELAXED) == Tag)
+    {
+        KeBugCheckEx(SPIN_LOCK_ALREADY_OWNED, (ULONG_PTR)SpinLock, 0, 0, Rip);
+    }
+#endif
+    (void)Rip;
+    return FALSE;
 }
 
 /*
  * Frees the lock word. A release store suffices on x86 (TSO): every access in
  * the critical section is ordered before it. Pairs with KxAcquireSpinLock.
+ * Checked build: 0x10 unless this processor owns it.
  */
 static inline VOID
 KxReleaseSpinLock(PKSPIN_LOCK SpinLock)
 {
+#if DBG
+    ULONG_PTR Word = __atomic_load_n(SpinLock, __ATOMIC_RELAXED);
+
+    if (Word != ((ULONG_PTR)KeGetCurrentPrcb() | 1))
+    {
+        KeBugCheckEx(SPIN_LOCK_NOT_OWNED, (ULONG_PTR)SpinLock, Word, 0,
+                     (ULONG_PTR)__builtin_return_address(0));
+    }
+    KiLockTrackRemove(SpinLock);
+#endif
     __atomic_store_n(SpinLock, 0, __ATOMIC_RELEASE);
 }
+
+/* Checked build: the AtDpcLevel family needs IRQL >= DISPATCH_LEVEL (0x9). */
+static inline VOID
+KiCheckAtDpcLevel(PKSPIN_LOCK SpinLock)
+{
+#if DBG
+    KIRQL Irql = KeGetCurrentIrql();
+    if (Irql < DISPATCH_LEVEL)
+    {
+        KeBugCheckEx(IRQL_NOT_GREATER_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, DISPATCH_LEVEL, 0);
+    }
+#else
+    (void)SpinLock;
+#endif
+}
+
+/* Checked build: a raising acquire called above the level it raises to (0xA). */
+static inline VOID
+KiCheckRaiseTo(PKSPIN_LOCK SpinLock, KIRQL Target, ULONG_PTR Rip)
+{
+#if DBG
+    KIRQL Irql = KeGetCurrentIrql();
+    if (Irql > Target)
+    {
+        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, 1, Rip);
+    }
+#else
+    (void)SpinLock;
+    (void)Target;
+    (void)Rip;
+#endif
+}
+
+/* ---------------------------------------------------------------- kernel-internal */
+
+/* Takes SpinLock with no IRQL change or check. Interrupts off or IRQL >= DISPATCH_LEVEL. */
+VOID
+KiAcquireSpinLock(PKSPIN_LOCK SpinLock)
+{
+    KxAcquireSpinLock(SpinLock, (ULONG_PTR)__builtin_return_address(0));
+}
+
+/* Frees SpinLock with no IRQL change or check. */
+VOID
+KiReleaseSpinLock(PKSPIN_LOCK SpinLock)
+{
+    KxReleaseSpinLock(SpinLock);
+}
+
+/* ---------------------------------------------------------------- public */
 
 /* Sets the lock free. Any IRQL; the lock must be resident. */
 VOID
@@ -49,13 +349,18 @@ KeInitializeSpinLock(PKSPIN_LOCK SpinLock)
 
 /*
  * Raises to DISPATCH_LEVEL, then spins until the lock is owned. IRQL in <=
- * DISPATCH_LEVEL, out DISPATCH_LEVEL. *OldIrql is written once the lock is held.
+ * DISPATCH_LEVEL (checked: above it 0xA), out DISPATCH_LEVEL. *OldIrql is
+ * written once the lock is held.
  */
 VOID
 KeAcquireSpinLock(PKSPIN_LOCK SpinLock, PKIRQL OldIrql)
 {
-    KIRQL Previous = KeRaiseIrqlToDpcLevel();
-    KxAcquireSpinLock(SpinLock);
+    ULONG_PTR Rip = (ULONG_PTR)__builtin_return_address(0);
+    KIRQL Previous;
+
+    KiCheckRaiseTo(SpinLock, DISPATCH_LEVEL, Rip);
+    Previous = KeRaiseIrqlToDpcLevel();
+    KxAcquireSpinLock(SpinLock, Rip);
     *OldIrql = Previous;
 }
 
@@ -63,29 +368,109 @@ KeAcquireSpinLock(PKSPIN_LOCK SpinLock, PKIRQL OldIrql)
 KIRQL
 KeAcquireSpinLockRaiseToDpc(PKSPIN_LOCK SpinLock)
 {
-    KIRQL Previous = KeRaiseIrqlToDpcLevel();
-    KxAcquireSpinLock(SpinLock);
+    ULONG_PTR Rip = (ULONG_PTR)__builtin_return_address(0);
+    KIRQL Previous;
+
+    KiCheckRaiseTo(SpinLock, DISPATCH_LEVEL, Rip);
+    Previous = KeRaiseIrqlToDpcLevel();
+    KxAcquireSpinLock(SpinLock, Rip);
     return Previous;
 }
 
-/* Releases the lock, then lowers IRQL to NewIrql. IRQL in DISPATCH_LEVEL. */
+/*
+ * Raises to SYNCH_LEVEL, then takes the lock; returns the previous IRQL.
+ * IRQL in <= SYNCH_LEVEL (checked: above it 0xA), out SYNCH_LEVEL.
+ */
+KIRQL
+KeAcquireSpinLockRaiseToSynch(PKSPIN_LOCK SpinLock)
+{
+    ULONG_PTR Rip = (ULONG_PTR)__builtin_return_address(0);
+    KIRQL Previous;
+
+    KiCheckRaiseTo(SpinLock, SYNCH_LEVEL, Rip);
+    Previous = KeRaiseIrqlToSynchLevel();
+    KxAcquireSpinLock(SpinLock, Rip);
+    return Previous;
+}
+
+/*
+ * Releases the lock, then lowers IRQL to NewIrql. IRQL in DISPATCH_LEVEL (or
+ * the SYNCH_LEVEL of RaiseToSynch, or higher after an AtDpcLevel acquire).
+ * Checked build: below DISPATCH_LEVEL the lock cannot have been taken
+ * properly: Verifier-style 0xC4/0x32 (P2 = IRQL, P3 = lock).
+ */
 VOID
 KeReleaseSpinLock(PKSPIN_LOCK SpinLock, KIRQL NewIrql)
 {
+#if DBG
+    KIRQL Irql = KeGetCurrentIrql();
+    if (Irql < DISPATCH_LEVEL)
+    {
+        KeBugCheckEx(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x32, Irql, (ULONG_PTR)SpinLock, 0);
+    }
+#endif
     KxReleaseSpinLock(SpinLock);
     KeLowerIrql(NewIrql);
 }
 
-/* Takes the lock without changing IRQL. IRQL in >= DISPATCH_LEVEL. */
+/* Takes the lock without changing IRQL. IRQL in >= DISPATCH_LEVEL (checked: 0x9). */
 VOID
 KeAcquireSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock)
 {
-    KxAcquireSpinLock(SpinLock);
+    KiCheckAtDpcLevel(SpinLock);
+    KxAcquireSpinLock(SpinLock, (ULONG_PTR)__builtin_return_address(0));
 }
 
-/* Releases the lock without changing IRQL. IRQL in >= DISPATCH_LEVEL. */
+/* Releases the lock without changing IRQL. IRQL in >= DISPATCH_LEVEL (checked: 0x9). */
 VOID
 KeReleaseSpinLockFromDpcLevel(PKSPIN_LOCK SpinLock)
 {
+    KiCheckAtDpcLevel(SpinLock);
     KxReleaseSpinLock(SpinLock);
+}
+
+/*
+ * Takes the lock if it is free, without spinning: TRUE if the caller now
+ * holds it, FALSE if it was held. IRQL >= DISPATCH_LEVEL (checked: 0x9),
+ * unchanged. Checked build: 0xF if the caller already holds it (API.md §3).
+ */
+BOOLEAN
+KeTryToAcquireSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock)
+{
+    KiCheckAtDpcLevel(SpinLock);
+    return KxTryToAcquireSpinLock(SpinLock, (ULONG_PTR)__builtin_return_address(0));
+}
+
+/* TRUE iff the word is 0 (any other value counts as held). Any IRQL; never acquires. */
+BOOLEAN
+KeTestSpinLock(PKSPIN_LOCK SpinLock)
+{
+    return __atomic_load_n(SpinLock, __ATOMIC_RELAXED) == 0;
+}
+
+/*
+ * The threaded-DPC form. Spindle runs every DPC at DISPATCH_LEVEL, so a caller
+ * below it is treated as a threaded DPC at PASSIVE_LEVEL (project choice):
+ * below DISPATCH_LEVEL it raises to DISPATCH_LEVEL, at or above it the IRQL
+ * is left alone. Returns the entry IRQL for KeReleaseSpinLockForDpc.
+ */
+KIRQL
+KeAcquireSpinLockForDpc(PKSPIN_LOCK SpinLock)
+{
+    KIRQL Previous = KeGetCurrentIrql();
+
+    if (Previous < DISPATCH_LEVEL)
+    {
+        KeRaiseIrqlToDpcLevel();
+    }
+    KxAcquireSpinLock(SpinLock, (ULONG_PTR)__builtin_return_address(0));
+    return Previous;
+}
+
+/* Releases the lock and returns to OldIrql (KeAcquireSpinLockForDpc's result). */
+VOID
+KeReleaseSpinLockForDpc(PKSPIN_LOCK SpinLock, KIRQL OldIrql)
+{
+    KxReleaseSpinLock(SpinLock);
+    KeLowerIrql(OldIrql);
 }

@@ -86,7 +86,7 @@ VOID
 KiPrintBacktrace(ULONG64 Rip, ULONG64 Rbp)
 {
     DbgPrint("Backtrace:\n");
-    KiPrintAddress("  #0   ", Rip);
+    KiPrintAddress("  #0  ", Rip);
     for (int Depth = 1; Depth < KI_BACKTRACE_DEPTH && KiIsPlausibleFrame(Rbp); Depth++)
     {
         const ULONG64 *Frame = (const ULONG64 *)Rbp;
@@ -95,7 +95,7 @@ KiPrintBacktrace(ULONG64 Rip, ULONG64 Rbp)
         {
             break;
         }
-        snprintf(Prefix, sizeof(Prefix), "  #%-3d", Depth);
+        snprintf(Prefix, sizeof(Prefix), "  #%-2d ", Depth);
         KiPrintAddress(Prefix, Frame[1]);
         if (Frame[0] <= Rbp) // frames grow toward higher addresses
         {

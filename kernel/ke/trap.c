@@ -138,7 +138,12 @@ KiDispatchException(struct x86_trap_frame *Frame)
 VOID
 KiTrapDispatch(struct x86_trap_frame *Frame)
 {
-    if (Frame->vector < X86_EXCEPTION_COUNT)
+    /*
+     * Vector 0x1F is reserved for exceptions, but the processor never raises
+     * it (SDM vol. 3A table 6-1); NT uses it for the APC software interrupt,
+     * which the APIC delivers like any other vector.
+     */
+    if (Frame->vector < X86_EXCEPTION_COUNT && Frame->vector != KI_VECTOR_APC)
     {
         KiDispatchException(Frame);
         return;

@@ -1,5 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /*
+ * Harness-internal interfaces between the runner, the watchdog and the
  * multi-processor helpers.
  */
 #pragma once
@@ -8,3 +9,12 @@
 
 const KTEST_CASE *KtCurrentTest(VOID);
 
+/* Arms the watchdog for Test's budget; KtWatchdogStop disarms it. */
+VOID KtWatchdogStart(const KTEST_CASE *Test);
+VOID KtWatchdogStop(VOID);
+
+/* Sets the current test's failure count to Count and returns the previous count. */
+LONG KtExchangeFailures(LONG Count);
+
+/* Marks the running test "not ok" and prints the summary, counting it failed. */
+VOID KtReportWatchdog(VOID);

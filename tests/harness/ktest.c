@@ -32,7 +32,16 @@ typedef struct _KT_STATE
     volatile LONG RandomLock;
 } KT_STATE;
 
+typedef enum _KT_RESULT
+{
+    KtPassed,
+    KtFailed,
+    KtSkipped
+} KT_RESULT;
+
 static KT_STATE KtState;
+static ULONG KtCounts[3];   // passed, failed, skipped so far
+static ULONG KtNumber;      // KTAP number of the running test
 static const KTEST_CASE *KtTests[KT_MAX_TESTS];
 static EXP_POOL_TAG_USAGE KtPoolBefore[KT_MAX_TAGS];
 static EXP_POOL_TAG_USAGE KtPoolAfter[KT_MAX_TAGS];
@@ -71,6 +80,12 @@ KtFailCompare(const char *Left, const char *Op, const char *Right, LONG64 LeftVa
     __atomic_add_fetch(&KtState.Failures, 1, __ATOMIC_RELAXED);
     DbgPrint("# %s:%d: expected %s %s %s, got %lld (%#llx) vs %lld (%#llx)\n", File, Line, Left,
              Op, Right, LeftValue, (ULONG64)LeftValue, RightValue, (ULONG64)RightValue);
+}
+
+LONG
+KtExchangeFailures(LONG Count)
+{
+    return __atomic_exchange_n(&KtState.Failures, Count, __ATOMIC_RELAXED);
 }
 
 VOID
@@ -152,14 +167,19 @@ KtCatchBugCheck(ULONG Code, const ULONG_PTR Parameters[4])
     x86_cli();
     Prcb = KeGetCurrentPrcb();
     Catch = Prcb->BugCheckCatcher;
-    if (Catch->Expected != Code)
+    if (Catch == NULL || Catch->Expected != Code)
     {
-        DbgPrint("# KT_EXPECT_BUGCHECK expected 0x%X (%s) but 0x%X (%s) was raised\n",
-                 Catch->Expected, KiBugCheckName(Catch->Expected), Code, KiBugCheckName(Code));
+        if (Catch != NULL)
+        {
+            DbgPrint("# KT_EXPECT_BUGCHECK expected 0x%X (%s) but 0x%X (%s) was raised\n",
+                     Catch->Expected, KiBugCheckName(Catch->Expected), Code,
+                     KiBugCheckName(Code));
+        }
         if (KtState.Current != NULL)
         {
-            DbgPrint("not ok - %s:%s stopped the system\n", KtState.Current->Suite,
-                     KtState.Current->Name);
+            DbgPrint("not ok %u %s:%s # bug check 0x%X on processor %u stopped the system\n",
+                     KtNumber, KtState.Current->Suite, KtState.Current->Name, Code,
+                     Prcb->Number);
         }
         return;
     }
@@ -282,6 +302,20 @@ KtCommandLineNumber(PCSTR CommandLine, const char *Key, ULONG64 Default)
 
 /* ---------------------------------------------------------------- running */
 
+VOID
+KtReportWatchdog(VOID)
+{
+    const KTEST_CASE *Test = KtState.Current;
+
+    if (Test != NULL)
+    {
+        DbgPrint("not ok %u %s:%s # watchdog\n", KtNumber, Test->Suite, Test->Name);
+    }
+    KtCounts[KtFailed]++;
+    DbgPrint("%u passed, %u failed, %u skipped\n", KtCounts[KtPassed], KtCounts[KtFailed],
+             KtCounts[KtSkipped]);
+}
+
 static ULONG64
 KtSeedFor(const KTEST_CASE *Test, ULONG Repetition)
 {
@@ -354,13 +388,6 @@ KtCheckHygiene(const KTEST_CASE *Test, ULONG PoolTagsBefore)
     }
 }
 
-typedef enum _KT_RESULT
-{
-    KtPassed,
-    KtFailed,
-    KtSkipped
-} KT_RESULT;
-
 static KT_RESULT
 KtRunOne(const KTEST_CASE *Test, ULONG Number, ULONG Repetition)
 {
@@ -385,12 +412,14 @@ KtRunOne(const KTEST_CASE *Test, ULONG Number, ULONG Repetition)
 
     PoolTagsBefore = ExpQueryPoolTags(KtPoolBefore, KT_MAX_TAGS);
     KtState.Current = Test;
+    KtWatchdogStart(Test);
     Prcb->TestAbortJump = &Abort;
     if (x86_setjmp(&Abort) == 0)
     {
         Test->Routine();
     }
     Prcb->TestAbortJump = NULL;
+    KtWatchdogStop();
     KtCheckHygiene(Test, PoolTagsBefore);
     KtState.Current = NULL;
 
@@ -422,8 +451,6 @@ KiRunTestSuite(PCSTR CommandLine)
     ULONG64 Repeat = KtCommandLineNumber(CommandLine, "repeat", 1);
     ULONG Total = 0;
     ULONG Selected = 0;
-    ULONG Counts[3] = {0, 0, 0};
-    ULONG Number = 0;
 
     KtState.Seed = KtCommandLineNumber(CommandLine, "seed", 1);
     KtState.Verbose = (ULONG)KtCommandLineNumber(CommandLine, "verbose", 0);
@@ -463,23 +490,23 @@ KiRunTestSuite(PCSTR CommandLine)
         if (KtCompareNames(KtTests[i - 1], KtTests[i]) == 0)
         {
             DbgPrint("# duplicate test name %s:%s\n", KtTests[i]->Suite, KtTests[i]->Name);
-            Counts[KtFailed]++;
+            KtCounts[KtFailed]++;
         }
     }
     for (ULONG64 Repetition = 0; Repetition < Repeat; Repetition++)
     {
         for (ULONG i = 0; i < Selected; i++)
         {
-            Counts[KtRunOne(KtTests[i], ++Number, (ULONG)Repetition)]++;
+            KtCounts[KtRunOne(KtTests[i], ++KtNumber, (ULONG)Repetition)]++;
         }
     }
 
     if (Selected == 0)
     {
         DbgPrint("# no test matches tests=%.*s\n", (int)PatternsLength, Patterns ? Patterns : "");
-        Counts[KtFailed]++;
+        KtCounts[KtFailed]++;
     }
-    DbgPrint("%u passed, %u failed, %u skipped\n", Counts[KtPassed], Counts[KtFailed],
-             Counts[KtSkipped]);
-    HalExitEmulator(Counts[KtFailed] == 0 ? HAL_EXIT_PASSED : HAL_EXIT_FAILED);
+    DbgPrint("%u passed, %u failed, %u skipped\n", KtCounts[KtPassed], KtCounts[KtFailed],
+             KtCounts[KtSkipped]);
+    HalExitEmulator(KtCounts[KtFailed] == 0 ? HAL_EXIT_PASSED : HAL_EXIT_FAILED);
 }

@@ -1,0 +1,222 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Time sources: the local APIC timer (the periodic clock interrupt) and the
+ * TSC (performance counter and stall), both calibrated once on the boot
+ * processor against the 8254 PIT, whose input clock is fixed at 1.193182 MHz.
+ */
+#include "hal/halp.h"
+
+/* 8254 programmable interval timer (channel 2) and system control port B. */
+#define PIT_FREQUENCY      1193182ull // input clock, Hz
+#define PIT_PORT_CHANNEL2  0x42       // channel 2 counter
+#define PIT_PORT_COMMAND   0x43       // mode/command register
+#define PIT_CH2_LOHI_MODE0 0xb0       // channel 2, low then high byte, mode 0, binary
+#define PIT_MAXIMUM_COUNT  0xffffull  // 16-bit counter (0 would mean 65536)
+#define PORTB              0x61       // system control port B
+#define PORTB_GATE2        0x01       // channel 2 gate: counts while set
+#define PORTB_SPEAKER      0x02       // channel 2 output to the speaker (kept off)
+#define PORTB_OUT2         0x20       // channel 2 output (read only)
+
+/*
+ * Calibration: HALP_CALIBRATION_RUNS windows of HALP_CALIBRATION_COUNT PIT
+ * input clocks (10 ms each). Every disturbance (the host descheduling the
+ * vCPU under TCG, an SMI) can only lengthen what the TSC sees of a window,
+ * never shorten it, so the run with the fewest TSC cycles is the truest.
+ */
+#define HALP_CALIBRATION_RUNS  5u
+#define HALP_CALIBRATION_COUNT 11932      // 1193182 Hz x 10 ms, rounded
+#define HALP_PIT_POLL_LIMIT    100000000u // polls of a window before the PIT is declared dead
+
+#define LAPIC_TIMER_DIVIDE_16 0x3 // divide configuration: bits 3,1:0 = 0,11 (SDM vol. 3A §10.5.4)
+
+#define HALP_MICROSECONDS 1000000ull
+
+#ifndef HAL_INITIALIZATION_FAILED
+#define HAL_INITIALIZATION_FAILED 0x0000005C // P1 0x8254: the PIT; P2 0 = dead, 1 = no rate
+#endif
+
+/* Set once by HalInitializeClock on the boot processor before any other processor starts. */
+static ULONG64 HalpTscFrequency;       // Hz
+static ULONG64 HalpApicTimerFrequency; // Hz, after the divide-by-16
+
+/*
+ * Converts Count units of a clock running at Frequency Hz into the units of
+ * one running at Rate Hz, without 128-bit division (the kernel links no
+ * compiler runtime). Exact for Count * Rate < 2^64 in each part.
+ */
+static ULONG64
+HalpScale(ULONG64 Count, ULONG64 Rate, ULONG64 Frequency)
+{
+    return (Count / Frequency) * Rate + (Count % Frequency) * Rate / Frequency;
+}
+
+/*
+ * Starts channel 2 counting Count input clocks in mode 0 (interrupt on
+ * terminal count): its output goes low when the mode is written and high when
+ * the count runs out. Counting starts with the write of the high byte.
+ */
+static VOID
+HalpPitStartWindow(ULONG Count)
+{
+    UCHAR PortB = x86_inb(PORTB);
+
+    x86_outb(PORTB, (UCHAR)((PortB & ~PORTB_SPEAKER) | PORTB_GATE2));
+    x86_outb(PIT_PORT_COMMAND, PIT_CH2_LOHI_MODE0);
+    x86_outb(PIT_PORT_CHANNEL2, (UCHAR)(Count & 0xff));
+    x86_outb(PIT_PORT_CHANNEL2, (UCHAR)(Count >> 8)); // the window starts here
+}
+
+/* Polls channel 2's output until the window ends; FALSE if it never does. */
+static BOOLEAN
+HalpPitWaitWindow(VOID)
+{
+    for (ULONG Poll = 0; Poll < HALP_PIT_POLL_LIMIT; Poll++)
+    {
+        if (x86_inb(PORTB) & PORTB_OUT2)
+        {
+            return TRUE;
+        }
+        x86_pause();
+    }
+    return FALSE;
+}
+
+static __attribute__((noreturn)) VOID
+HalpPitDead(VOID)
+{
+    DbgPrint("Spindle: the PIT (channel 2 via port 0x61) never counted down; no clock\n");
+    KeBugCheckEx(HAL_INITIALIZATION_FAILED, 0x8254, 0, 0, 0);
+}
+
+/*
+ * Measures one PIT window with the TSC and the APIC timer (which must be
+ * counting down from a large initial count). Interrupts are off, so only the
+ * host can stretch the window, never shorten it.
+ */
+static VOID
+HalpMeasureWindow(ULONG64 *TscCycles, ULONG64 *ApicCounts)
+{
+    ULONG64 Flags = x86_save_disable();
+    ULONG64 TscStart, TscEnd;
+    uint32_t ApicStart, ApicEnd;
+
+    HalpPitStartWindow(HALP_CALIBRATION_COUNT);
+    TscStart = x86_rdtsc();
+    ApicStart = HalpApicRead(LAPIC_REG_TIMER_CURRENT);
+    if (!HalpPitWaitWindow())
+    {
+        HalpPitDead();
+    }
+    /* Same order as at the start, so the read latencies cancel. */
+    TscEnd = x86_rdtsc();
+    ApicEnd = HalpApicRead(LAPIC_REG_TIMER_CURRENT);
+    x86_restore_flags(Flags);
+
+    *TscCycles = TscEnd - TscStart;
+    *ApicCounts = (ULONG64)(ApicStart - ApicEnd); // counts down
+}
+
+/*
+ * Calibrates the APIC timer (divide by 16) and the TSC against the PIT and
+ * prints both frequencies. Boot processor, once, before other processors
+ * start or anything stalls, with its local APIC enabled.
+ */
+VOID
+HalInitializeClock(VOID)
+{
+    ULONG64 BestTsc = ~0ull, BestApic = 0;
+
+    /* A one-shot, masked APIC timer counting down from the top: ~68 s at 62.5 MHz. */
+    HalpApicWrite(LAPIC_REG_LVT_TIMER, LAPIC_LVT_MASKED);
+    HalpApicWrite(LAPIC_REG_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_16);
+    HalpApicWrite(LAPIC_REG_TIMER_INITIAL, 0xffffffffu);
+
+    for (ULONG Run = 0; Run < HALP_CALIBRATION_RUNS; Run++)
+    {
+        ULONG64 Tsc, Apic;
+        HalpMeasureWindow(&Tsc, &Apic);
+        if (Tsc < BestTsc)
+        {
+            BestTsc = Tsc;
+            BestApic = Apic;
+        }
+    }
+    HalpApicWrite(LAPIC_REG_TIMER_INITIAL, 0); // stops the one-shot count
+
+    HalpTscFrequency = BestTsc * PIT_FREQUENCY / HALP_CALIBRATION_COUNT;
+    HalpApicTimerFrequency = BestApic * PIT_FREQUENCY / HALP_CALIBRATION_COUNT;
+    if (HalpTscFrequency == 0 || HalpApicTimerFrequency == 0)
+    {
+        DbgPrint("Spindle: clock calibration failed (TSC %llu Hz, APIC timer %llu Hz)\n",
+                 HalpTscFrequency, HalpApicTimerFrequency);
+        KeBugCheckEx(HAL_INITIALIZATION_FAILED, 0x8254, 1, BestTsc, BestApic);
+    }
+    DbgPrint(
+        "Spindle: clock: APIC timer %llu Hz (divide 16), TSC %llu Hz (PIT, best of %u x 10 ms)\n",
+        HalpApicTimerFrequency, HalpTscFrequency, HALP_CALIBRATION_RUNS);
+}
+
+/*
+ * Starts the calling processor's local APIC timer in periodic mode, raising
+ * Vector every PeriodMicroseconds. Any processor, after HalInitializeClock.
+ */
+VOID
+HalStartClockInterrupt(ULONG Vector, ULONG PeriodMicroseconds)
+{
+    ULONG64 Count = HalpScale(PeriodMicroseconds, HalpApicTimerFrequency, HALP_MICROSECONDS);
+
+    ASSERT(HalpApicTimerFrequency != 0);
+    ASSERT(Count != 0 && Count <= 0xffffffffull);
+    HalpApicWrite(LAPIC_REG_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_16);
+    HalpApicWrite(LAPIC_REG_LVT_TIMER, LAPIC_LVT_PERIODIC | (Vector & 0xff));
+    HalpApicWrite(LAPIC_REG_TIMER_INITIAL, (uint32_t)Count); // this write starts the timer
+}
+
+/*
+ * Returns the TSC, which QEMU and current CPUs keep in step across processors,
+ * and its rate in Hz in *Frequency when given. Any IRQL, after HalInitializeClock.
+ */
+ULONG64
+HalQueryPerformanceCounter(ULONG64 *Frequency)
+{
+    if (Frequency != NULL)
+    {
+        *Frequency = HalpTscFrequency;
+    }
+    return x86_rdtsc();
+}
+
+/*
+ * Busy-waits at least Microseconds on the TSC. Any IRQL. Before calibration
+ * (boot processor only) it counts PIT windows instead.
+ */
+VOID
+HalStallExecutionProcessor(ULONG Microseconds)
+{
+    ULONG64 Start = x86_rdtsc();
+    ULONG64 Cycles;
+
+    if (HalpTscFrequency == 0)
+    {
+        ULONG64 Remaining = HalpScale(Microseconds, PIT_FREQUENCY, HALP_MICROSECONDS) + 1;
+        while (Remaining != 0)
+        {
+            ULONG Chunk = (ULONG)(Remaining < PIT_MAXIMUM_COUNT ? Remaining : PIT_MAXIMUM_COUNT);
+            ULONG64 Flags = x86_save_disable();
+            HalpPitStartWindow(Chunk);
+            if (!HalpPitWaitWindow())
+            {
+                HalpPitDead();
+            }
+            x86_restore_flags(Flags);
+            Remaining -= Chunk;
+        }
+        return;
+    }
+
+    Cycles = HalpScale(Microseconds, HalpTscFrequency, HALP_MICROSECONDS);
+    while (x86_rdtsc() - Start < Cycles)
+    {
+        x86_pause();
+    }
+}

@@ -1,0 +1,274 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Deferred procedure calls, API.md §5. Each processor has a DPC queue
+ * (KPRCB DpcData[DPC_NORMAL]; threaded DPCs run as normal DPCs) guarded by its
+ * DpcLock, taken with interrupts off so any IRQL may insert. Dpc->DpcData is
+ * non-NULL exactly while the DPC is queued and names the queue it is on:
+ *   claim    compare-exchange DpcData NULL -> queue, under the target's lock
+ *   unlink   under that queue's lock; DpcData = NULL before the routine runs,
+ *            so a routine may queue itself again
+ * Inserting always requests DISPATCH_LEVEL on the target: a self-IPI on this
+ * processor, an IPI on another (project choice, API.md §5).
+ */
+#include "kernel/ki.h"
+
+#include "hal/hal.h"
+
+/* Dpc->Number holds target + MAXIMUM_PROCESSORS, or 0 for "the inserting processor". */
+#define DPC_TARGET_ANY 0
+
+static VOID
+KiAcquireDpcLock(PKDPC_DATA DpcData)
+{
+    /* Acquire: the queue is read after the lock is owned; pairs with KiReleaseDpcLock. */
+    while (__atomic_exchange_n(&DpcData->DpcLock, 1, __ATOMIC_ACQUIRE) != 0)
+    {
+        while (__atomic_load_n(&DpcData->DpcLock, __ATOMIC_RELAXED) != 0)
+        {
+            x86_pause();
+        }
+    }
+}
+
+static VOID
+KiReleaseDpcLock(PKDPC_DATA DpcData)
+{
+    __atomic_store_n(&DpcData->DpcLock, 0, __ATOMIC_RELEASE);
+}
+
+static VOID
+KiInitializeDpcObject(PRKDPC Dpc, UCHAR Type, PKDEFERRED_ROUTINE Routine, PVOID Context)
+{
+    Dpc->Type = Type;
+    Dpc->Importance = MediumImportance;
+    Dpc->Number = DPC_TARGET_ANY;
+    Dpc->DeferredRoutine = Routine;
+    Dpc->DeferredContext = Context;
+    Dpc->DpcData = NULL;
+}
+
+/*
+ * Runs every DPC queued on this processor, oldest first (High importance ones
+ * were put at the head). The DISPATCH_LEVEL software interrupt's handler:
+ * entered at DISPATCH_LEVEL with interrupts on.
+ */
+static VOID
+KiRetireDpcList(struct x86_trap_frame *Frame, PVOID Context)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    PKDPC_DATA DpcData = &Prcb->DpcData[DPC_NORMAL];
+
+    Prcb->DpcRoutineActive = TRUE;
+    for (;;)
+    {
+        ULONG64 Flags = x86_save_disable();
+        PLIST_ENTRY Entry;
+        PKDPC Dpc;
+        PKDEFERRED_ROUTINE Routine;
+        PVOID DeferredContext, Argument1, Argument2;
+
+        KiAcquireDpcLock(DpcData);
+        if (IsListEmpty(&DpcData->DpcListHead))
+        {
+            KiReleaseDpcLock(DpcData);
+            x86_restore_flags(Flags);
+            break;
+        }
+        Entry = RemoveHeadList(&DpcData->DpcListHead);
+        Dpc = CONTAINING_RECORD(Entry, KDPC, DpcListEntry);
+        Routine = Dpc->DeferredRoutine;
+        DeferredContext = Dpc->DeferredContext;
+        Argument1 = Dpc->SystemArgument1;
+        Argument2 = Dpc->SystemArgument2;
+        DpcData->DpcQueueDepth--;
+        DpcData->DpcCount++;
+        /* Release: the copies above are complete before the DPC may be queued again. */
+        __atomic_store_n(&Dpc->DpcData, NULL, __ATOMIC_RELEASE);
+        KiReleaseDpcLock(DpcData);
+        x86_restore_flags(Flags);
+
+        if (Routine != NULL)
+        {
+            Routine(Dpc, DeferredContext, Argument1, Argument2);
+        }
+#if DBG
+        if (HalGetCurrentIrql() != DISPATCH_LEVEL)
+        {
+            /* P1 packs (current << 8) | expected, P2 the routine. */
+            KeBugCheckEx(IRQL_UNEXPECTED_VALUE, ((ULONG_PTR)HalGetCurrentIrql() << 8) | 2,
+                         (ULONG_PTR)Routine, (ULONG_PTR)Dpc, 0);
+        }
+#endif
+    }
+    Prcb->DpcRoutineActive = FALSE;
+}
+
+/* Requests DISPATCH_LEVEL on processor Number, so that it drains its queue. */
+static VOID
+KiRequestDispatchInterrupt(ULONG Number)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+
+    if (Number == Prcb->Number)
+    {
+        HalRequestSelfInterrupt(KI_VECTOR_DPC);
+    }
+    else
+    {
+        HalSendIpi(KiGetPrcb(Number)->ApicId, KI_VECTOR_DPC);
+    }
+}
+
+/* Empties every processor's DPC queues (before any processor starts) and connects the vector. */
+INIT_CODE VOID
+KiInitializeDpc(VOID)
+{
+    for (ULONG Number = 0; Number < MAXIMUM_PROCESSORS; Number++)
+    {
+        PKPRCB Prcb = KiGetPrcb(Number);
+        for (int i = 0; i < 2; i++)
+        {
+            InitializeListHead(&Prcb->DpcData[i].DpcListHead);
+            Prcb->DpcData[i].DpcLock = 0;
+            Prcb->DpcData[i].DpcQueueDepth = 0;
+        }
+    }
+    KiConnectVector(KI_VECTOR_DPC, KiRetireDpcList, NULL);
+}
+
+/* Any IRQL. See wdm.h for the contract. */
+VOID
+KeInitializeDpc(PRKDPC Dpc, PKDEFERRED_ROUTINE DeferredRoutine, PVOID DeferredContext)
+{
+    KiInitializeDpcObject(Dpc, DpcObject, DeferredRoutine, DeferredContext);
+}
+
+/* Threaded DPCs run as ordinary DPCs at DISPATCH_LEVEL (there are no threads). Any IRQL. */
+VOID
+KeInitializeThreadedDpc(PRKDPC Dpc, PKDEFERRED_ROUTINE DeferredRoutine, PVOID DeferredContext)
+{
+    KiInitializeDpcObject(Dpc, ThreadedDpcObject, DeferredRoutine, DeferredContext);
+}
+
+/*
+ * Queues Dpc on its target processor with the two arguments and requests
+ * DISPATCH_LEVEL there. Any IRQL. TRUE if queued; FALSE if it already was, in
+ * which case the arguments stored by the first insert are kept.
+ */
+BOOLEAN
+KeInsertQueueDpc(PRKDPC Dpc, PVOID SystemArgument1, PVOID SystemArgument2)
+{
+    ULONG64 Flags = x86_save_disable();
+    PKPRCB Current = KeGetCurrentPrcb();
+    USHORT Number = Dpc->Number;
+    ULONG Target = Number >= MAXIMUM_PROCESSORS ? (ULONG)Number - MAXIMUM_PROCESSORS : Current->Number;
+    PKDPC_DATA DpcData = &KiGetPrcb(Target)->DpcData[DPC_NORMAL];
+    PVOID Expected = NULL;
+
+    KiAcquireDpcLock(DpcData);
+    /* The claim is the "already queued?" test; a remover or drain of another queue
+     * sees either NULL or this queue, never a half-inserted DPC (it takes this lock). */
+    if (!__atomic_compare_exchange_n(&Dpc->DpcData, &Expected, DpcData, FALSE, __ATOMIC_ACQ_REL,
+                                     __ATOMIC_ACQUIRE))
+    {
+        KiReleaseDpcLock(DpcData);
+        x86_restore_flags(Flags);
+        return FALSE;
+    }
+    Dpc->SystemArgument1 = SystemArgument1;
+    Dpc->SystemArgument2 = SystemArgument2;
+    if (Dpc->Importance == HighImportance)
+    {
+        InsertHeadList(&DpcData->DpcListHead, &Dpc->DpcListEntry);
+    }
+    else
+    {
+        InsertTailList(&DpcData->DpcListHead, &Dpc->DpcListEntry);
+    }
+    DpcData->DpcQueueDepth++;
+    KiReleaseDpcLock(DpcData);
+
+    KiRequestDispatchInterrupt(Target);
+    x86_restore_flags(Flags);
+    return TRUE;
+}
+
+/*
+ * Unqueues Dpc if it is queued. Any IRQL. TRUE if it was and now will not run;
+ * FALSE if it was not queued (or is already running: this does not wait).
+ */
+BOOLEAN
+KeRemoveQueueDpc(PRKDPC Dpc)
+{
+    ULONG64 Flags = x86_save_disable();
+    PKDPC_DATA DpcData = __atomic_load_n(&Dpc->DpcData, __ATOMIC_ACQUIRE);
+    BOOLEAN Removed = FALSE;
+
+    if (DpcData != NULL)
+    {
+        KiAcquireDpcLock(DpcData);
+        /* Still on that queue? A drain may have taken it before we got the lock. */
+        if (Dpc->DpcData == DpcData)
+        {
+            RemoveEntryList(&Dpc->DpcListEntry);
+            DpcData->DpcQueueDepth--;
+            __atomic_store_n(&Dpc->DpcData, NULL, __ATOMIC_RELEASE);
+            Removed = TRUE;
+        }
+        KiReleaseDpcLock(DpcData);
+    }
+    x86_restore_flags(Flags);
+    return Removed;
+}
+
+/* Later inserts target processor Number; ignored when Number >= the active count. Any IRQL. */
+VOID
+KeSetTargetProcessorDpc(PRKDPC Dpc, CCHAR Number)
+{
+    if ((UCHAR)Number < KiActiveProcessorCount)
+    {
+        Dpc->Number = (USHORT)((UCHAR)Number + MAXIMUM_PROCESSORS);
+    }
+}
+
+/* Sets the importance used by later inserts (High goes to the queue head). Any IRQL. */
+VOID
+KeSetImportanceDpc(PRKDPC Dpc, KDPC_IMPORTANCE Importance)
+{
+    Dpc->Importance = (UCHAR)Importance;
+}
+
+/*
+ * Returns once every DPC queued before the call, on every processor, has run.
+ * PASSIVE_LEVEL. Prints a line (and keeps waiting) if a processor takes very
+ * long, so a stuck DPC is visible rather than a silent hang.
+ */
+VOID
+KeFlushQueuedDpcs(VOID)
+{
+    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+
+    for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
+    {
+        PKPRCB Prcb = KiGetPrcb(Number);
+        ULONG64 Spins = 0;
+
+        if (!Prcb->Online)
+        {
+            continue;
+        }
+        if (Prcb->DpcData[DPC_NORMAL].DpcQueueDepth != 0)
+        {
+            KiRequestDispatchInterrupt(Number);
+        }
+        while (__atomic_load_n(&Prcb->DpcData[DPC_NORMAL].DpcQueueDepth, __ATOMIC_ACQUIRE) != 0 ||
+               __atomic_load_n(&Prcb->DpcRoutineActive, __ATOMIC_ACQUIRE))
+        {
+            if (++Spins % (1ull << 28) == 0)
+            {
+                DbgPrint("Spindle: KeFlushQueuedDpcs still waiting for processor %u\n", Number);
+            }
+            x86_pause();
+        }
+    }
+}

@@ -1,0 +1,298 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Kernel timers (KTIMER), driven by the clock tick. One system-wide list,
+ * ordered by due tick (equal ticks in the order they were set), holds every
+ * set timer; processor 0's clock interrupt expires its head at CLOCK_LEVEL.
+ *
+ * Time: Timer->DueTime is an absolute tick count (KeQueryTickCount scale).
+ * A negative DueTime is relative, in 100 ns units, rounded up to whole ticks;
+ * a positive one is an absolute system time, which without a wall clock is
+ * time since the clock started: tick count x KeQueryTimeIncrement(). Either
+ * way a timer is due at the next tick at the earliest, so one set for a past
+ * time (or a relative 0) expires at the next tick rather than inside
+ * KeSetTimer (project choice). As in NT, the interval counts from the last
+ * tick, so a timer may fire up to one tick period before the full interval
+ * has passed since the call.
+ */
+#include "kernel/ki.h"
+
+#include "hal/hal.h"
+
+/* DPCs of expired timers are queued in batches of this many, outside the timer lock. */
+#define KI_TIMER_BATCH 16
+
+#define KI_100NS_PER_MS 10000ull
+
+typedef struct _KI_EXPIRED_DPC
+{
+    PKDPC Dpc;
+    ULONG64 SystemTime; // of the expiry, in 100 ns units
+} KI_EXPIRED_DPC;
+
+/*
+ * The timer list and every set timer's DueTime, TimerListEntry, Header.Inserted,
+ * Dpc and Period are guarded by KiTimerLock, a raw lock taken at CLOCK_LEVEL:
+ * processor 0 takes it in its clock interrupt, so a holder on processor 0 must
+ * keep that interrupt out, and the clock must not wait on a holder it interrupted.
+ */
+static LIST_ENTRY KiTimerListHead = {&KiTimerListHead, &KiTimerListHead};
+static KSPIN_LOCK KiTimerLock;
+
+/*
+ * Takes KiTimerLock; the caller is at CLOCK_LEVEL. The wait is bounded in
+ * checked builds (SPINDLE_SPIN_LOCK_DEADLOCK), like every spin-lock wait.
+ */
+static VOID
+KiAcquireTimerLockAtClockLevel(VOID)
+{
+    KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
+
+    /* Acquire: the list is read after the lock is owned; pairs with KiReleaseTimerLock. */
+    while (__atomic_exchange_n(&KiTimerLock, 1, __ATOMIC_ACQUIRE) != 0)
+    {
+        while (__atomic_load_n(&KiTimerLock, __ATOMIC_RELAXED) != 0)
+        {
+            KiSpinWaitPause(&Wait, &KiTimerLock, (ULONG_PTR)__builtin_return_address(0));
+        }
+    }
+}
+
+static VOID
+KiReleaseTimerLock(VOID)
+{
+    /* Release: list updates are visible before the lock is free (pairs with the acquire). */
+    __atomic_store_n(&KiTimerLock, 0, __ATOMIC_RELEASE);
+}
+
+/* Raises to CLOCK_LEVEL and takes KiTimerLock; returns the previous IRQL. */
+static KIRQL
+KiAcquireTimerLock(VOID)
+{
+    KIRQL OldIrql = KfRaiseIrql(CLOCK_LEVEL);
+    KiAcquireTimerLockAtClockLevel();
+    return OldIrql;
+}
+
+static ULONG64
+KiCurrentTick(VOID)
+{
+    return __atomic_load_n(&KiTickCount, __ATOMIC_RELAXED);
+}
+
+/* Ticks covering Interval (100 ns units), rounded up. */
+static ULONG64
+KiIntervalToTicks(ULONG64 Interval)
+{
+    return Interval / KI_CLOCK_INCREMENT + (Interval % KI_CLOCK_INCREMENT != 0);
+}
+
+/* The tick at which a timer set now (at tick Now) for DueTime expires; > Now. */
+static ULONG64
+KiComputeDueTick(LONGLONG DueTime, ULONG64 Now)
+{
+    ULONG64 Due;
+
+    if (DueTime < 0)
+    {
+        Due = Now + KiIntervalToTicks(0 - (ULONG64)DueTime); // no overflow for LLONG_MIN
+    }
+    else
+    {
+        Due = KiIntervalToTicks((ULONG64)DueTime);
+    }
+    return Due > Now ? Due : Now + 1;
+}
+
+/* Links Timer into the list by DueTime, after any timer due at the same tick. */
+static VOID
+KiInsertTimer(PKTIMER Timer)
+{
+    PLIST_ENTRY Previous = KiTimerListHead.Blink;
+
+    while (Previous != &KiTimerListHead &&
+           CONTAINING_RECORD(Previous, KTIMER, TimerListEntry)->DueTime > Timer->DueTime)
+    {
+        Previous = Previous->Blink;
+    }
+    InsertHeadList(Previous, &Timer->TimerListEntry); // i.e. right after Previous
+    Timer->Header.Inserted = TRUE;
+}
+
+static VOID
+KiRemoveTimer(PKTIMER Timer)
+{
+    RemoveEntryList(&Timer->TimerListEntry);
+    Timer->Header.Inserted = FALSE;
+}
+
+/*
+ * Expires up to KI_TIMER_BATCH timers due at or before Tick: each is unlinked
+ * (periodic ones linked again a period later), signalled, and its DPC recorded
+ * in Expired. Returns how many DPCs were recorded and sets *More if timers
+ * may remain due. Caller holds KiTimerLock.
+ */
+static ULONG
+KiCollectExpiredTimers(ULONG64 Tick, KI_EXPIRED_DPC *Expired, BOOLEAN *More)
+{
+    ULONG Count = 0;
+
+    *More = FALSE;
+    while (!IsListEmpty(&KiTimerListHead))
+    {
+        PKTIMER Timer = CONTAINING_RECORD(KiTimerListHead.Flink, KTIMER, TimerListEntry);
+
+        if (Timer->DueTime > Tick)
+        {
+            break;
+        }
+        if (Count == KI_TIMER_BATCH)
+        {
+            *More = TRUE;
+            break;
+        }
+        KiRemoveTimer(Timer);
+        /* Release: pairs with the acquire in KeReadStateTimer (and waiters' polls). */
+        __atomic_store_n(&Timer->Header.SignalState, 1, __ATOMIC_RELEASE);
+        if (Timer->Dpc != NULL)
+        {
+            Expired[Count].Dpc = Timer->Dpc;
+            Expired[Count].SystemTime = Tick * KI_CLOCK_INCREMENT;
+            Count++;
+        }
+        if (Timer->Period != 0)
+        {
+            Timer->DueTime = Tick + KiIntervalToTicks(Timer->Period * KI_100NS_PER_MS);
+            KiInsertTimer(Timer);
+        }
+    }
+    return Count;
+}
+
+/*
+ * Expires every timer due at or before Tick. Called by processor 0's clock
+ * interrupt at CLOCK_LEVEL just after it advanced the tick count to Tick.
+ * The DPCs are queued after the lock is dropped, with the expiry's system
+ * time as SystemArgument1 (low 32 bits) and SystemArgument2 (high), as NT does.
+ */
+VOID
+KiExpireTimers(ULONG64 Tick)
+{
+    KI_EXPIRED_DPC Expired[KI_TIMER_BATCH];
+    BOOLEAN More;
+
+    do
+    {
+        ULONG Count;
+
+        KiAcquireTimerLockAtClockLevel();
+        Count = KiCollectExpiredTimers(Tick, Expired, &More);
+        KiReleaseTimerLock();
+
+        for (ULONG i = 0; i < Count; i++)
+        {
+            KeInsertQueueDpc(Expired[i].Dpc, (PVOID)(ULONG_PTR)(ULONG)Expired[i].SystemTime,
+                             (PVOID)(ULONG_PTR)(ULONG)(Expired[i].SystemTime >> 32));
+        }
+    } while (More);
+}
+
+/* KeInitializeTimerEx(Timer, NotificationTimer). Any IRQL. */
+VOID
+KeInitializeTimer(PKTIMER Timer)
+{
+    KeInitializeTimerEx(Timer, NotificationTimer);
+}
+
+/*
+ * Initialises Timer of the given type, not set and not signalled. The timer
+ * must not be set. Any IRQL.
+ */
+VOID
+KeInitializeTimerEx(PKTIMER Timer, TIMER_TYPE Type)
+{
+    ASSERT(Type == NotificationTimer || Type == SynchronizationTimer);
+    Timer->Header.Type =
+        (UCHAR)(Type == NotificationTimer ? TimerNotificationObject : TimerSynchronizationObject);
+    Timer->Header.Absolute = FALSE;
+    Timer->Header.Size = (UCHAR)(sizeof(KTIMER) / sizeof(LONG));
+    Timer->Header.Inserted = FALSE;
+    Timer->Header.SignalState = 0;
+    InitializeListHead(&Timer->Header.WaitListHead);
+    Timer->DueTime = 0;
+    Timer->TimerListEntry.Flink = NULL;
+    Timer->TimerListEntry.Blink = NULL;
+    Timer->Dpc = NULL;
+    Timer->Processor = 0;
+    Timer->Period = 0;
+}
+
+/* KeSetTimerEx(Timer, DueTime, 0, Dpc). IRQL <= DISPATCH_LEVEL. */
+BOOLEAN
+KeSetTimer(PKTIMER Timer, LARGE_INTEGER DueTime, PKDPC Dpc)
+{
+    return KeSetTimerEx(Timer, DueTime, 0, Dpc);
+}
+
+/*
+ * Sets Timer, not signalled, to expire at DueTime (see the top of this file),
+ * then every Period ms if Period != 0; each expiry signals it and queues Dpc
+ * if given. Returns TRUE if Timer was already set (it is re-set). IRQL <=
+ * DISPATCH_LEVEL; the timer lock must not be held.
+ */
+BOOLEAN
+KeSetTimerEx(PKTIMER Timer, LARGE_INTEGER DueTime, LONG Period, PKDPC Dpc)
+{
+    BOOLEAN WasSet;
+    KIRQL OldIrql;
+
+    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    ASSERT(Period >= 0);
+
+    OldIrql = KiAcquireTimerLock();
+    WasSet = Timer->Header.Inserted;
+    if (WasSet)
+    {
+        KiRemoveTimer(Timer);
+    }
+    __atomic_store_n(&Timer->Header.SignalState, 0, __ATOMIC_RELAXED); // ordered by the lock
+    Timer->Header.Absolute = (UCHAR)(DueTime.QuadPart >= 0);
+    Timer->Dpc = Dpc;
+    Timer->Period = (ULONG)Period;
+    Timer->Processor = 0; // the list processor 0's clock expires
+    /* The tick read under the lock: processor 0 expires Tick only after taking it. */
+    Timer->DueTime = KiComputeDueTick(DueTime.QuadPart, KiCurrentTick());
+    KiInsertTimer(Timer);
+    KiReleaseTimerLock();
+    KeLowerIrql(OldIrql);
+    return WasSet;
+}
+
+/*
+ * Unsets Timer, leaving its signal state as it is; its DPC is not queued by
+ * this timer any more. Returns TRUE if it was set. IRQL <= DISPATCH_LEVEL.
+ */
+BOOLEAN
+KeCancelTimer(PKTIMER Timer)
+{
+    BOOLEAN WasSet;
+    KIRQL OldIrql;
+
+    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+
+    OldIrql = KiAcquireTimerLock();
+    WasSet = Timer->Header.Inserted;
+    if (WasSet)
+    {
+        KiRemoveTimer(Timer);
+    }
+    KiReleaseTimerLock();
+    KeLowerIrql(OldIrql);
+    return WasSet;
+}
+
+/* Returns TRUE if Timer is signalled (it expired since it was last set). Any IRQL. */
+BOOLEAN
+KeReadStateTimer(PKTIMER Timer)
+{
+    return __atomic_load_n(&Timer->Header.SignalState, __ATOMIC_ACQUIRE) != 0;
+}

@@ -1,0 +1,196 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Nonpaged pool: alignment, reuse, per-tag accounting, many sizes, bad frees,
+ * and allocation from every processor at once.
+ */
+#include <ktest.h>
+#include <wdm.h>
+
+#include "kernel/ki.h"
+#include "lib/lib.h"
+
+#define TAG_A 'AlpT'
+#define TAG_B 'BlpT'
+
+static LONG64
+OutstandingForTag(ULONG Tag, LONG64 *Bytes)
+{
+    static EXP_POOL_TAG_USAGE Usage[256];
+    ULONG Count = ExpQueryPoolTags(Usage, 256);
+
+    for (ULONG i = 0; i < Count; i++)
+    {
+        if (Usage[i].Tag == Tag)
+        {
+            if (Bytes != NULL)
+            {
+                *Bytes = Usage[i].Bytes;
+            }
+            return Usage[i].Allocations;
+        }
+    }
+    if (Bytes != NULL)
+    {
+        *Bytes = 0;
+    }
+    return 0;
+}
+
+KTEST(ExPool, blocks_are_16_byte_aligned_and_large_ones_page_aligned)
+{
+    static const SIZE_T Sizes[] = {1, 15, 16, 17, 100, 1000, 4000, 4064, 4065, 8192, 70000};
+
+    for (ULONG i = 0; i < sizeof(Sizes) / sizeof(Sizes[0]); i++)
+    {
+        PUCHAR P = ExAllocatePoolWithTag(NonPagedPool, Sizes[i], TAG_A);
+        KT_ASSERT(P != NULL);
+        KT_EXPECT_EQ((ULONG_PTR)P % 16, 0);
+        if (Sizes[i] >= 4096)
+        {
+            KT_EXPECT_EQ((ULONG_PTR)P % 4096, 0);
+        }
+        ExFreePoolWithTag(P, TAG_A);
+    }
+}
+
+KTEST(ExPool, accounting_follows_allocations_per_tag)
+{
+    LONG64 BytesBefore, BytesDuring, BytesAfter;
+    LONG64 Before = OutstandingForTag(TAG_B, &BytesBefore);
+    PVOID A = ExAllocatePoolWithTag(NonPagedPool, 100, TAG_B);
+    PVOID B = ExAllocatePoolWithTag(NonPagedPool, 9000, TAG_B);
+
+    KT_ASSERT(A != NULL && B != NULL);
+    KT_EXPECT_EQ(OutstandingForTag(TAG_B, &BytesDuring), Before + 2);
+    KT_EXPECT_EQ(BytesDuring, BytesBefore + 9100);
+    ExFreePoolWithTag(A, TAG_B);
+    KT_EXPECT_EQ(OutstandingForTag(TAG_B, NULL), Before + 1);
+    ExFreePool(B); // a zero tag skips the tag check
+    KT_EXPECT_EQ(OutstandingForTag(TAG_B, &BytesAfter), Before);
+    KT_EXPECT_EQ(BytesAfter, BytesBefore);
+}
+
+KTEST(ExPool, many_sizes_hold_their_contents_independently)
+{
+    PUCHAR Blocks[64];
+    SIZE_T Sizes[64];
+
+    for (ULONG i = 0; i < 64; i++)
+    {
+        Sizes[i] = 1 + (SIZE_T)(KtRandom() % 12000);
+        Blocks[i] = ExAllocatePoolWithTag(NonPagedPool, Sizes[i], TAG_A);
+        KT_ASSERT(Blocks[i] != NULL);
+        memset(Blocks[i], (int)i, Sizes[i]);
+    }
+    for (ULONG i = 0; i < 64; i++)
+    {
+        SIZE_T Wrong = 0;
+        for (SIZE_T j = 0; j < Sizes[i]; j++)
+        {
+            Wrong += Blocks[i][j] != (UCHAR)i; // nothing else wrote into this block
+        }
+        KT_EXPECT_EQ(Wrong, 0);
+        ExFreePoolWithTag(Blocks[i], TAG_A);
+    }
+}
+
+KTEST(ExPool, freed_memory_is_reused)
+{
+    ULONG64 FreeBefore = MmQueryFreePages();
+
+    for (ULONG i = 0; i < 2000; i++)
+    {
+        PVOID Small = ExAllocatePoolWithTag(NonPagedPool, 200, TAG_A);
+        PVOID Large = ExAllocatePoolWithTag(NonPagedPool, 20000, TAG_A);
+        KT_ASSERT(Small != NULL && Large != NULL);
+        ExFreePoolWithTag(Large, TAG_A);
+        ExFreePoolWithTag(Small, TAG_A);
+    }
+    /* 2000 rounds of 6 pages each would need 12000 pages without reuse. */
+    KT_EXPECT_LE(FreeBefore - MmQueryFreePages(), 2);
+}
+
+KTEST(ExPool, zero_byte_allocations_are_distinct)
+{
+    PVOID A = ExAllocatePoolWithTag(NonPagedPool, 0, TAG_A);
+    PVOID B = ExAllocatePoolWithTag(NonPagedPool, 0, TAG_A);
+    KT_EXPECT(A != NULL && B != NULL && A != B);
+    ExFreePoolWithTag(A, TAG_A);
+    ExFreePoolWithTag(B, TAG_A);
+}
+
+KTEST(ExPool, allocation_at_dispatch_level_works)
+{
+    KIRQL Old;
+    PVOID P;
+    KeRaiseIrql(DISPATCH_LEVEL, &Old);
+    P = ExAllocatePoolWithTag(NonPagedPool, 64, TAG_A);
+    KT_EXPECT(P != NULL);
+    ExFreePoolWithTag(P, TAG_A);
+    KeLowerIrql(Old);
+}
+
+KTEST(ExPool, bad_frees_bugcheck_bad_pool_caller)
+{
+    PUCHAR P = ExAllocatePoolWithTag(NonPagedPool, 64, TAG_A);
+    static UCHAR NotPool[64] __attribute__((aligned(16)));
+    KIRQL Old;
+
+    KT_ASSERT(P != NULL);
+    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePoolWithTag(P, TAG_B));      // wrong tag
+    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePoolWithTag(P + 16, TAG_A)); // not a block start
+    ExFreePoolWithTag(P, TAG_A);
+    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePoolWithTag(P, TAG_A));      // double free
+    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePool(NotPool));              // foreign pointer
+    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePool(NULL));
+    KeRaiseIrql(CLOCK_LEVEL, &Old);
+    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExAllocatePoolWithTag(NonPagedPool, 8, TAG_A)); // IRQL
+    KeLowerIrql(Old);
+}
+
+static VOID
+AllocateAndCheck(ULONG Index, PVOID Context)
+{
+    volatile LONG *Errors = Context;
+    PUCHAR Live[16] = {0};
+    SIZE_T Sizes[16] = {0};
+
+    for (ULONG Round = 0; Round < 400; Round++)
+    {
+        ULONG Slot = (ULONG)(KtRandom() % 16);
+        if (Live[Slot] != NULL)
+        {
+            for (SIZE_T j = 0; j < Sizes[Slot]; j++)
+            {
+                if (Live[Slot][j] != (UCHAR)(Index + 1))
+                {
+                    InterlockedIncrement(Errors);
+                    break;
+                }
+            }
+            ExFreePoolWithTag(Live[Slot], TAG_A);
+        }
+        Sizes[Slot] = 1 + (SIZE_T)(KtRandom() % 6000);
+        Live[Slot] = ExAllocatePoolWithTag(NonPagedPool, Sizes[Slot], TAG_A);
+        if (Live[Slot] == NULL)
+        {
+            InterlockedIncrement(Errors);
+            continue;
+        }
+        memset(Live[Slot], (int)(Index + 1), Sizes[Slot]);
+    }
+    for (ULONG Slot = 0; Slot < 16; Slot++)
+    {
+        if (Live[Slot] != NULL)
+        {
+            ExFreePoolWithTag(Live[Slot], TAG_A);
+        }
+    }
+}
+
+KTEST_EX(ExPool, every_processor_allocates_at_once, KTEST_SMP_ONLY, 0)
+{
+    volatile LONG Errors = 0;
+    KtRunOnProcessors(0, AllocateAndCheck, (PVOID)&Errors);
+    KT_EXPECT_EQ(Errors, 0);
+}
