@@ -233,7 +233,7 @@ VOID KiStartSecondaryProcessors(VOID);
  */
 __attribute__((noreturn)) VOID KiSecondaryStartup(PKPRCB Prcb);
 
-/* ---------------------------------------------------------------- spin-lock internals (ke/spinlock.c) */
+/* ---------------------------------------------------------- spin-lock internals (ke/spinlock.c) */
 
 /*
  * Checked build: a spin wait that lasts this many milliseconds bug-checks
@@ -259,7 +259,8 @@ typedef struct _KI_SPIN_WAIT
 } KI_SPIN_WAIT;
 
 #define KI_SPIN_WAIT_INIT     {0, 0}
-#define KI_SPIN_CHECK_INTERVAL 4096 // spins between two looks at the clock (a power of 2)
+#define KI_SPIN_CHECK_INTERVAL 64 // spins between two looks at the clock (a power of 2;
+                                 // under TCG one pause can cost a millisecond)
 
 /* Checked build: bug-checks SPINDLE_SPIN_LOCK_DEADLOCK once Wait has lasted too long. */
 VOID KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip);
@@ -293,7 +294,7 @@ VOID KiLockTrackSetOwner(PKSPIN_LOCK SpinLock);
 VOID KiLockTrackRemove(PKSPIN_LOCK SpinLock);
 #endif
 
-/* ---------------------------------------------------------------- interrupt objects (ke/intobj.c) */
+/* ---------------------------------------------------------- interrupt objects (ke/intobj.c) */
 
 /*
  * Raises Vector on processor Processor as a fixed interrupt (a self-IPI when

@@ -449,25 +449,22 @@ KeTestSpinLock(PKSPIN_LOCK SpinLock)
 }
 
 /*
- * The threaded-DPC form. Spindle runs every DPC at DISPATCH_LEVEL, so a caller
- * below it is treated as a threaded DPC at PASSIVE_LEVEL (project choice):
- * below DISPATCH_LEVEL it raises to DISPATCH_LEVEL, at or above it the IRQL
- * is left alone. Returns the entry IRQL for KeReleaseSpinLockForDpc.
+ * The threaded-DPC form: raises to DISPATCH_LEVEL only for a threaded DPC
+ * running below it. Spindle runs every DPC, threaded ones included, at
+ * DISPATCH_LEVEL, so no caller is one: the lock is taken with no IRQL change,
+ * as the AtDpcLevel form but at any IRQL (API.md §3-§4, kmtest: no change at
+ * PASSIVE or APC). Returns the entry IRQL for KeReleaseSpinLockForDpc.
  */
 KIRQL
 KeAcquireSpinLockForDpc(PKSPIN_LOCK SpinLock)
 {
     KIRQL Previous = KeGetCurrentIrql();
 
-    if (Previous < DISPATCH_LEVEL)
-    {
-        KeRaiseIrqlToDpcLevel();
-    }
     KxAcquireSpinLock(SpinLock, (ULONG_PTR)__builtin_return_address(0));
     return Previous;
 }
 
-/* Releases the lock and returns to OldIrql (KeAcquireSpinLockForDpc's result). */
+/* Releases the lock and returns to OldIrql (KeAcquireSpinLockForDpc's result: no change). */
 VOID
 KeReleaseSpinLockForDpc(PKSPIN_LOCK SpinLock, KIRQL OldIrql)
 {

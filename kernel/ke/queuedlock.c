@@ -1,0 +1,266 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * In-stack queued spin locks, API.md §4: the MCS list-based queue lock
+ * (J. M. Mellor-Crummey and M. L. Scott, "Algorithms for Scalable
+ * Synchronization on Shared-Memory Multiprocessors", ACM TOCS 9(1), 1991).
+ * Waiters form a FIFO queue of KSPIN_LOCK_QUEUE entries, one per acquisition,
+ * living in the caller's KLOCK_QUEUE_HANDLE; each waiter spins only on its
+ * own entry, and the owner hands the lock to its successor directly.
+ *
+ * The lock word is 0 when free, else the address of the LAST entry queued
+ * (the tail; equal to the owner's entry when nobody waits). An entry's Lock
+ * field is the lock's address L with flag bits LOCK_QUEUE_WAIT (1) and
+ * LOCK_QUEUE_OWNER (2). States of one entry h:
+ *
+ *   idle      Next = NULL, Lock = L          before the exchange, and after release
+ *   owner     Lock = L|OWNER                 the exchange returned 0 (lock was free)
+ *   waiting   Lock = L|WAIT                  the exchange returned predecessor P; WAIT
+ *                                            is set BEFORE P->Next = h publishes h
+ *   handed    Lock = L|OWNER                 P, releasing, found Next = h and wrote
+ *                                            L|OWNER with one release store
+ *   last out  owner with Next = NULL         cmpxchg(word: h -> 0); if it fails, a
+ *                                            successor S has exchanged itself in but
+ *                                            not yet stored h->Next = S: wait for
+ *                                            Next, then hand off to it
+ *
+ * Never mix queued and ordinary acquisition of one KSPIN_LOCK.
+ * Checked build: a processor that already holds (or waits for) the lock gets
+ * 0xF; releasing a handle whose Lock lacks OWNER gets 0x10. Long waits fall
+ * to the deadlock watch of spinlock.c.
+ */
+#include "kernel/ki.h"
+
+#include "hal/hal.h"
+
+#define KI_QUEUE_FLAGS ((ULONG_PTR)(LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER))
+
+/* Queues LockHandle on SpinLock and waits until it owns the lock. No IRQL change. */
+static inline VOID
+KxAcquireQueuedSpinLock(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
+{
+    PKSPIN_LOCK_QUEUE Queue = &LockHandle->LockQueue;
+    PKSPIN_LOCK_QUEUE Predecessor;
+
+#if DBG
+    if (KiLockTrackIsHeld(SpinLock))
+    {
+        KeBugCheckEx(SPIN_LOCK_ALREADY_OWNED, (ULONG_PTR)SpinLock, (ULONG_PTR)LockHandle, 0, Rip);
+    }
+    KiLockTrackInsert(SpinLock, Rip, FALSE);
+#endif
+    Queue->Next = NULL;
+    Queue->Lock = SpinLock;
+
+    /*
+     * xchg is a full barrier: our idle Next/Lock are visible before a successor
+     * can find this entry through the word, and, when the lock was free, the
+     * critical section starts after we own it (pairs with the releaser's
+     * cmpxchg back to 0 in KxReleaseQueuedSpinLock).
+     */
+    Predecessor =
+        (PKSPIN_LOCK_QUEUE)__atomic_exchange_n(SpinLock, (ULONG_PTR)Queue, __ATOMIC_SEQ_CST);
+    if (Predecessor == NULL)
+    {
+        Queue->Lock = (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER);
+    }
+    else
+    {
+        KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
+
+        Queue->Lock = (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT);
+        /*
+         * Release: WAIT is in our entry before the predecessor can see us and
+         * overwrite it with OWNER; pairs with its acquire load of Next.
+         */
+        __atomic_store_n(&Predecessor->Next, Queue, __ATOMIC_RELEASE);
+        /*
+         * Acquire: the previous owner's critical section happens before ours;
+         * pairs with the hand-off store in KxReleaseQueuedSpinLock.
+         */
+        while (((ULONG_PTR)__atomic_load_n(&Queue->Lock, __ATOMIC_ACQUIRE) & LOCK_QUEUE_WAIT) != 0)
+        {
+            KiSpinWaitPause(&Wait, SpinLock, Rip);
+        }
+    }
+#if DBG
+    KiLockTrackSetOwner(SpinLock);
+#endif
+}
+
+/* Releases the queued lock held through LockHandle: frees it or hands it on. No IRQL change. */
+static inline VOID
+KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
+{
+    PKSPIN_LOCK_QUEUE Queue = &LockHandle->LockQueue;
+    ULONG_PTR LockBits = (ULONG_PTR)Queue->Lock;
+    PKSPIN_LOCK SpinLock = (PKSPIN_LOCK)(LockBits & ~KI_QUEUE_FLAGS);
+    PKSPIN_LOCK_QUEUE Successor;
+
+#if DBG
+    if ((LockBits & KI_QUEUE_FLAGS) != LOCK_QUEUE_OWNER)
+    {
+        KeBugCheckEx(SPIN_LOCK_NOT_OWNED, (ULONG_PTR)SpinLock, (ULONG_PTR)LockHandle, LockBits,
+                     Rip);
+    }
+    KiLockTrackRemove(SpinLock);
+#endif
+    Queue->Lock = SpinLock;
+
+    /* Acquire: pairs with the successor's release store of Next (its WAIT is set by then). */
+    Successor = __atomic_load_n(&Queue->Next, __ATOMIC_ACQUIRE);
+    if (Successor == NULL)
+    {
+        ULONG_PTR Expected = (ULONG_PTR)Queue;
+        KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
+
+        /*
+         * Release: the critical section is visible before the word reads free;
+         * pairs with the next acquirer's xchg.
+         */
+        if (__atomic_compare_exchange_n(SpinLock, &Expected, 0, FALSE, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+        {
+            return;
+        }
+        /* A successor is between its xchg and linking itself to us: a few instructions. */
+        while ((Successor = __atomic_load_n(&Queue->Next, __ATOMIC_ACQUIRE)) == NULL)
+        {
+            KiSpinWaitPause(&Wait, SpinLock, Rip);
+        }
+    }
+    Queue->Next = NULL;
+    /*
+     * Release: the hand-off. Clears the successor's WAIT and sets its OWNER in
+     * one store, after our critical section; pairs with the waiter's acquire
+     * load of its Lock. The successor may run (and its entry vanish) at once.
+     */
+    __atomic_store_n(&Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER),
+                     __ATOMIC_RELEASE);
+}
+
+/* Checked build: the AtDpcLevel pair needs IRQL >= DISPATCH_LEVEL (0x9, P1 = lock). */
+static inline VOID
+KiCheckQueuedAtDpcLevel(PKSPIN_LOCK SpinLock)
+{
+#if DBG
+    KIRQL Irql = KeGetCurrentIrql();
+    if (Irql < DISPATCH_LEVEL)
+    {
+        KeBugCheckEx(IRQL_NOT_GREATER_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, DISPATCH_LEVEL, 0);
+    }
+#else
+    (void)SpinLock;
+#endif
+}
+
+/* Checked build: a raising acquire called above the level it raises to (0xA). */
+static inline VOID
+KiCheckQueuedRaiseTo(PKSPIN_LOCK SpinLock, KIRQL Target, ULONG_PTR Rip)
+{
+#if DBG
+    KIRQL Irql = KeGetCurrentIrql();
+    if (Irql > Target)
+    {
+        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, 1, Rip);
+    }
+#else
+    (void)SpinLock;
+    (void)Target;
+    (void)Rip;
+#endif
+}
+
+static inline PKSPIN_LOCK
+KiQueuedLockOf(PKLOCK_QUEUE_HANDLE LockHandle)
+{
+    return (PKSPIN_LOCK)((ULONG_PTR)LockHandle->LockQueue.Lock & ~KI_QUEUE_FLAGS);
+}
+
+/*
+ * Raises to DISPATCH_LEVEL and takes SpinLock through LockHandle; the entry
+ * IRQL goes to LockHandle->OldIrql. IRQL in <= DISPATCH_LEVEL (checked: 0xA),
+ * out DISPATCH_LEVEL. Release with KeReleaseInStackQueuedSpinLock.
+ */
+VOID
+KeAcquireInStackQueuedSpinLock(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle)
+{
+    ULONG_PTR Rip = (ULONG_PTR)__builtin_return_address(0);
+
+    KiCheckQueuedRaiseTo(SpinLock, DISPATCH_LEVEL, Rip);
+    LockHandle->OldIrql = KeRaiseIrqlToDpcLevel();
+    KxAcquireQueuedSpinLock(SpinLock, LockHandle, Rip);
+}
+
+/*
+ * As KeAcquireInStackQueuedSpinLock but raises to SYNCH_LEVEL. IRQL in <=
+ * SYNCH_LEVEL (checked: 0xA), out SYNCH_LEVEL.
+ */
+VOID
+KeAcquireInStackQueuedSpinLockRaiseToSynch(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle)
+{
+    ULONG_PTR Rip = (ULONG_PTR)__builtin_return_address(0);
+
+    KiCheckQueuedRaiseTo(SpinLock, SYNCH_LEVEL, Rip);
+    LockHandle->OldIrql = KeRaiseIrqlToSynchLevel();
+    KxAcquireQueuedSpinLock(SpinLock, LockHandle, Rip);
+}
+
+/*
+ * Releases the lock held through LockHandle, then lowers IRQL to
+ * LockHandle->OldIrql. IRQL in DISPATCH_LEVEL (SYNCH_LEVEL after RaiseToSynch).
+ * Checked build: below DISPATCH_LEVEL, Verifier-style 0xC4/0x36 (P2 = IRQL,
+ * P3 = handle); a handle that does not own its lock, 0x10.
+ */
+VOID
+KeReleaseInStackQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle)
+{
+#if DBG
+    KIRQL Irql = KeGetCurrentIrql();
+    if (Irql < DISPATCH_LEVEL)
+    {
+        KeBugCheckEx(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x36, Irql, (ULONG_PTR)LockHandle, 0);
+    }
+#endif
+    KxReleaseQueuedSpinLock(LockHandle, (ULONG_PTR)__builtin_return_address(0));
+    KeLowerIrql(LockHandle->OldIrql);
+}
+
+/*
+ * Takes SpinLock through LockHandle with no IRQL change; OldIrql is not
+ * written. IRQL >= DISPATCH_LEVEL (checked: 0x9).
+ */
+VOID
+KeAcquireInStackQueuedSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle)
+{
+    KiCheckQueuedAtDpcLevel(SpinLock);
+    KxAcquireQueuedSpinLock(SpinLock, LockHandle, (ULONG_PTR)__builtin_return_address(0));
+}
+
+/* Releases the lock held through LockHandle; no IRQL change. IRQL >= DISPATCH_LEVEL. */
+VOID
+KeReleaseInStackQueuedSpinLockFromDpcLevel(PKLOCK_QUEUE_HANDLE LockHandle)
+{
+    KiCheckQueuedAtDpcLevel(KiQueuedLockOf(LockHandle));
+    KxReleaseQueuedSpinLock(LockHandle, (ULONG_PTR)__builtin_return_address(0));
+}
+
+/*
+ * The threaded-DPC form, as KeAcquireSpinLockForDpc: no Spindle caller is a
+ * threaded DPC below DISPATCH_LEVEL, so the lock is taken with no IRQL change
+ * at any IRQL (API.md §4; kmtest: no change at PASSIVE or APC). The entry IRQL
+ * goes to LockHandle->OldIrql.
+ */
+VOID
+KeAcquireInStackQueuedSpinLockForDpc(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle)
+{
+    LockHandle->OldIrql = KeGetCurrentIrql();
+    KxAcquireQueuedSpinLock(SpinLock, LockHandle, (ULONG_PTR)__builtin_return_address(0));
+}
+
+/* Releases a lock from KeAcquireInStackQueuedSpinLockForDpc and returns to its entry IRQL. */
+VOID
+KeReleaseInStackQueuedSpinLockForDpc(PKLOCK_QUEUE_HANDLE LockHandle)
+{
+    KxReleaseQueuedSpinLock(LockHandle, (ULONG_PTR)__builtin_return_address(0));
+    KeLowerIrql(LockHandle->OldIrql);
+}
