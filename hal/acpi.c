@@ -32,8 +32,8 @@
 /* Root System Description Pointer (ACPI 6.5 §5.2.5.3). */
 typedef struct __attribute__((packed)) _ACPI_RSDP
 {
-    char Signature[8];      // "RSD PTR "
-    UCHAR Checksum;         // the first 20 bytes sum to 0
+    char Signature[8]; // "RSD PTR "
+    UCHAR Checksum;    // the first 20 bytes sum to 0
     char OemId[6];
     UCHAR Revision;         // 0: ACPI 1.0 (20 bytes); 2: ACPI 2.0 and later
     ULONG RsdtAddress;      // physical, 32 bits

@@ -15,10 +15,10 @@
 #define UART_MCR 4 // modem control
 #define UART_LSR 5 // line status
 
-#define UART_LCR_DLAB  0x80
-#define UART_LCR_8N1   0x03
-#define UART_LSR_THRE  0x20 // transmit holding register empty
-#define UART_FCR_FIFO  0xc7 // enable and clear FIFOs, 14-byte threshold
+#define UART_LCR_DLAB         0x80
+#define UART_LCR_8N1          0x03
+#define UART_LSR_THRE         0x20 // transmit holding register empty
+#define UART_FCR_FIFO         0xc7 // enable and clear FIFOs, 14-byte threshold
 #define UART_MCR_DTR_RTS_OUT2 0x0b
 
 /* Bounded so that a missing UART cannot hang the kernel (~1 ms per byte is plenty). */

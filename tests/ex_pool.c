@@ -140,8 +140,8 @@ KTEST(ExPool, bad_frees_bugcheck_bad_pool_caller)
     KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePoolWithTag(P, TAG_B));      // wrong tag
     KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePoolWithTag(P + 16, TAG_A)); // not a block start
     ExFreePoolWithTag(P, TAG_A);
-    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePoolWithTag(P, TAG_A));      // double free
-    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePool(NotPool));              // foreign pointer
+    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePoolWithTag(P, TAG_A)); // double free
+    KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePool(NotPool));         // foreign pointer
     KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExFreePool(NULL));
     KeRaiseIrql(CLOCK_LEVEL, &Old);
     KT_EXPECT_BUGCHECK(BAD_POOL_CALLER, ExAllocatePoolWithTag(NonPagedPool, 8, TAG_A)); // IRQL

@@ -52,10 +52,10 @@ KtMadtBegin(KT_MADT *Madt, ULONG LocalApicAddress)
 {
     memset(Madt, 0, sizeof(*Madt));
     memcpy(Madt->Bytes, "APIC", 4);
-    Madt->Bytes[8] = 5;                     // revision
-    memcpy(Madt->Bytes + 10, "SPNDLE", 6);  // OEM ID
+    Madt->Bytes[8] = 5;                    // revision
+    memcpy(Madt->Bytes + 10, "SPNDLE", 6); // OEM ID
     KtPut32(Madt->Bytes + 36, LocalApicAddress);
-    KtPut32(Madt->Bytes + 40, 1);           // PCAT_COMPAT
+    KtPut32(Madt->Bytes + 40, 1); // PCAT_COMPAT
     Madt->Length = KT_MADT_HEADER_LENGTH;
 }
 
@@ -88,10 +88,10 @@ static const UCHAR KtLocalApic2OnlineCapable[8] = {0, 8, 2, 2, 2, 0, 0, 0}; // A
 static const UCHAR KtX2Apic300Enabled[16] = {9, 16, 0, 0, 0x2c, 1, 0, 0, 1, 0, 0, 0, 3, 0, 0, 0};
 static const UCHAR KtX2Apic0Enabled[16] = {9, 16, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0, 0};
 static const UCHAR KtIoApic5[12] = {1, 12, 5, 0, 0x00, 0x10, 0xc0, 0xfe, 24, 0, 0, 0};
-static const UCHAR KtOverrideIrq0[10] = {2, 10, 0, 0, 2, 0, 0, 0, 0, 0};     // ISA 0 -> GSI 2
-static const UCHAR KtOverrideIrq9[10] = {2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0};  // level, high
+static const UCHAR KtOverrideIrq0[10] = {2, 10, 0, 0, 2, 0, 0, 0, 0, 0};    // ISA 0 -> GSI 2
+static const UCHAR KtOverrideIrq9[10] = {2, 10, 0, 9, 9, 0, 0, 0, 0x0d, 0}; // level, high
 static const UCHAR KtLocalApicOverride[12] = {5, 12, 0, 0, 0, 0, 0xe0, 0xfe, 1, 0, 0, 0};
-static const UCHAR KtUnknownType[4] = {0x7f, 4, 0xaa, 0xbb};                 // skipped
+static const UCHAR KtUnknownType[4] = {0x7f, 4, 0xaa, 0xbb}; // skipped
 
 /* ---- the firmware's tables */
 

@@ -39,8 +39,8 @@ KTEST(KeIrql, raise_and_lower_round_trip_at_every_level)
 
 KTEST(KeIrql, raise_returns_each_previous_level)
 {
-    static const KIRQL Chain[] = {APC_LEVEL, DISPATCH_LEVEL, 7, SYNCH_LEVEL, CLOCK_LEVEL,
-                                  IPI_LEVEL, HIGH_LEVEL};
+    static const KIRQL Chain[] = {APC_LEVEL,   DISPATCH_LEVEL, 7,         SYNCH_LEVEL,
+                                  CLOCK_LEVEL, IPI_LEVEL,      HIGH_LEVEL};
     KIRQL Old[sizeof(Chain)];
     KIRQL Expected = PASSIVE_LEVEL;
 

@@ -19,10 +19,10 @@ typedef struct _KT_PROCESSOR_SAMPLE
     ULONG Number;
     ULONG NumberEx;
     PROCESSOR_NUMBER ProcessorNumber;
-    ULONG64 GsBase;     // IA32_GS_BASE
-    ULONG64 Self;       // gs:0
-    PKPRCB Prcb;        // KeGetCurrentPrcb()
-    ULONG LocalApicId;  // what the local APIC reports
+    ULONG64 GsBase;    // IA32_GS_BASE
+    ULONG64 Self;      // gs:0
+    PKPRCB Prcb;       // KeGetCurrentPrcb()
+    ULONG LocalApicId; // what the local APIC reports
     ULONG64 Rsp;
     ULONG64 TssIst[X86_IST_COUNT];
 } KT_PROCESSOR_SAMPLE;

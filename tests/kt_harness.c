@@ -14,7 +14,8 @@
 
 KTEST(KtHarness, expect_bugcheck_catches_the_expected_code)
 {
-    KT_EXPECT_BUGCHECK(MANUALLY_INITIATED_CRASH, KeBugCheckEx(MANUALLY_INITIATED_CRASH, 1, 2, 3, 4));
+    KT_EXPECT_BUGCHECK(MANUALLY_INITIATED_CRASH,
+                       KeBugCheckEx(MANUALLY_INITIATED_CRASH, 1, 2, 3, 4));
     KT_EXPECT_EQ(KeGetCurrentIrql(), PASSIVE_LEVEL);
     KT_EXPECT(x86_interrupts_enabled());
 }

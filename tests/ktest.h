@@ -46,21 +46,21 @@ __attribute__((noreturn)) void x86_longjmp(KT_JMP_BUF *Buffer, int Value);
 typedef struct _KT_BUGCHECK_CATCH
 {
     KT_JMP_BUF Jump;
-    KIRQL Irql;              // IRQL at arming; restored when the bug check is caught
-    BOOLEAN InterruptsOn;    // RFLAGS.IF at arming; restored likewise
-    ULONG Expected;          // the only code this catcher takes
-    ULONG Nesting;           // interrupt nesting at arming
-    ULONG Code;              // the bug check that was caught
+    KIRQL Irql;           // IRQL at arming; restored when the bug check is caught
+    BOOLEAN InterruptsOn; // RFLAGS.IF at arming; restored likewise
+    ULONG Expected;       // the only code this catcher takes
+    ULONG Nesting;        // interrupt nesting at arming
+    ULONG Code;           // the bug check that was caught
     ULONG_PTR Parameter[4];
     struct _KT_BUGCHECK_CATCH *Previous;
 } KT_BUGCHECK_CATCH;
 
 /* ---- registration */
 
-#define KTEST_EX(SuiteName, CaseName, CaseFlags, CaseTimeoutMs)                                   \
-    static VOID KtTest_##SuiteName##_##CaseName(VOID);                                            \
-    static const KTEST_CASE KtCase_##SuiteName##_##CaseName                                       \
-        __attribute__((used, section(".ktests"), aligned(8))) = {                                 \
+#define KTEST_EX(SuiteName, CaseName, CaseFlags, CaseTimeoutMs)                                    \
+    static VOID KtTest_##SuiteName##_##CaseName(VOID);                                             \
+    static const KTEST_CASE KtCase_##SuiteName##_##CaseName                                        \
+        __attribute__((used, section(".ktests"), aligned(8))) = {                                  \
             #SuiteName, #CaseName, KtTest_##SuiteName##_##CaseName, (CaseFlags), (CaseTimeoutMs)}; \
     static VOID KtTest_##SuiteName##_##CaseName(VOID)
 
@@ -91,25 +91,25 @@ VOID KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context
 
 /* ---- expectations */
 
-#define KT_EXPECT(Cond)                                                                           \
-    do                                                                                            \
-    {                                                                                             \
-        if (!(Cond))                                                                              \
-        {                                                                                         \
-            KtFail(#Cond, __FILE__, __LINE__);                                                    \
-        }                                                                                         \
+#define KT_EXPECT(Cond)                                                                            \
+    do                                                                                             \
+    {                                                                                              \
+        if (!(Cond))                                                                               \
+        {                                                                                          \
+            KtFail(#Cond, __FILE__, __LINE__);                                                     \
+        }                                                                                          \
     } while (0)
 
-#define KT_COMPARE_(A, Op, B, OnFail)                                                             \
-    do                                                                                            \
-    {                                                                                             \
-        LONG64 KtLeft_ = (LONG64)(A);                                                             \
-        LONG64 KtRight_ = (LONG64)(B);                                                            \
-        if (!(KtLeft_ Op KtRight_))                                                               \
-        {                                                                                         \
-            KtFailCompare(#A, #Op, #B, KtLeft_, KtRight_, __FILE__, __LINE__);                    \
-            OnFail;                                                                               \
-        }                                                                                         \
+#define KT_COMPARE_(A, Op, B, OnFail)                                                              \
+    do                                                                                             \
+    {                                                                                              \
+        LONG64 KtLeft_ = (LONG64)(A);                                                              \
+        LONG64 KtRight_ = (LONG64)(B);                                                             \
+        if (!(KtLeft_ Op KtRight_))                                                                \
+        {                                                                                          \
+            KtFailCompare(#A, #Op, #B, KtLeft_, KtRight_, __FILE__, __LINE__);                     \
+            OnFail;                                                                                \
+        }                                                                                          \
     } while (0)
 
 #define KT_EXPECT_EQ(A, B) KT_COMPARE_(A, ==, B, (void)0)
@@ -119,14 +119,14 @@ VOID KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context
 #define KT_EXPECT_GT(A, B) KT_COMPARE_(A, >, B, (void)0)
 #define KT_EXPECT_GE(A, B) KT_COMPARE_(A, >=, B, (void)0)
 
-#define KT_ASSERT(Cond)                                                                           \
-    do                                                                                            \
-    {                                                                                             \
-        if (!(Cond))                                                                              \
-        {                                                                                         \
-            KtFail(#Cond, __FILE__, __LINE__);                                                    \
-            KtAbort();                                                                            \
-        }                                                                                         \
+#define KT_ASSERT(Cond)                                                                            \
+    do                                                                                             \
+    {                                                                                              \
+        if (!(Cond))                                                                               \
+        {                                                                                          \
+            KtFail(#Cond, __FILE__, __LINE__);                                                     \
+            KtAbort();                                                                             \
+        }                                                                                          \
     } while (0)
 
 #define KT_ASSERT_EQ(A, B) KT_COMPARE_(A, ==, B, KtAbort())
@@ -139,20 +139,20 @@ VOID KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context
  * harness catches it, restores the IRQL and interrupt flag that held here and
  * continues after the macro. Any other bug check still stops the system.
  */
-#define KT_EXPECT_BUGCHECK(Code, Statement)                                                       \
-    do                                                                                            \
-    {                                                                                             \
-        KT_BUGCHECK_CATCH KtCatch_;                                                               \
-        KtCatch_.Expected = (Code);                                                               \
-        KtArmBugCheck(&KtCatch_);                                                                 \
-        if (x86_setjmp(&KtCatch_.Jump) == 0)                                                      \
-        {                                                                                         \
-            Statement;                                                                            \
-            KtDisarmBugCheck(&KtCatch_);                                                          \
-            KtCheckBugCheck(&KtCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);            \
-        }                                                                                         \
-        else                                                                                      \
-        {                                                                                         \
-            KtCheckBugCheck(&KtCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);             \
-        }                                                                                         \
+#define KT_EXPECT_BUGCHECK(Code, Statement)                                                        \
+    do                                                                                             \
+    {                                                                                              \
+        KT_BUGCHECK_CATCH KtCatch_;                                                                \
+        KtCatch_.Expected = (Code);                                                                \
+        KtArmBugCheck(&KtCatch_);                                                                  \
+        if (x86_setjmp(&KtCatch_.Jump) == 0)                                                       \
+        {                                                                                          \
+            Statement;                                                                             \
+            KtDisarmBugCheck(&KtCatch_);                                                           \
+            KtCheckBugCheck(&KtCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);             \
+        }                                                                                          \
+        else                                                                                       \
+        {                                                                                          \
+            KtCheckBugCheck(&KtCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);              \
+        }                                                                                          \
     } while (0)

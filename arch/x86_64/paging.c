@@ -5,11 +5,11 @@
  */
 #include "arch/x86_64/x86.h"
 
-#define PTE_PRESENT  0x1ull
-#define PTE_WRITE    0x2ull
-#define PTE_LARGE    0x80ull
-#define PTE_ADDRESS  0x000ffffffffff000ull
-#define PAGE_4K      4096ull
+#define PTE_PRESENT 0x1ull
+#define PTE_WRITE   0x2ull
+#define PTE_LARGE   0x80ull
+#define PTE_ADDRESS 0x000ffffffffff000ull
+#define PAGE_4K     4096ull
 
 /*
  * Splits the first 2 MiB page into 4 KiB pages and leaves page 0 unmapped, so

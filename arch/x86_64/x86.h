@@ -286,10 +286,10 @@ x86_mfence(void)
 #define X86_SEL_TSS         0x18
 
 /* IST slots (1-based in the IDT) for the exceptions that need a known-good stack. */
-#define X86_IST_DOUBLE_FAULT 1
-#define X86_IST_NMI          2
+#define X86_IST_DOUBLE_FAULT  1
+#define X86_IST_NMI           2
 #define X86_IST_MACHINE_CHECK 3
-#define X86_IST_COUNT        3
+#define X86_IST_COUNT         3
 
 /* The stack as isr.asm leaves it: general registers, vector, error code, CPU frame. */
 /* unsigned long long, as the NT kernel's ULONG64, so it prints with %llx. */

@@ -19,11 +19,11 @@
 #define POOL_MAX_TAGS        256
 
 /* BAD_POOL_CALLER first parameters (Windows' meanings). */
-#define BAD_POOL_DOUBLE_FREE   0x07
-#define BAD_POOL_ALLOC_IRQL    0x08
-#define BAD_POOL_FREE_IRQL     0x09
-#define BAD_POOL_WRONG_TAG     0x0a
-#define BAD_POOL_INVALID_FREE  0x46
+#define BAD_POOL_DOUBLE_FREE  0x07
+#define BAD_POOL_ALLOC_IRQL   0x08
+#define BAD_POOL_FREE_IRQL    0x09
+#define BAD_POOL_WRONG_TAG    0x0a
+#define BAD_POOL_INVALID_FREE 0x46
 
 /* What a physical page is to the pool (MmpPageKind). */
 #define POOL_PAGE_NONE  0
@@ -37,7 +37,7 @@ typedef struct _POOL_HEADER
     ULONG64 Size; // bytes requested
     USHORT Class;
     USHORT Reserved;
-    ULONG Pages; // large allocations: pages including the header page
+    ULONG Pages;               // large allocations: pages including the header page
     struct _POOL_HEADER *Next; // free list link while free
 } POOL_HEADER;
 _Static_assert(sizeof(POOL_HEADER) == 32, "keeps every block 16-byte aligned");
@@ -46,7 +46,7 @@ static KSPIN_LOCK ExpPoolLock;
 static POOL_HEADER *ExpFreeBlocks[POOL_SMALL_CLASSES]; // guarded by ExpPoolLock
 static EXP_POOL_TAG_USAGE ExpTags[POOL_MAX_TAGS];      // guarded by ExpPoolLock
 static BOOLEAN ExpTagUsed[POOL_MAX_TAGS];              // guarded by ExpPoolLock
-static UCHAR ExpPageKind[(4ull << 30) / KI_PAGE_SIZE];  // guarded by ExpPoolLock
+static UCHAR ExpPageKind[(4ull << 30) / KI_PAGE_SIZE]; // guarded by ExpPoolLock
 
 VOID
 ExpInitializePool(VOID)

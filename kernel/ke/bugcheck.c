@@ -153,8 +153,8 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
 
     KiDebugConsoleBusted = TRUE;
     HalFreezeOtherProcessors();
-    DbgPrint("\n*** STOP: 0x%08X (0x%016llX, 0x%016llX, 0x%016llX, 0x%016llX) %s\n",
-             BugCheckCode, (ULONG64)Parameters[0], (ULONG64)Parameters[1], (ULONG64)Parameters[2],
+    DbgPrint("\n*** STOP: 0x%08X (0x%016llX, 0x%016llX, 0x%016llX, 0x%016llX) %s\n", BugCheckCode,
+             (ULONG64)Parameters[0], (ULONG64)Parameters[1], (ULONG64)Parameters[2],
              (ULONG64)Parameters[3], KiBugCheckName(BugCheckCode));
     DbgPrint("*** on processor %u at IRQL %u\n", Prcb->Number, HalGetCurrentIrql());
     Frame = KiBugCheckFrame[Prcb->Number];

@@ -10,7 +10,7 @@
 #include "hal/hal.h"
 #include "lib/lib.h"
 
-#define CONSOLE_SPIN_LIMIT (1u << 26)
+#define CONSOLE_SPIN_LIMIT        (1u << 26)
 #define CONSOLE_BUSTED_SPIN_LIMIT (1u << 16)
 
 typedef struct _CONSOLE_BUFFER

@@ -161,7 +161,8 @@ KeInsertQueueDpc(PRKDPC Dpc, PVOID SystemArgument1, PVOID SystemArgument2)
     ULONG64 Flags = x86_save_disable();
     PKPRCB Current = KeGetCurrentPrcb();
     USHORT Number = Dpc->Number;
-    ULONG Target = Number >= MAXIMUM_PROCESSORS ? (ULONG)Number - MAXIMUM_PROCESSORS : Current->Number;
+    ULONG Target =
+        Number >= MAXIMUM_PROCESSORS ? (ULONG)Number - MAXIMUM_PROCESSORS : Current->Number;
     PKDPC_DATA DpcData = &KiGetPrcb(Target)->DpcData[DPC_NORMAL];
     PVOID Expected = NULL;
 

@@ -23,7 +23,8 @@ KiIdleLoop(VOID)
 
         /* Check with interrupts off; sti;hlt then sleeps without missing the wake-up IPI. */
         x86_cli();
-        Routine = __atomic_load_n(&Prcb->IdleWorkRoutine, __ATOMIC_ACQUIRE); // pairs with the publish
+        Routine =
+            __atomic_load_n(&Prcb->IdleWorkRoutine, __ATOMIC_ACQUIRE); // pairs with the publish
         if (Routine == NULL)
         {
             x86_sti_hlt();
@@ -48,7 +49,7 @@ KiQueueIdleWork(ULONG Number, KI_IDLE_WORK_ROUTINE *Routine, PVOID Context)
     }
     Prcb = KiGetPrcb(Number);
     if (!Prcb->Online || !__atomic_compare_exchange_n(&Prcb->IdleWorkBusy, &Free, 1, FALSE,
-                                                     __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+                                                      __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
     {
         return FALSE;
     }

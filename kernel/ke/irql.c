@@ -59,8 +59,7 @@ KeLowerIrql(KIRQL NewIrql)
     KIRQL Current = HalGetCurrentIrql();
     if (NewIrql > Current)
     {
-        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, 0, Current, 0,
-                     (ULONG_PTR)__builtin_return_address(0));
+        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, 0, Current, 0, (ULONG_PTR)__builtin_return_address(0));
     }
 #endif
     HalSetCurrentIrql(NewIrql);

@@ -9,38 +9,54 @@
 #include "hal/hal.h"
 #include "lib/lib.h"
 
-#define X86_VECTOR_NMI         2
-#define X86_VECTOR_BREAKPOINT  3
+#define X86_VECTOR_NMI          2
+#define X86_VECTOR_BREAKPOINT   3
 #define X86_VECTOR_DOUBLE_FAULT 8
-#define X86_VECTOR_PAGE_FAULT  14
-#define X86_EXCEPTION_COUNT    32
+#define X86_VECTOR_PAGE_FAULT   14
+#define X86_EXCEPTION_COUNT     32
 
 /* NTSTATUS exception codes for KMODE_EXCEPTION_NOT_HANDLED. */
-#define STATUS_ACCESS_VIOLATION      0xC0000005
-#define STATUS_ILLEGAL_INSTRUCTION   0xC000001D
+#define STATUS_ACCESS_VIOLATION       0xC0000005
+#define STATUS_ILLEGAL_INSTRUCTION    0xC000001D
 #define STATUS_INTEGER_DIVIDE_BY_ZERO 0xC0000094
-#define STATUS_BREAKPOINT            0x80000003
-#define STATUS_INTEGER_OVERFLOW      0xC0000095
-#define STATUS_ARRAY_BOUNDS_EXCEEDED 0xC000008C
-#define STATUS_DATATYPE_MISALIGNMENT 0x80000002
+#define STATUS_BREAKPOINT             0x80000003
+#define STATUS_INTEGER_OVERFLOW       0xC0000095
+#define STATUS_ARRAY_BOUNDS_EXCEEDED  0xC000008C
+#define STATUS_DATATYPE_MISALIGNMENT  0x80000002
 
 static const char *const KiExceptionNames[X86_EXCEPTION_COUNT] = {
-    "#DE divide error",        "#DB debug",
-    "NMI",                     "#BP breakpoint",
-    "#OF overflow",            "#BR bound range exceeded",
-    "#UD invalid opcode",      "#NM device not available",
-    "#DF double fault",        "coprocessor segment overrun",
-    "#TS invalid TSS",         "#NP segment not present",
-    "#SS stack-segment fault", "#GP general protection",
-    "#PF page fault",          "reserved (15)",
-    "#MF x87 floating point",  "#AC alignment check",
-    "#MC machine check",       "#XM SIMD floating point",
-    "#VE virtualization",      "#CP control protection",
-    "reserved (22)",           "reserved (23)",
-    "reserved (24)",           "reserved (25)",
-    "reserved (26)",           "reserved (27)",
-    "#HV hypervisor injection", "#VC VMM communication",
-    "#SX security",            "reserved (31)",
+    "#DE divide error",
+    "#DB debug",
+    "NMI",
+    "#BP breakpoint",
+    "#OF overflow",
+    "#BR bound range exceeded",
+    "#UD invalid opcode",
+    "#NM device not available",
+    "#DF double fault",
+    "coprocessor segment overrun",
+    "#TS invalid TSS",
+    "#NP segment not present",
+    "#SS stack-segment fault",
+    "#GP general protection",
+    "#PF page fault",
+    "reserved (15)",
+    "#MF x87 floating point",
+    "#AC alignment check",
+    "#MC machine check",
+    "#XM SIMD floating point",
+    "#VE virtualization",
+    "#CP control protection",
+    "reserved (22)",
+    "reserved (23)",
+    "reserved (24)",
+    "reserved (25)",
+    "reserved (26)",
+    "reserved (27)",
+    "#HV hypervisor injection",
+    "#VC VMM communication",
+    "#SX security",
+    "reserved (31)",
 };
 
 static VOID
@@ -68,8 +84,8 @@ KiExceptionBugCheck(const struct x86_trap_frame *Frame, ULONG64 Cr2)
     {
         case X86_VECTOR_PAGE_FAULT:
             /* P1 address, P2 1 if a write, P3 faulting RIP, P4 error code. */
-            KeBugCheckEx(PAGE_FAULT_IN_NONPAGED_AREA, Cr2, (Frame->error_code >> 1) & 1,
-                         Frame->rip, Frame->error_code);
+            KeBugCheckEx(PAGE_FAULT_IN_NONPAGED_AREA, Cr2, (Frame->error_code >> 1) & 1, Frame->rip,
+                         Frame->error_code);
         case 0:
             Status = STATUS_INTEGER_DIVIDE_BY_ZERO;
             break;
@@ -93,8 +109,8 @@ KiExceptionBugCheck(const struct x86_trap_frame *Frame, ULONG64 Cr2)
             break;
         default:
             /* Double fault, TSS, segment, machine check...: P1 = the vector. */
-            KeBugCheckEx(UNEXPECTED_KERNEL_MODE_TRAP, Frame->vector, Frame->error_code,
-                         Frame->rip, 0);
+            KeBugCheckEx(UNEXPECTED_KERNEL_MODE_TRAP, Frame->vector, Frame->error_code, Frame->rip,
+                         0);
     }
     /* P1 exception code, P2 faulting RIP, P3 error code, P4 0. */
     KeBugCheckEx(KMODE_EXCEPTION_NOT_HANDLED, Status, Frame->rip, Frame->error_code, 0);

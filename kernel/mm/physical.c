@@ -9,10 +9,10 @@
 
 #include "lib/lib.h"
 
-#define MM_MAX_PHYSICAL   (4ull << 30)
-#define MM_PAGES          (MM_MAX_PHYSICAL / KI_PAGE_SIZE)
-#define MM_LOW_LIMIT      0x100000ull // pages below 1 MiB are handed out only on request
-#define MM_BITS_PER_WORD  64
+#define MM_MAX_PHYSICAL  (4ull << 30)
+#define MM_PAGES         (MM_MAX_PHYSICAL / KI_PAGE_SIZE)
+#define MM_LOW_LIMIT     0x100000ull // pages below 1 MiB are handed out only on request
+#define MM_BITS_PER_WORD 64
 
 extern char __image_start[];
 extern char __image_end[];
@@ -75,8 +75,8 @@ MmInitializePhysicalMemory(VOID)
     for (ULONG i = 0; i < KiBootInfo.MemoryRangeCount; i++)
     {
         ULONG64 First = (KiBootInfo.MemoryRanges[i].Base + KI_PAGE_SIZE - 1) / KI_PAGE_SIZE;
-        ULONG64 Last = (KiBootInfo.MemoryRanges[i].Base + KiBootInfo.MemoryRanges[i].Length) /
-                       KI_PAGE_SIZE;
+        ULONG64 Last =
+            (KiBootInfo.MemoryRanges[i].Base + KiBootInfo.MemoryRanges[i].Length) / KI_PAGE_SIZE;
         if (Last > MM_PAGES)
         {
             Last = MM_PAGES;

@@ -12,10 +12,10 @@
 #include "lib/lib.h"
 #include "tests/harness/harness.h"
 
-#define KT_MAX_TESTS     4096
-#define KT_MAX_PATTERNS  32
-#define KT_MAX_TAGS      256
-#define KT_NAME_LENGTH   128
+#define KT_MAX_TESTS    4096
+#define KT_MAX_PATTERNS 32
+#define KT_MAX_TAGS     256
+#define KT_NAME_LENGTH  128
 
 extern const KTEST_CASE __ktests_start[];
 extern const KTEST_CASE __ktests_end[];
@@ -23,12 +23,12 @@ extern const KTEST_CASE __ktests_end[];
 typedef struct _KT_STATE
 {
     const KTEST_CASE *Current;
-    volatile LONG Failures;     // expectation failures in the current test, any processor
+    volatile LONG Failures; // expectation failures in the current test, any processor
     volatile BOOLEAN Skipped;
     const char *SkipReason;
     ULONG64 Seed;
     ULONG Verbose;
-    prng_t Random;              // guarded by RandomLock
+    prng_t Random; // guarded by RandomLock
     volatile LONG RandomLock;
 } KT_STATE;
 
@@ -40,8 +40,8 @@ typedef enum _KT_RESULT
 } KT_RESULT;
 
 static KT_STATE KtState;
-static ULONG KtCounts[3];   // passed, failed, skipped so far
-static ULONG KtNumber;      // KTAP number of the running test
+static ULONG KtCounts[3]; // passed, failed, skipped so far
+static ULONG KtNumber;    // KTAP number of the running test
 static const KTEST_CASE *KtTests[KT_MAX_TESTS];
 static EXP_POOL_TAG_USAGE KtPoolBefore[KT_MAX_TAGS];
 static EXP_POOL_TAG_USAGE KtPoolAfter[KT_MAX_TAGS];
@@ -78,8 +78,8 @@ KtFailCompare(const char *Left, const char *Op, const char *Right, LONG64 LeftVa
               LONG64 RightValue, const char *File, int Line)
 {
     __atomic_add_fetch(&KtState.Failures, 1, __ATOMIC_RELAXED);
-    DbgPrint("# %s:%d: expected %s %s %s, got %lld (%#llx) vs %lld (%#llx)\n", File, Line, Left,
-             Op, Right, LeftValue, (ULONG64)LeftValue, RightValue, (ULONG64)RightValue);
+    DbgPrint("# %s:%d: expected %s %s %s, got %lld (%#llx) vs %lld (%#llx)\n", File, Line, Left, Op,
+             Right, LeftValue, (ULONG64)LeftValue, RightValue, (ULONG64)RightValue);
 }
 
 LONG
@@ -172,14 +172,12 @@ KtCatchBugCheck(ULONG Code, const ULONG_PTR Parameters[4])
         if (Catch != NULL)
         {
             DbgPrint("# KT_EXPECT_BUGCHECK expected 0x%X (%s) but 0x%X (%s) was raised\n",
-                     Catch->Expected, KiBugCheckName(Catch->Expected), Code,
-                     KiBugCheckName(Code));
+                     Catch->Expected, KiBugCheckName(Catch->Expected), Code, KiBugCheckName(Code));
         }
         if (KtState.Current != NULL)
         {
             DbgPrint("not ok %u %s:%s # bug check 0x%X on processor %u stopped the system\n",
-                     KtNumber, KtState.Current->Suite, KtState.Current->Name, Code,
-                     Prcb->Number);
+                     KtNumber, KtState.Current->Suite, KtState.Current->Name, Code, Prcb->Number);
         }
         return;
     }
@@ -209,8 +207,8 @@ KtCheckBugCheck(KT_BUGCHECK_CATCH *Catch, ULONG Expected, BOOLEAN Raised, const 
     if (!Raised)
     {
         __atomic_add_fetch(&KtState.Failures, 1, __ATOMIC_RELAXED);
-        DbgPrint("# %s:%d: expected bug check 0x%X (%s) from `%s`, but it returned\n", File,
-                 Line, Expected, KiBugCheckName(Expected), Statement);
+        DbgPrint("# %s:%d: expected bug check 0x%X (%s) from `%s`, but it returned\n", File, Line,
+                 Expected, KiBugCheckName(Expected), Statement);
         return;
     }
     if (KtState.Verbose)
@@ -380,8 +378,8 @@ KtCheckHygiene(const KTEST_CASE *Test, ULONG PoolTagsBefore)
         if (KtPoolAfter[i].Allocations > Before)
         {
             ULONG Tag = KtPoolAfter[i].Tag;
-            KtLog("%s:%s leaked %lld pool allocation(s) of tag '%c%c%c%c'", Test->Suite,
-                  Test->Name, KtPoolAfter[i].Allocations - Before, (char)Tag, (char)(Tag >> 8),
+            KtLog("%s:%s leaked %lld pool allocation(s) of tag '%c%c%c%c'", Test->Suite, Test->Name,
+                  KtPoolAfter[i].Allocations - Before, (char)Tag, (char)(Tag >> 8),
                   (char)(Tag >> 16), (char)(Tag >> 24));
             KtState.Failures++;
         }

@@ -63,7 +63,8 @@ KtWatchdogStart(const KTEST_CASE *Test)
     KtBudgetMs = (ULONG)Budget;
     KiClockHook = KtWatchdogTick;
     /* Release: the budget is written before a clock interrupt can see the deadline. */
-    __atomic_store_n(&KtDeadline, (ULONG64)Now.QuadPart + Budget * (ULONG64)Frequency.QuadPart / 1000,
+    __atomic_store_n(&KtDeadline,
+                     (ULONG64)Now.QuadPart + Budget * (ULONG64)Frequency.QuadPart / 1000,
                      __ATOMIC_RELEASE);
 }
 
