@@ -80,7 +80,7 @@ $(shell mkdir -p $(B) && { [ -f $(CONFIG_STAMP) ] && [ "$$(cat $(CONFIG_STAMP))"
 CMDLINE_STAMP := $(B)/cmdline.stamp
 $(shell mkdir -p $(B) && { [ -f $(CMDLINE_STAMP) ] && [ "$$(cat $(CMDLINE_STAMP))" = "$(KCMDLINE)" ] || echo "$(KCMDLINE)" > $(CMDLINE_STAMP); })
 
-.PHONY: all kernel iso run test debug gdb clean help deps check-layering
+.PHONY: all kernel iso run test debug gdb clean help deps check-layering check-headers
 
 all: $(KERNEL) $(ISO)
 kernel: $(KERNEL)
@@ -128,30 +128,134 @@ $(ISO): $(KERNEL) boot/grub.cfg $(CMDLINE_STAMP)
 
 -include $(OBJS:.o=.d) $(EXTRA_OBJS:.o=.d)
 
+# ---- UEFI: GNU-EFI loader and ESP
+# FIRMWARE=efi boots boot/efi/loader.c, a UEFI application built with Debian's gnu-efi, from
+# an EFI system partition kept as a directory (QEMU shows it as a FAT disk, scripts/run-qemu.sh):
+#   $(ESPDIR)/EFI/BOOT/BOOTX64.EFI   the loader, at the removable-media default path
+#   $(ESPDIR)/spindle/kernel.elf     the kernel, debug-stripped as on the ISO
+#   $(ESPDIR)/spindle/cmdline.txt    KCMDLINE, the command line GRUB passes on the other paths
+#   $(ESPDIR)/startup.nsh            powers off from the firmware's shell if the loader failed
+GNUEFI_INC ?= /usr/include/efi
+GNUEFI_LIB ?= /usr/lib
+EFI_DIR    := $(B)/efi
+EFI_OBJS   := $(EFI_DIR)/loader.o $(EFI_DIR)/enter32.asm.o
+EFI_APP    := $(EFI_DIR)/BOOTX64.EFI
+ESPDIR     := $(B)/esp
+ESP_FILES  := $(ESPDIR)/EFI/BOOT/BOOTX64.EFI $(ESPDIR)/spindle/kernel.elf \
+    $(ESPDIR)/spindle/cmdline.txt $(ESPDIR)/startup.nsh
+# The loader is a PE32+ application, not kernel code: position-independent (gnu-efi's crt0
+# applies the relocations), UEFI's 16-bit CHAR16, no red zone (firmware interrupts run on
+# our stack); GNU_EFI_USE_MS_ABI makes EFIAPI ms_abi, so firmware services are called
+# directly and type-checked (no uefi_call_wrapper). gnu-efi's headers are system headers.
+EFI_CFLAGS := -std=gnu11 -ffreestanding -nostdinc -isystem $(shell $(CC) -print-file-name=include) \
+    -isystem $(GNUEFI_INC) -isystem $(GNUEFI_INC)/x86_64 -DGNU_EFI_USE_MS_ABI \
+    -fpic -fshort-wchar -mno-red-zone -fno-stack-protector -fno-stack-check -fno-strict-aliasing \
+    -fno-asynchronous-unwind-tables $(WARNINGS) -O2 -MMD -MP
+# gnu-efi's recipe: a shared ELF at address 0 (elf_x86_64_efi.lds), then objcopy to PE32+
+# keeping the loaded sections and the relocations; subsystem 10 = EFI application.
+EFI_LDFLAGS := -nostdlib -shared -Bsymbolic -znocombreloc --no-undefined --fatal-warnings \
+    -T $(GNUEFI_LIB)/elf_x86_64_efi.lds
+EFI_SECTIONS := -j .text -j .sdata -j .data -j .dynamic -j .dynsym -j .rel -j .rela \
+    -j '.rel.*' -j '.rela.*' -j .reloc
+
+.PHONY: efi esp test-efi-errors
+all: $(EFI_APP)
+efi: $(EFI_APP)
+esp: $(ESP_FILES)
+
+$(EFI_DIR)/%.o: boot/efi/%.c $(CONFIG_STAMP)
+	@mkdir -p $(@D)
+	@echo "  CC      $<"
+	@$(CC) $(EFI_CFLAGS) -c $< -o $@
+
+$(EFI_DIR)/%.asm.o: boot/efi/%.asm $(CONFIG_STAMP)
+	@mkdir -p $(@D)
+	@echo "  NASM    $<"
+	@$(NASM) $(NASMFLAGS) -MD $(@:.o=.d) -MP $< -o $@
+
+$(EFI_APP): $(EFI_OBJS)
+	@echo "  EFI     $@"
+	@$(LD) $(EFI_LDFLAGS) $(GNUEFI_LIB)/crt0-efi-x86_64.o $(EFI_OBJS) \
+	    -L$(GNUEFI_LIB) -lefi -lgnuefi -o $(EFI_DIR)/loader.so
+	@$(OBJCOPY) $(EFI_SECTIONS) --target efi-app-x86_64 --subsystem=10 $(EFI_DIR)/loader.so $@
+
+$(ESPDIR)/EFI/BOOT/BOOTX64.EFI: $(EFI_APP)
+	@mkdir -p $(@D)
+	@cp $< $@
+
+$(ESPDIR)/startup.nsh: boot/efi/startup.nsh
+	@mkdir -p $(@D)
+	@cp $< $@
+
+$(ESPDIR)/spindle/kernel.elf: $(KERNEL)
+	@echo "  ESP     $(ESPDIR)"
+	@mkdir -p $(@D)
+	@$(OBJCOPY) --strip-debug $< $@
+
+$(ESPDIR)/spindle/cmdline.txt: $(CMDLINE_STAMP)
+	@mkdir -p $(@D)
+	@printf '%s\n' '$(subst ','\'',$(KCMDLINE))' > $@
+
+# The loader's error paths: a missing and a corrupted kernel.elf (the error is printed and
+# the loader returns to the firmware), and a stale map key (ExitBootServices is retried).
+test-efi-errors: deps
+	@$(MAKE) --no-print-directory $(EFI_APP) $(KERNEL)
+	@bash scripts/test-efi-errors.sh --loader $(EFI_APP) --kernel $(KERNEL) \
+	    --work $(B)/efi-errors --accel $(ACCEL)
+
+-include $(EFI_OBJS:.o=.d)
+
+# What the runner boots: the GRUB ISO (bios, uefi) or the ESP directory (efi).
+RUN_IMAGE := $(if $(filter efi,$(FIRMWARE)),$(ESPDIR),$(ISO))
+RUN_DEPS  := $(if $(filter efi,$(FIRMWARE)),esp,$(ISO))
+
 # ---- host commands
-RUNNER := bash scripts/run-qemu.sh --image $(ISO) --firmware $(FIRMWARE) --smp $(SMP) \
+RUNNER := bash scripts/run-qemu.sh --image $(RUN_IMAGE) --firmware $(FIRMWARE) --smp $(SMP) \
     --mem $(MEM) --accel $(ACCEL) --log build/serial.log
 
 deps:
 	@bash scripts/deps.sh
 
 run: deps
-	@$(MAKE) --no-print-directory $(ISO)
+	@$(MAKE) --no-print-directory $(RUN_DEPS)
 	@$(RUNNER) --mode run
 
 test: deps
-	@$(MAKE) --no-print-directory $(ISO)
+	@$(MAKE) --no-print-directory $(RUN_DEPS)
 	@$(RUNNER) --mode test --timeout $(TIMEOUT)
 
+# QEMU halted on its gdb stub (localhost:GDB_PORT, default 1234); `make gdb` attaches.
 debug: deps
-	@$(MAKE) --no-print-directory $(ISO)
-	@$(RUNNER) --mode debug
+	@$(MAKE) --no-print-directory $(RUN_DEPS)
+	@$(RUNNER) --mode debug --gdb-port $(or $(GDB_PORT),1234)
 
+# gdb on the ELF64 kernel (same DBG and CC as `make debug`), attached, stopped at
+# KiSystemStartup, with Spindle's commands (scripts/gdb/spindle.gdb; `help spindle`).
 gdb:
-	@gdb -q $(KERNEL) -x scripts/gdb/spindle.gdb
+	@test -f $(KERNEL) || { echo "error: $(KERNEL) not built: run 'make debug' first" >&2; exit 1; }
+	@gdb -q -ex 'set $$spindle_gdb_port = $(or $(GDB_PORT),1234)' -x scripts/gdb/spindle.gdb \
+	    $(KERNEL)
+
+# The scripted gdb session: the GdbTarget tests (tests/gdb_targets.c) run under gdb, which
+# checks stepping, a breakpoint on the last processor and the spindle-* commands, then
+# detaches; the kernel must finish its run (scripts/test-gdb.sh).
+.PHONY: test-gdb
+test-gdb: deps
+	@$(MAKE) --no-print-directory $(ISO) TESTS='GdbTarget:*'
+	@bash scripts/test-gdb.sh --kernel $(KERNEL) --image $(ISO) --smp $(SMP) --dbg $(DBG) \
+	    --firmware $(if $(filter uefi,$(FIRMWARE)),uefi,bios)
 
 check-layering:
 	@bash scripts/check-layering.sh
+
+# Every header compiles on its own (STYLE.md §2), with the kernel's flags.
+HEADERS := $(sort $(wildcard include/*.h lib/*.h arch/x86_64/*.h hal/*.h kernel/*.h kernel/*/*.h \
+              tests/*.h tests/harness/*.h))
+check-headers:
+	@for h in $(HEADERS); do \
+	    echo "#include \"$$h\"" | $(CC) $(filter-out -MMD -MP,$(CFLAGS)) -x c -c -o /dev/null - \
+	        || { echo "check-headers: $$h does not compile on its own" >&2; exit 1; }; \
+	done; echo "check-headers: OK ($(words $(HEADERS)) headers)"
 
 clean:
 	rm -rf build
@@ -163,8 +267,13 @@ help:
 	@echo "  make test       the same, non-interactive, with a timeout; exit 0 iff every test passed"
 	@echo "  make debug      boot with QEMU halted on its gdb stub (localhost:1234)"
 	@echo "  make gdb        gdb with symbols, attached to 'make debug', stopped at KiSystemStartup"
+	@echo "  make test-gdb   scripted gdb session: stepping, a breakpoint on the last CPU, spindle-* commands"
+	@echo "  make test-efi-errors  the EFI loader's error and retry paths under OVMF"
+	@echo "  make esp / efi  build the EFI system partition / only the GNU-EFI loader"
 	@echo "  make check-layering  check the include rules of STYLE.md §1"
+	@echo "  make check-headers   check that every header compiles on its own"
 	@echo "  make clean      remove build/"
 	@echo "Variables: SMP=$(SMP) DBG=$(DBG) TESTS='glob,glob' REPEAT=$(REPEAT) SEED=$(SEED)"
-	@echo "  VERBOSE=$(VERBOSE) TIMEOUT=$(TIMEOUT) ACCEL=$(ACCEL) FIRMWARE=$(FIRMWARE) MEM=$(MEM)"
+	@echo "  VERBOSE=$(VERBOSE) TIMEOUT=$(TIMEOUT) ACCEL=tcg|kvm FIRMWARE=bios|uefi|efi MEM=$(MEM)"
+	@echo "  GDB_PORT=1234 (the gdb stub port of make debug / make gdb)"
 	@echo "  EXTRA_TESTS='dir/*.c' CMDLINE='extra kernel arguments' CC=gcc|clang"

@@ -20,7 +20,8 @@
 #   --timeout S         host timeout in seconds, 0 = none
 #                       (default 600 for test, none for run and debug)
 #   --log PATH          serial log (default build/serial.log); UEFI's
-#                       writable OVMF variables copy goes beside it
+#                       writable OVMF variables copy goes beside it for
+#                       the run (OVMF_VARS.<random>.fd, removed at exit)
 #   --gdb-port N        debug mode: gdb stub port (default 1234)
 #   --dry-run           print the QEMU command and exit
 #   -h, --help          this text
@@ -171,9 +172,14 @@ ovmf_args() {
         fi
     done
     [ -n "$code" ] || die "OVMF not found in $dir (OVMF_CODE_4M.fd + OVMF_VARS_4M.fd): run scripts/deps.sh (package ovmf)"
-    local vars_copy="$log_dir/OVMF_VARS.run.fd"
+    # A fresh writable copy per run (the firmware writes its boot options into it), named
+    # uniquely so that runs sharing a log folder do not share it; removed when we exit.
+    local vars_copy="$log_dir/OVMF_VARS.XXXXXX.fd"
     if [ "$dry_run" -eq 0 ]; then
         mkdir -p "$log_dir"
+        vars_copy=$(mktemp "$log_dir/OVMF_VARS.XXXXXX.fd")
+        ovmf_vars_copy=$vars_copy
+        trap 'rm -f "$ovmf_vars_copy"' EXIT
         cp -f "$vars" "$vars_copy"
     fi
     cmd+=(
@@ -191,13 +197,16 @@ case "$firmware" in
         cmd+=(-cdrom "$image" -boot d)
         ;;
     efi)
-        # TODO(host): final layout comes with the GNU-EFI loader (boot/efi/).
+        # The ESP as a SATA disk; OVMF boots its \EFI\BOOT\BOOTX64.EFI (the removable-media
+        # default). bootindex=0 puts it first in QEMU's boot order, which OVMF follows,
+        # so the empty DVD drive of q35 is not tried first.
         ovmf_args
         if [ -d "$image" ]; then
-            cmd+=(-drive "file=fat:rw:$image,format=raw,media=disk")
+            cmd+=(-drive "if=none,id=esp,file=fat:rw:$image,format=raw")
         else
-            cmd+=(-drive "file=$image,format=raw,media=disk")
+            cmd+=(-drive "if=none,id=esp,file=$image,format=raw")
         fi
+        cmd+=(-device "ide-hd,drive=esp,bootindex=0")
         ;;
 esac
 

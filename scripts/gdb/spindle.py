@@ -1,0 +1,1126 @@
+# SPDX-License-Identifier: MIT
+"""
+Spindle's gdb commands: kernel-aware views of processors, IRQL, spin locks,
+DPC queues, device queues, IRPs and LIST_ENTRY chains, for a kernel stopped on
+QEMU's gdb stub. Loaded by scripts/gdb/spindle.gdb (`make gdb`); `help spindle`
+lists the commands.
+
+gdb threads are vCPUs (QEMU: thread N = vCPU N-1). A thread is matched to its
+processor through its GS base, which points at that processor's KPRCB
+(kernel/ki.h: Self at gs:0); a vCPU Spindle has not started has GS base 0.
+
+Layouts: KPRCB and the harness state come from the kernel's debug information;
+the DDK structures (KDPC, KSPIN_LOCK_QUEUE, KDEVICE_QUEUE, IRP,
+IO_STACK_LOCATION) use the offsets include/wdm.h pins with _Static_assert, so
+the commands work even where a type is absent from the debug information.
+"""
+import os
+import re
+
+import gdb
+import gdb.printing
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(os.path.dirname(HERE))
+
+# ---------------------------------------------------------------- constants (include/wdm.h)
+
+# Offsets pinned by include/wdm.h's _Static_asserts: (type, field) -> offset.
+OFFSETS = {
+    ("LIST_ENTRY", "Flink"): 0,
+    ("LIST_ENTRY", "Blink"): 8,
+    ("KSPIN_LOCK_QUEUE", "Next"): 0,
+    ("KSPIN_LOCK_QUEUE", "Lock"): 8,
+    ("KLOCK_QUEUE_HANDLE", "OldIrql"): 16,
+    ("KDPC", "Type"): 0,
+    ("KDPC", "Importance"): 1,
+    ("KDPC", "Number"): 2,
+    ("KDPC", "DpcListEntry"): 8,
+    ("KDPC", "DeferredRoutine"): 24,
+    ("KDPC", "DeferredContext"): 32,
+    ("KDPC", "SystemArgument1"): 40,
+    ("KDPC", "SystemArgument2"): 48,
+    ("KDPC", "DpcData"): 56,
+    ("KDEVICE_QUEUE", "Type"): 0,
+    ("KDEVICE_QUEUE", "Size"): 2,
+    ("KDEVICE_QUEUE", "DeviceListHead"): 8,
+    ("KDEVICE_QUEUE", "Lock"): 24,
+    ("KDEVICE_QUEUE", "Busy"): 32,
+    ("KDEVICE_QUEUE_ENTRY", "DeviceListEntry"): 0,
+    ("KDEVICE_QUEUE_ENTRY", "SortKey"): 16,
+    ("KDEVICE_QUEUE_ENTRY", "Inserted"): 20,
+    ("IRP", "Type"): 0x00,
+    ("IRP", "Size"): 0x02,
+    ("IRP", "Flags"): 0x10,
+    ("IRP", "AssociatedIrp"): 0x18,
+    ("IRP", "IoStatus.Status"): 0x30,
+    ("IRP", "IoStatus.Information"): 0x38,
+    ("IRP", "PendingReturned"): 0x41,
+    ("IRP", "StackCount"): 0x42,
+    ("IRP", "CurrentLocation"): 0x43,
+    ("IRP", "Cancel"): 0x44,
+    ("IRP", "CancelIrql"): 0x45,
+    ("IRP", "UserEvent"): 0x50,
+    ("IRP", "CancelRoutine"): 0x68,
+    ("IRP", "Tail.Overlay.DeviceQueueEntry"): 0x78,
+    ("IRP", "Tail.Overlay.ListEntry"): 0xA8,
+    ("IRP", "Tail.Overlay.CurrentStackLocation"): 0xB8,
+    ("IO_STACK_LOCATION", "MajorFunction"): 0,
+    ("IO_STACK_LOCATION", "MinorFunction"): 1,
+    ("IO_STACK_LOCATION", "Flags"): 2,
+    ("IO_STACK_LOCATION", "Control"): 3,
+    ("IO_STACK_LOCATION", "DeviceObject"): 40,
+    ("IO_STACK_LOCATION", "CompletionRoutine"): 56,
+    ("IO_STACK_LOCATION", "Context"): 64,
+}
+SIZES = {"KDPC": 64, "KDEVICE_QUEUE": 40, "IRP": 0xD0, "IO_STACK_LOCATION": 72}
+
+LOCK_QUEUE_WAIT = 1
+LOCK_QUEUE_OWNER = 2
+DPC_OBJECT = 19
+DEVICE_QUEUE_OBJECT = 20
+THREADED_DPC_OBJECT = 26
+IO_TYPE_IRP = 6
+IMPORTANCE = {0: "Low", 1: "Medium", 2: "High", 3: "MediumHigh"}
+MAXIMUM_PROCESSORS_FALLBACK = 64
+LIST_LIMIT = 100000  # entries walked before a chain is called a cycle
+
+IRQL_NAMES = {
+    0: "PASSIVE_LEVEL",
+    1: "APC_LEVEL",
+    2: "DISPATCH_LEVEL",
+    12: "SYNCH_LEVEL",
+    13: "CLOCK_LEVEL",
+    14: "IPI_LEVEL",
+    15: "HIGH_LEVEL",
+}
+
+
+def irql_name(irql):
+    if irql in IRQL_NAMES:
+        return IRQL_NAMES[irql]
+    if 3 <= irql <= 11:
+        return "DIRQL"
+    return "?"
+
+
+def _wdm_defines(pattern):
+    """{value: name} for `#define NAME value` lines of include/wdm.h matching pattern."""
+    names = {}
+    try:
+        with open(os.path.join(ROOT, "include", "wdm.h"), encoding="utf-8") as header:
+            for line in header:
+                match = re.match(pattern, line)
+                if match and int(match.group(2), 16) not in names:
+                    names[int(match.group(2), 16)] = match.group(1)
+    except OSError:
+        pass
+    return names
+
+
+STATUS_NAMES = _wdm_defines(r"#define\s+(STATUS_\w+)\s+\(\(NTSTATUS\)0x([0-9A-Fa-f]+)L?\)")
+IRP_MJ_NAMES = _wdm_defines(r"#define\s+(IRP_MJ_\w+)\s+0x([0-9A-Fa-f]+)\b")
+IRP_MJ_NAMES.pop(0x1B, None)
+IRP_MJ_NAMES[0x1B] = "IRP_MJ_PNP"
+
+# ---------------------------------------------------------------- memory and symbols
+
+
+def inferior():
+    return gdb.selected_inferior()
+
+
+def read(address, size):
+    return bytes(inferior().read_memory(address, size))
+
+
+def u8(address):
+    return read(address, 1)[0]
+
+
+def u16(address):
+    return int.from_bytes(read(address, 2), "little")
+
+
+def s16(address):
+    return int.from_bytes(read(address, 2), "little", signed=True)
+
+
+def u32(address):
+    return int.from_bytes(read(address, 4), "little")
+
+
+def u64(address):
+    return int.from_bytes(read(address, 8), "little")
+
+
+def s8(address):
+    return int.from_bytes(read(address, 1), "little", signed=True)
+
+
+def readable(address, size=8):
+    try:
+        read(address, size)
+        return True
+    except gdb.MemoryError:
+        return False
+
+
+def offset(type_name, field):
+    return OFFSETS[(type_name, field)]
+
+
+def symbol(address):
+    """'Name+0xoff' for a code or data address, or '' when no symbol covers it."""
+    if address == 0:
+        return ""
+    try:
+        block = gdb.current_progspace().block_for_pc(address)
+    except RuntimeError:
+        block = None
+    while block is not None and block.function is None:
+        block = block.superblock
+    if block is not None and block.function is not None:
+        start = block.function.value().address
+        delta = address - int(start) if start is not None else 0
+        name = block.function.print_name
+        return name if delta == 0 else "%s+0x%x" % (name, delta)
+    try:
+        text = gdb.execute("info symbol 0x%x" % address, to_string=True)
+    except gdb.error:
+        return ""
+    match = re.match(r"(\S+)(?: \+ (\d+))? in section", text)
+    if not match:
+        return ""
+    return match.group(1) if not match.group(2) else "%s+0x%x" % (match.group(1),
+                                                                 int(match.group(2)))
+
+
+def pointer(address):
+    """'0x... <symbol>' or 'NULL'."""
+    if address == 0:
+        return "NULL"
+    name = symbol(address)
+    return "0x%x <%s>" % (address, name) if name else "0x%x" % address
+
+
+def address_of(argument, struct_names=()):
+    """
+    The address an argument names: a pointer's value, an integer, or the
+    address of an lvalue whose type is one of struct_names (so `spindle-lock
+    MyLock` and `spindle-lock &MyLock` mean the same).
+    """
+    if not argument:
+        raise gdb.GdbError("an address expression is needed")
+    value = gdb.parse_and_eval(argument)
+    value_type = value.type.strip_typedefs()
+    if value_type.code == gdb.TYPE_CODE_PTR:
+        return int(value)
+    names = {str(value.type.unqualified())} | {str(value_type.unqualified())}
+    if value.address is not None and (names & set(struct_names)
+                                      or value_type.code in (gdb.TYPE_CODE_STRUCT,
+                                                             gdb.TYPE_CODE_UNION)):
+        return int(value.address)
+    if value_type.code in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_ENUM, gdb.TYPE_CODE_BOOL):
+        return int(value) & 0xFFFFFFFFFFFFFFFF
+    raise gdb.GdbError("'%s' is not an address (type %s)" % (argument, value.type))
+
+
+def lookup_type(name):
+    try:
+        return gdb.lookup_type(name)
+    except gdb.error:
+        return None
+
+
+def lookup_static(name):
+    """A global or file-static variable's value, or None."""
+    for finder in (gdb.lookup_global_symbol, gdb.lookup_static_symbol):
+        try:
+            found = finder(name)
+        except (gdb.error, AttributeError):
+            found = None
+        if found is not None:
+            return found.value()
+    try:
+        return gdb.parse_and_eval(name)
+    except gdb.error:
+        return None
+
+
+# ---------------------------------------------------------------- processors
+
+
+class Processor:
+    """One KPRCB and, when Spindle has started it, the gdb thread (vCPU) running it."""
+
+    def __init__(self, number, prcb):
+        self.number = number
+        self.prcb = prcb  # gdb.Value of KPRCB
+        self.address = int(prcb.address)
+        self.thread = None
+
+    def field(self, name):
+        return self.prcb[name]
+
+    @property
+    def apic_id(self):
+        return int(self.prcb["ApicId"])
+
+    def stack_range(self):
+        base = int(self.prcb["KernelStackBase"])
+        top = int(self.prcb["KernelStackTop"])
+        return (base, top) if 0 < base < top else None
+
+
+def processor_block():
+    """(KiProcessorBlock value, element size, array length)."""
+    block = lookup_static("KiProcessorBlock")
+    if block is None:
+        raise gdb.GdbError("no symbol KiProcessorBlock: is this Spindle's kernel.elf?")
+    block_type = block.type.strip_typedefs()
+    low, high = block_type.range()
+    return block, block_type.target().sizeof, high - low + 1
+
+
+def active_count():
+    value = lookup_static("KiActiveProcessorCount")
+    return int(value) if value is not None else 1
+
+
+def prcb_number(address):
+    """The processor number whose KPRCB is at address, or None."""
+    block, size, length = processor_block()
+    base = int(block.address)
+    if address < base or address >= base + size * length or (address - base) % size:
+        return None
+    return (address - base) // size
+
+
+def register(name, frame=None):
+    frame = frame or gdb.newest_frame()
+    return int(frame.read_register(name)) & 0xFFFFFFFFFFFFFFFF
+
+
+class ThreadSelection:
+    """Restores the selected thread and frame on exit."""
+
+    def __enter__(self):
+        self.thread = gdb.selected_thread()
+        try:
+            self.frame = gdb.selected_frame()
+        except gdb.error:
+            self.frame = None
+        return self
+
+    def __exit__(self, *exc):
+        if self.thread is not None and self.thread.is_valid():
+            self.thread.switch()
+            if self.frame is not None and self.frame.is_valid():
+                self.frame.select()
+        return False
+
+
+def threads():
+    return sorted(inferior().threads(), key=lambda thread: thread.num)
+
+
+def vcpu_state(thread):
+    """Reads what spindle needs from one vCPU: {gs_base, rip, rsp, cr8}."""
+    state = {}
+    with ThreadSelection():
+        thread.switch()
+        frame = gdb.newest_frame()
+        for name in ("gs_base", "rip", "rsp", "cr8"):
+            try:
+                state[name] = register(name, frame)
+            except (gdb.error, ValueError):
+                state[name] = None
+    return state
+
+
+def processors(with_threads=True):
+    """
+    Every processor Spindle knows of (numbers below KiActiveProcessorCount,
+    plus any other vCPU whose GS base names a KPRCB), each with its vCPU's
+    thread and register state when found.
+    """
+    block, _, length = processor_block()
+    count = min(active_count(), length)
+    result = {n: Processor(n, block[n]) for n in range(count)}
+    unmatched = []
+    if with_threads:
+        for thread in threads():
+            state = vcpu_state(thread)
+            number = prcb_number(state["gs_base"]) if state["gs_base"] else None
+            if number is None:
+                unmatched.append((thread, state))
+                continue
+            if number not in result:
+                result[number] = Processor(number, block[number])
+            result[number].thread = thread
+            result[number].state = state
+    return [result[n] for n in sorted(result)], unmatched
+
+
+def current_processor():
+    """The selected thread's Processor, or None before its GS base is set."""
+    gs_base = register("gs_base")
+    number = prcb_number(gs_base) if gs_base else None
+    if number is None:
+        return None
+    block, _, _ = processor_block()
+    proc = Processor(number, block[number])
+    proc.thread = gdb.selected_thread()
+    proc.state = {"gs_base": gs_base, "rip": register("rip"), "rsp": register("rsp"),
+                  "cr8": cr8_or_none()}
+    return proc
+
+
+def cr8_or_none():
+    try:
+        return register("cr8")
+    except (gdb.error, ValueError):
+        return None
+
+
+CR8_MISSING = ("IRQL unknown: the gdb stub's target description has no cr8 register "
+               "(QEMU's x86-64 description has had it since 2.x)")
+
+
+def processor_by_number(number):
+    procs, _ = processors()
+    for proc in procs:
+        if proc.number == number:
+            return proc
+    raise gdb.GdbError("no processor %d (KiActiveProcessorCount = %d)" % (number,
+                                                                           active_count()))
+
+
+def owner_of_stack(address, procs):
+    """The processor whose kernel stack holds address, or None."""
+    for proc in procs:
+        span = proc.stack_range()
+        if span and span[0] <= address < span[1]:
+            return proc
+    return None
+
+
+# ---------------------------------------------------------------- the current test
+
+
+def current_test():
+    """'Suite:case' of the test the harness is running, '' between tests, None without it."""
+    state = lookup_static("KtState")
+    if state is None:
+        return None
+    try:
+        current = state["Current"]
+        if int(current) == 0:
+            return ""
+        return "%s:%s" % (current["Suite"].string(), current["Name"].string())
+    except (gdb.error, gdb.MemoryError):
+        return None
+
+
+def test_on(proc, test):
+    """The test proc is running the code of: it has TestAbortJump set while it runs a
+    test routine (the test itself on processor 0, a KtRunOnProcessors routine elsewhere)."""
+    if not test:
+        return "-"
+    try:
+        return test if int(proc.field("TestAbortJump")) != 0 else "-"
+    except gdb.error:
+        return "?"
+
+
+# ---------------------------------------------------------------- lists
+
+
+class ListWalk:
+    """Walks a LIST_ENTRY ring from its head; entries exclude the head."""
+
+    def __init__(self, head, limit=LIST_LIMIT):
+        self.head = head
+        self.entries = []
+        self.error = None
+        try:
+            flink = u64(head)
+            blink = u64(head + 8)
+        except gdb.MemoryError:
+            self.error = "head 0x%x is not readable" % head
+            return
+        if flink == 0 or blink == 0:
+            self.error = "not initialized (Flink 0x%x, Blink 0x%x)" % (flink, blink)
+            return
+        previous = head
+        entry = flink
+        while entry != head:
+            if len(self.entries) >= limit:
+                self.error = "more than %d entries: a cycle that skips the head?" % limit
+                return
+            try:
+                back = u64(entry + 8)
+                forward = u64(entry)
+            except gdb.MemoryError:
+                self.error = "entry 0x%x (after 0x%x) is not readable" % (entry, previous)
+                return
+            if back != previous:
+                self.error = ("entry 0x%x has Blink 0x%x, expected 0x%x (corrupt or being "
+                              "changed)" % (entry, back, previous))
+                return
+            self.entries.append(entry)
+            previous = entry
+            entry = forward
+        if blink != previous:
+            self.error = "head Blink 0x%x, expected the last entry 0x%x" % (blink, previous)
+
+
+def field_offset(gdb_type, path):
+    """Byte offset and type of a dotted field path, looking into anonymous members."""
+    total = 0
+    current = gdb_type
+    for name in path.split("."):
+        found = _find_field(current.strip_typedefs(), name)
+        if found is None:
+            raise gdb.GdbError("%s has no field %s" % (gdb_type, path))
+        delta, current = found
+        total += delta
+    return total, current
+
+
+def _find_field(struct_type, name):
+    for field in struct_type.fields():
+        if field.name == name:
+            return field.bitpos // 8, field.type
+        if not field.name and field.type.strip_typedefs().code in (gdb.TYPE_CODE_STRUCT,
+                                                                   gdb.TYPE_CODE_UNION):
+            inner = _find_field(field.type.strip_typedefs(), name)
+            if inner is not None:
+                return field.bitpos // 8 + inner[0], inner[1]
+    return None
+
+
+class ListEntryPrinter:
+    """LIST_ENTRY: the two links, and how many other entries share its ring."""
+
+    def __init__(self, value):
+        self.value = value
+
+    def to_string(self):
+        flink = int(self.value["Flink"])
+        blink = int(self.value["Blink"])
+        text = "{Flink = 0x%x, Blink = 0x%x}" % (flink, blink)
+        if self.value.address is None:
+            return text
+        here = int(self.value.address)
+        if flink == 0 and blink == 0:
+            return text + " (not initialized)"
+        if flink == here and blink == here:
+            return text + " (empty)"
+        walk = ListWalk(here, limit=10000)
+        if walk.error:
+            return text + " (ring broken: %s)" % walk.error
+        return text + " (ring of %d other entr%s)" % (len(walk.entries),
+                                                       "y" if len(walk.entries) == 1 else "ies")
+
+
+def build_pretty_printers():
+    printers = gdb.printing.RegexpCollectionPrettyPrinter("spindle")
+    printers.add_printer("LIST_ENTRY", "^_LIST_ENTRY$", ListEntryPrinter)
+    return printers
+
+
+# ---------------------------------------------------------------- locks
+
+
+def lock_track_lines(lock):
+    """
+    What the checked build's per-processor lock table (KiLockTrack in
+    kernel/ke/spinlock.c) says about lock: who owns or waits for it, and the
+    acquire's call site. [] in a free build, which keeps no table.
+    """
+    table = lookup_static("KiLockTrack")
+    if table is None:
+        return []
+    try:
+        row_type = table.type.strip_typedefs().target()
+        slot_type = row_type.strip_typedefs().target()
+        slots = row_type.sizeof // slot_type.sizeof
+        fields = {field.name: field.bitpos // 8 for field in slot_type.strip_typedefs().fields()}
+        rows = min(active_count(), table.type.sizeof // row_type.sizeof)
+        data = read(int(table.address), rows * row_type.sizeof)
+    except (gdb.error, gdb.MemoryError, KeyError):
+        return []
+    lines = []
+    for number in range(rows):
+        for index in range(slots):
+            at = number * row_type.sizeof + index * slot_type.sizeof
+            if int.from_bytes(data[at + fields["Lock"]:at + fields["Lock"] + 8], "little") != lock:
+                continue
+            rip = int.from_bytes(data[at + fields["Rip"]:at + fields["Rip"] + 8], "little")
+            owner = data[at + fields["Owner"]] != 0
+            lines.append("  lock table: processor %d %s, acquire called from %s" % (
+                number, "owns it" if owner else "waits for it (queued)", pointer(rip)))
+    return lines
+
+
+def describe_lock(address, procs=None):
+    """Lines describing the KSPIN_LOCK at address (ordinary or in-stack queued)."""
+    lines = describe_lock_word(address, procs)
+    if u64(address) != 0:
+        lines.extend(lock_track_lines(address))
+    return lines
+
+
+def describe_lock_word(address, procs=None):
+    word = u64(address)
+    name = symbol(address)
+    lines = ["KSPIN_LOCK 0x%x%s: word 0x%x" % (address, " <%s>" % name if name else "", word)]
+    if word == 0:
+        lines.append("  free")
+        return lines
+    if word & 1:
+        owner = prcb_number(word & ~1)
+        if owner is not None:
+            lines.append("  ordinary spin lock, held by processor %d (checked build: word = "
+                         "KPRCB 0x%x | 1)" % (owner, word & ~1))
+        elif word == 1:
+            lines.append("  ordinary spin lock, held (word 1: a free build records no owner)")
+        else:
+            lines.append("  ordinary spin lock, held; the word is neither 1 nor a KPRCB | 1")
+        return lines
+    if word & 7:
+        lines.append("  held, but the word fits neither encoding (ordinary: 1 or KPRCB|1; "
+                     "queued: an 8-byte-aligned KSPIN_LOCK_QUEUE address)")
+        return lines
+    lines.extend(describe_queued_lock(address, word, procs))
+    return lines
+
+
+def queue_entry(entry):
+    return u64(entry + offset("KSPIN_LOCK_QUEUE", "Next")), \
+        u64(entry + offset("KSPIN_LOCK_QUEUE", "Lock"))
+
+
+def flags_text(lock_field):
+    flags = [name for bit, name in ((LOCK_QUEUE_OWNER, "OWNER"), (LOCK_QUEUE_WAIT, "WAIT"))
+             if lock_field & bit]
+    return "|".join(flags) if flags else "no flags"
+
+
+def scan_stacks_for_entries(lock, procs):
+    """
+    Live KSPIN_LOCK_QUEUE entries naming lock on every processor's kernel
+    stack, from its stack pointer up (frames below it are dead). An entry is
+    live while its Lock field carries WAIT or OWNER; a released handle holds
+    the bare lock address. Returns {entry address: processor number}.
+    """
+    found = {}
+    for proc in procs:
+        span = proc.stack_range()
+        if not span:
+            continue
+        low, high = span
+        rsp = getattr(proc, "state", {}).get("rsp") if proc.thread else None
+        if rsp is not None and low <= rsp < high:
+            low = rsp & ~7
+        try:
+            data = read(low, high - low)
+        except gdb.MemoryError:
+            continue
+        for at in range(0, len(data) - 15, 8):
+            lock_field = int.from_bytes(data[at + 8:at + 16], "little")
+            if lock_field & ~3 == lock and lock_field & 3:
+                found[low + at] = proc.number
+    return found
+
+
+def describe_queued_lock(lock, tail, procs):
+    if procs is None:
+        procs, _ = processors()
+    lines = []
+    where = owner_of_stack(tail, procs)
+    lines.append("  in-stack queued spin lock, held; the word is the tail (last waiter): "
+                 "KSPIN_LOCK_QUEUE 0x%x%s" % (tail, " on processor %d's stack" % where.number
+                                              if where else ""))
+    try:
+        tail_next, tail_lock = queue_entry(tail)
+    except gdb.MemoryError:
+        lines.append("  the tail entry is not readable")
+        return lines
+    if tail_lock & ~3 != lock:
+        lines.append("  warning: the tail's Lock field 0x%x does not name this lock" % tail_lock)
+    found = scan_stacks_for_entries(lock, procs)
+    found.setdefault(tail, where.number if where else None)
+    owners = [entry for entry in found if queue_entry(entry)[1] & LOCK_QUEUE_OWNER]
+    lines.append("  MCS links run forward only (owner -> ... -> tail); entries found by "
+                 "scanning each processor's live stack:")
+    chain = []
+    if len(owners) == 1:
+        entry = owners[0]
+        while entry and len(chain) < 256 and entry not in chain:
+            chain.append(entry)
+            if entry not in found:
+                found[entry] = getattr(owner_of_stack(entry, procs), "number", None)
+            entry = queue_entry(entry)[0]
+    for index, entry in enumerate(chain):
+        next_entry, lock_field = queue_entry(entry)
+        role = "owner " if index == 0 else "waiter"
+        cpu = found.get(entry)
+        lines.append("    %s KSPIN_LOCK_QUEUE 0x%x  processor %s  %s  Next %s%s" % (
+            role, entry, cpu if cpu is not None else "?", flags_text(lock_field),
+            "0x%x" % next_entry if next_entry else "NULL", "  <- tail" if entry == tail else ""))
+    if not chain:
+        lines.append("    no owner entry found (its handle is not on a processor's stack); "
+                     "known: the tail above")
+    elif chain[-1] != tail:
+        lines.append("    the chain ends before the tail: a waiter has swapped itself in but "
+                     "not yet linked behind its predecessor")
+    for entry in sorted(set(found) - set(chain)):
+        next_entry, lock_field = queue_entry(entry)
+        lines.append("    unlinked KSPIN_LOCK_QUEUE 0x%x  processor %s  %s  Next %s%s" % (
+            entry, found[entry] if found[entry] is not None else "?", flags_text(lock_field),
+            "0x%x" % next_entry if next_entry else "NULL", "  <- tail" if entry == tail else ""))
+    return lines
+
+
+# ---------------------------------------------------------------- DPCs, device queues, IRPs
+
+
+def dpc_line(dpc):
+    routine = u64(dpc + offset("KDPC", "DeferredRoutine"))
+    dpc_type = u8(dpc + offset("KDPC", "Type"))
+    kind = {DPC_OBJECT: "", THREADED_DPC_OBJECT: " threaded"}.get(dpc_type,
+                                                                  " (Type %d?)" % dpc_type)
+    return "KDPC 0x%x%s %s  context 0x%x  args 0x%x, 0x%x  %s importance" % (
+        dpc, kind, pointer(routine), u64(dpc + offset("KDPC", "DeferredContext")),
+        u64(dpc + offset("KDPC", "SystemArgument1")), u64(dpc + offset("KDPC", "SystemArgument2")),
+        IMPORTANCE.get(u8(dpc + offset("KDPC", "Importance")), "?"))
+
+
+def dpc_queue_lines(proc):
+    lines = []
+    names = ("normal", "threaded")
+    for index in range(len(names)):
+        data = proc.field("DpcData")[index]
+        head = int(data["DpcListHead"].address)
+        depth = int(data["DpcQueueDepth"])
+        walk = ListWalk(head)
+        if index == 1 and depth == 0 and not walk.entries and not walk.error:
+            continue
+        lock = int(data["DpcLock"])
+        lines.append("processor %d %s DPC queue: depth %d, %d run so far, DpcLock %s%s" % (
+            proc.number, names[index], depth, int(data["DpcCount"]),
+            "free" if lock == 0 else "held (0x%x)" % lock,
+            ", routine active" if index == 0 and int(proc.field("DpcRoutineActive")) else ""))
+        for position, entry in enumerate(walk.entries):
+            lines.append("  %2d. %s" % (position + 1, dpc_line(entry - offset("KDPC",
+                                                                               "DpcListEntry"))))
+        if walk.error:
+            lines.append("  list walk stopped: %s" % walk.error)
+        elif len(walk.entries) != depth and lock == 0:
+            lines.append("  warning: %d entries linked, DpcQueueDepth says %d" % (
+                len(walk.entries), depth))
+    return lines
+
+
+def irp_at_queue_entry(entry):
+    """The IRP whose Tail.Overlay.DeviceQueueEntry is entry, or None."""
+    irp = entry - offset("IRP", "Tail.Overlay.DeviceQueueEntry")
+    try:
+        return irp if s16(irp) == IO_TYPE_IRP and u16(irp + 2) >= SIZES["IRP"] else None
+    except gdb.MemoryError:
+        return None
+
+
+def status_text(status):
+    name = STATUS_NAMES.get(status & 0xFFFFFFFF)
+    return "0x%08x%s" % (status & 0xFFFFFFFF, " " + name if name else "")
+
+
+def irp_lines(irp):
+    irp_type = s16(irp + offset("IRP", "Type"))
+    size = u16(irp + offset("IRP", "Size"))
+    lines = ["IRP 0x%x: Type %d%s, Size 0x%x" % (irp, irp_type, " (IO_TYPE_IRP)" if irp_type ==
+                                                 IO_TYPE_IRP else " -- not an IRP (expected 6)",
+                                                 size)]
+    status = u32(irp + offset("IRP", "IoStatus.Status"))
+    lines.append("  IoStatus.Status %s, Information 0x%x" % (
+        status_text(status), u64(irp + offset("IRP", "IoStatus.Information"))))
+    cancel = u8(irp + offset("IRP", "Cancel"))
+    lines.append("  Cancel %s, CancelIrql %d, CancelRoutine %s" % (
+        "TRUE" if cancel else "FALSE", u8(irp + offset("IRP", "CancelIrql")),
+        pointer(u64(irp + offset("IRP", "CancelRoutine")))))
+    count = s8(irp + offset("IRP", "StackCount"))
+    location = s8(irp + offset("IRP", "CurrentLocation"))
+    current = u64(irp + offset("IRP", "Tail.Overlay.CurrentStackLocation"))
+    first = irp + SIZES["IRP"]
+    if 1 <= location <= count:
+        where = "stack location %d of %d is current" % (location, count)
+    elif location == count + 1:
+        where = "no current stack location: not yet passed to a driver"
+    else:
+        where = "out of range"
+    lines.append("  StackCount %d, CurrentLocation %d (%s), CurrentStackLocation 0x%x" % (
+        count, location, where, current))
+    expected = first + (location - 1) * SIZES["IO_STACK_LOCATION"]
+    if current != expected and 0 <= location <= count + 1:
+        lines.append("  warning: CurrentStackLocation should be 0x%x for CurrentLocation %d" %
+                     (expected, location))
+    lines.append("  PendingReturned %s, Flags 0x%x, AssociatedIrp 0x%x, UserEvent 0x%x" % (
+        "TRUE" if u8(irp + offset("IRP", "PendingReturned")) else "FALSE",
+        u32(irp + offset("IRP", "Flags")), u64(irp + offset("IRP", "AssociatedIrp")),
+        u64(irp + offset("IRP", "UserEvent"))))
+    for index in range(max(0, min(count, 32)), 0, -1):
+        stack = first + (index - 1) * SIZES["IO_STACK_LOCATION"]
+        major = u8(stack + offset("IO_STACK_LOCATION", "MajorFunction"))
+        lines.append("  %s %d: 0x%x %s minor 0x%x control 0x%02x device 0x%x completion %s "
+                     "context 0x%x" % (
+                         ">" if index == location else " ", index, stack,
+                         IRP_MJ_NAMES.get(major, "IRP_MJ 0x%x" % major),
+                         u8(stack + offset("IO_STACK_LOCATION", "MinorFunction")),
+                         u8(stack + offset("IO_STACK_LOCATION", "Control")),
+                         u64(stack + offset("IO_STACK_LOCATION", "DeviceObject")),
+                         pointer(u64(stack + offset("IO_STACK_LOCATION", "CompletionRoutine"))),
+                         u64(stack + offset("IO_STACK_LOCATION", "Context"))))
+    return lines
+
+
+def devq_lines(queue):
+    queue_type = s16(queue + offset("KDEVICE_QUEUE", "Type"))
+    lines = ["KDEVICE_QUEUE 0x%x%s: Type %d%s, Size %d, Busy %s" % (
+        queue, " <%s>" % symbol(queue) if symbol(queue) else "", queue_type,
+        " (DeviceQueueObject)" if queue_type == DEVICE_QUEUE_OBJECT else " -- expected 20",
+        s16(queue + offset("KDEVICE_QUEUE", "Size")),
+        "TRUE" if u8(queue + offset("KDEVICE_QUEUE", "Busy")) else "FALSE")]
+    lock_lines = describe_lock(queue + offset("KDEVICE_QUEUE", "Lock"))
+    lines.append("  Lock: " + lock_lines[1].strip())
+    lines.extend("  " + line for line in lock_lines[2:])
+    walk = ListWalk(queue + offset("KDEVICE_QUEUE", "DeviceListHead"))
+    lines.append("  %d entr%s in queue order:" % (len(walk.entries),
+                                                  "y" if len(walk.entries) == 1 else "ies"))
+    for position, entry in enumerate(walk.entries):
+        irp = irp_at_queue_entry(entry)
+        lines.append("  %3d. KDEVICE_QUEUE_ENTRY 0x%x SortKey %u Inserted %s%s" % (
+            position + 1, entry, u32(entry + offset("KDEVICE_QUEUE_ENTRY", "SortKey")),
+            "TRUE" if u8(entry + offset("KDEVICE_QUEUE_ENTRY", "Inserted")) else "FALSE",
+            "  in IRP 0x%x (Cancel %s)" % (irp, "TRUE" if u8(irp + offset("IRP", "Cancel"))
+                                           else "FALSE") if irp else ""))
+    if walk.error:
+        lines.append("  list walk stopped: %s" % walk.error)
+    if u8(queue + offset("KDEVICE_QUEUE", "Busy")) == 0 and walk.entries:
+        lines.append("  warning: entries queued while the queue is not Busy")
+    return lines
+
+
+# ---------------------------------------------------------------- commands
+
+
+def readable_errors(invoke):
+    """A command's invoke with unreadable memory reported as one clean error line."""
+
+    def wrapper(self, argument, from_tty):
+        try:
+            return invoke(self, argument, from_tty)
+        except gdb.MemoryError as error:
+            raise gdb.GdbError("%s: %s" % (self._command, error))
+
+    return wrapper
+
+
+def parse_cpu(argument):
+    try:
+        return int(gdb.parse_and_eval(argument))
+    except gdb.error as error:
+        raise gdb.GdbError("bad processor number '%s': %s" % (argument, error))
+
+
+class SpindleCommand(gdb.Command):
+    """Spindle's kernel-aware commands (scripts/gdb/spindle.py):
+
+spindle-cpus               every processor: number, APIC ID, gdb thread, IRQL (CR8),
+                           DPC queue depth, RIP, the test it is running
+spindle-cpu N              select the gdb thread (vCPU) running processor N
+spindle-irql [N]           IRQL of the selected vCPU (or of processor N), from CR8
+spindle-lock ADDR          a KSPIN_LOCK: free or held, owner (checked build), queued waiters
+spindle-dpcs [N]           the DPC queue of every processor (or of processor N)
+spindle-devq ADDR          a KDEVICE_QUEUE: Busy, lock, entries (and their IRPs)
+spindle-irp ADDR           an IRP: status, cancel flag and routine, stack locations
+spindle-list ADDR [TYPE FIELD] [-p]
+                           the entries of a LIST_ENTRY ring, as TYPE records via FIELD
+$spindle_cpu()             convenience function: the selected vCPU's processor number
+                           (break Routine if $spindle_cpu() == 3)
+print of a LIST_ENTRY       shows how many entries share its ring (print/r: raw)"""
+
+    def __init__(self):
+        self._command = "spindle"
+        super().__init__("spindle", gdb.COMMAND_USER)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        print(self.__doc__)
+
+
+class CpusCommand(gdb.Command):
+    """List every processor: number, APIC ID, gdb thread (vCPU), IRQL read from that
+vCPU's CR8, DPC queue depth, where it is, and the test whose code it runs.
+Usage: spindle-cpus"""
+
+    def __init__(self):
+        self._command = "spindle-cpus"
+        super().__init__("spindle-cpus", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        procs, unmatched = processors()
+        test = current_test()
+        print("%d processor(s) active (KiActiveProcessorCount), %d vCPU thread(s); current "
+              "test: %s" % (active_count(), len(threads()),
+                            test if test else ("none" if test == "" else "unknown")))
+        print("%3s %4s %6s %-18s %4s %-40s %s" % ("CPU", "APIC", "thread", "IRQL", "DPCs",
+                                                  "RIP", "test"))
+        missing_cr8 = False
+        for proc in procs:
+            depth = int(proc.field("DpcData")[0]["DpcQueueDepth"])
+            if proc.thread is None:
+                print("%3d %4d %6s %-18s %4d %-40s %s" % (proc.number, proc.apic_id, "-",
+                                                          "-", depth, "(no vCPU has this GS "
+                                                          "base yet)", "-"))
+                continue
+            cr8 = proc.state["cr8"]
+            if cr8 is None:
+                missing_cr8 = True
+                irql = "unknown"
+            else:
+                irql = "%d %s" % (cr8, irql_name(cr8))
+            rip = proc.state["rip"]
+            where = symbol(rip) if rip is not None else "?"
+            print("%3d %4d %6d %-18s %4d %-40s %s" % (
+                proc.number, proc.apic_id, proc.thread.num, irql, depth,
+                where[:40] if where else "0x%x" % rip, test_on(proc, test)))
+        for thread, state in unmatched:
+            print("  thread %d: not started by Spindle (GS base 0x%x, RIP 0x%x)" % (
+                thread.num, state["gs_base"] or 0, state["rip"] or 0))
+        if missing_cr8:
+            print("  " + CR8_MISSING)
+
+
+class CpuCommand(gdb.Command):
+    """Select the gdb thread (vCPU) running processor N.
+Usage: spindle-cpu N"""
+
+    def __init__(self):
+        self._command = "spindle-cpu"
+        super().__init__("spindle-cpu", gdb.COMMAND_RUNNING)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        proc = processor_by_number(parse_cpu(argument))
+        if proc.thread is None:
+            raise gdb.GdbError("processor %d has no vCPU thread yet" % proc.number)
+        gdb.execute("thread %d" % proc.thread.num, from_tty)
+
+
+class IrqlCommand(gdb.Command):
+    """Show the IRQL (CR8) of the selected vCPU, or of processor N.
+Usage: spindle-irql [N]"""
+
+    def __init__(self):
+        self._command = "spindle-irql"
+        super().__init__("spindle-irql", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        if argument.strip():
+            proc = processor_by_number(parse_cpu(argument))
+            if proc.thread is None:
+                raise gdb.GdbError("processor %d has no vCPU thread yet" % proc.number)
+            cr8 = proc.state["cr8"]
+            who = "processor %d (thread %d)" % (proc.number, proc.thread.num)
+        else:
+            cr8 = cr8_or_none()
+            proc = current_processor()
+            who = "thread %d%s" % (gdb.selected_thread().num,
+                                   ", processor %d" % proc.number if proc else
+                                   " (GS base not set: not started by Spindle yet)")
+        if cr8 is None:
+            print("%s: %s" % (who, CR8_MISSING))
+        else:
+            print("%s: IRQL %d %s (CR8 = 0x%x)" % (who, cr8, irql_name(cr8), cr8))
+
+
+class LockCommand(gdb.Command):
+    """Describe the KSPIN_LOCK at ADDR.
+Ordinary lock: free or held; in a checked build (DBG=1) the owner processor,
+decoded from the word (KPRCB address | 1); a free build stores 1 (no owner).
+In-stack queued lock: the word is the tail KSPIN_LOCK_QUEUE (the last waiter).
+MCS links only run forward from the owner, so the owner and waiters are found
+by scanning each processor's live kernel stack for entries naming the lock
+(Lock field = ADDR | OWNER or WAIT), then following Next from the owner.
+Usage: spindle-lock ADDR     (ADDR: &MyLock, MyLock, 0xffff..., Ext->Lock)"""
+
+    def __init__(self):
+        self._command = "spindle-lock"
+        super().__init__("spindle-lock", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        address = address_of(argument, ("KSPIN_LOCK",))
+        for line in describe_lock(address):
+            print(line)
+
+
+class DpcsCommand(gdb.Command):
+    """Show the DPC queue of every processor, or of processor N: depth, DPCs run,
+the queue lock and each queued KDPC (routine with symbol, context, arguments).
+Usage: spindle-dpcs [N]"""
+
+    def __init__(self):
+        self._command = "spindle-dpcs"
+        super().__init__("spindle-dpcs", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        procs, _ = processors(with_threads=False)
+        if argument.strip():
+            number = parse_cpu(argument)
+            procs = [proc for proc in procs if proc.number == number]
+            if not procs:
+                raise gdb.GdbError("no processor %d" % number)
+        for proc in procs:
+            for line in dpc_queue_lines(proc):
+                print(line)
+
+
+class DevqCommand(gdb.Command):
+    """Describe the KDEVICE_QUEUE at ADDR: Busy, its lock, the queued entries in
+order with SortKey, and the IRP each entry belongs to.
+Usage: spindle-devq ADDR     (ADDR: &Device->DeviceQueue, a KDEVICE_QUEUE lvalue)"""
+
+    def __init__(self):
+        self._command = "spindle-devq"
+        super().__init__("spindle-devq", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        for line in devq_lines(address_of(argument, ("KDEVICE_QUEUE",))):
+            print(line)
+
+
+class IrpCommand(gdb.Command):
+    """Describe the IRP at ADDR: IoStatus, Cancel and CancelRoutine (with symbol),
+CurrentLocation/StackCount and every stack location (> marks the current one).
+Usage: spindle-irp ADDR"""
+
+    def __init__(self):
+        self._command = "spindle-irp"
+        super().__init__("spindle-irp", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        for line in irp_lines(address_of(argument, ("IRP",))):
+            print(line)
+
+
+class ListCommand(gdb.Command):
+    """Walk the LIST_ENTRY ring whose head is at ADDR, checking every Blink.
+With TYPE and FIELD, show each entry's containing record (CONTAINING_RECORD);
+FIELD may be a dotted path (Tail.Overlay.ListEntry). -p prints each record.
+Usage: spindle-list ADDR [TYPE FIELD] [-p]
+   e.g. spindle-list &KiProcessorBlock[0].DpcData[0].DpcListHead KDPC DpcListEntry"""
+
+    def __init__(self):
+        self._command = "spindle-list"
+        super().__init__("spindle-list", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        words = gdb.string_to_argv(argument)
+        show = "-p" in words
+        words = [word for word in words if word != "-p"]
+        if len(words) not in (1, 3):
+            raise gdb.GdbError("usage: spindle-list ADDR [TYPE FIELD] [-p]")
+        head = address_of(words[0], ("LIST_ENTRY",))
+        record_type = None
+        delta = 0
+        if len(words) == 3:
+            record_type = lookup_type(words[1])
+            if record_type is None:
+                raise gdb.GdbError("no type %s in the debug information" % words[1])
+            delta, _ = field_offset(record_type, words[2])
+        walk = ListWalk(head)
+        print("LIST_ENTRY head 0x%x%s: %d entr%s" % (
+            head, " <%s>" % symbol(head) if symbol(head) else "", len(walk.entries),
+            "y" if len(walk.entries) == 1 else "ies"))
+        for index, entry in enumerate(walk.entries):
+            if record_type is None:
+                print("  [%d] 0x%x" % (index, entry))
+                continue
+            record = entry - delta
+            print("  [%d] 0x%x -> (%s *) 0x%x" % (index, entry, record_type, record))
+            if show:
+                value = gdb.Value(record).cast(record_type.pointer()).dereference()
+                print("      " + str(value).replace("\n", "\n      "))
+        if walk.error:
+            print("  walk stopped: %s" % walk.error)
+
+
+class CpuFunction(gdb.Function):
+    """$spindle_cpu(): the selected vCPU's processor number (-1 before Spindle set its
+GS base). For a breakpoint on one processor: break Routine if $spindle_cpu() == 3"""
+
+    def __init__(self):
+        super().__init__("spindle_cpu")
+
+    def invoke(self):
+        gs_base = register("gs_base")
+        number = prcb_number(gs_base) if gs_base else None
+        return -1 if number is None else number
+
+
+def connect(port):
+    """`target remote :port`, with a hint when nothing listens there."""
+    try:
+        gdb.execute("target remote :%d" % port)
+    except gdb.error as error:
+        raise gdb.GdbError("%s\nspindle: nothing on :%d -- start the kernel with `make debug` "
+                           "(same GDB_PORT) in another terminal first" % (error, port))
+
+
+class AttachCommand(gdb.Command):
+    """Connect to QEMU's gdb stub (`make debug`) on localhost:PORT (default
+$spindle_gdb_port, else 1234).
+Usage: spindle-attach [PORT]"""
+
+    def __init__(self):
+        self._command = "spindle-attach"
+        super().__init__("spindle-attach", gdb.COMMAND_RUNNING)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        if argument.strip():
+            port = int(gdb.parse_and_eval(argument))
+        else:
+            value = gdb.convenience_variable("spindle_gdb_port")
+            port = int(value) if value is not None else 1234
+        connect(port)
+
+
+def register_all():
+    SpindleCommand()
+    CpusCommand()
+    CpuCommand()
+    IrqlCommand()
+    LockCommand()
+    DpcsCommand()
+    DevqCommand()
+    IrpCommand()
+    ListCommand()
+    AttachCommand()
+    CpuFunction()
+    gdb.printing.register_pretty_printer(gdb.current_objfile(), build_pretty_printers(),
+                                         replace=True)
+
+
+register_all()

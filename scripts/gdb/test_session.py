@@ -1,0 +1,391 @@
+# SPDX-License-Identifier: MIT
+"""
+The scripted gdb session of `make test-gdb` (scripts/test-gdb.sh runs it in
+gdb -batch after scripts/gdb/spindle.gdb has attached and stopped at
+KiSystemStartup). The kernel runs only the GdbTarget tests
+(tests/gdb_targets.c); the session breaks in them and checks:
+
+  boot-64bit      the hardware breakpoint at KiSystemStartup hits in long mode
+  next, step      both move through source lines
+  stepi-queued    stepi walks through KeAcquireInStackQueuedSpinLock and back,
+                  IRQL (CR8) rising to DISPATCH_LEVEL and the lock word
+                  becoming the handle on the way
+  processors-online  KiActiveProcessorCount equals the -smp QEMU was given
+  dpc-last-cpu    a breakpoint in a DPC routine targeted at the last processor
+                  hits on that vCPU's thread, at DISPATCH_LEVEL
+  spindle-cpus    lists every processor (and `info threads` every vCPU)
+  spindle-dpcs    shows a DPC waiting in processor 0's queue
+  spindle-lock    free before use; held by the last processor while its DPC
+                  holds it; queued: owner, tail and (SMP) a waiter
+  spindle-devq, spindle-irp, spindle-list
+                  a busy device queue with two waiting IRPs: order, cancel
+                  routine by symbol, current stack location, status
+  detach          the session detaches; test-gdb.sh then checks exit 33
+
+Each check prints one `PASS: name: detail` or `FAIL: name: detail` line;
+test-gdb.sh requires a PASS for every expected name and no FAIL. Each
+resumption of the target is bounded: a watchdog interrupts it (SIGINT to gdb)
+after $spindle_step_timeout seconds.
+"""
+import os
+import re
+import signal
+import threading
+import traceback
+
+import gdb
+
+KERNEL_BASE = 0xFFFFFFFF80000000
+EFER_LMA = 1 << 10
+DISPATCH_LEVEL = 2
+
+failures = []
+
+
+def setting(name, default):
+    value = gdb.convenience_variable(name)
+    return int(value) if value is not None else default
+
+
+CPUS = setting("spindle_expected_cpus", 1)  # the -smp QEMU was given
+STEP_TIMEOUT = setting("spindle_step_timeout", 150)
+CHECKED = setting("spindle_checked", 1) == 1  # DBG=1: the lock word names its owner
+LAST = None  # the last processor online; set at the first GdbTarget stop
+
+
+def report(name, ok, detail):
+    print("%s: %s: %s" % ("PASS" if ok else "FAIL", name, detail), flush=True)
+    if not ok:
+        failures.append(name)
+    return ok
+
+
+class Timeout(Exception):
+    pass
+
+
+def run(command, timeout=None, echo=True):
+    """
+    Runs a gdb command and returns its output. With a timeout, a watchdog
+    interrupts the target (SIGINT, as Ctrl-C would) if it has not stopped by
+    then, and the command raises Timeout.
+    """
+    timer = None
+    fired = threading.Event()
+    if timeout:
+        def interrupt():
+            fired.set()
+            os.kill(os.getpid(), signal.SIGINT)
+        timer = threading.Timer(timeout, interrupt)
+        timer.daemon = True
+        timer.start()
+    if echo:
+        print("(gdb) %s" % command, flush=True)
+    try:
+        output = gdb.execute(command, to_string=True)
+    finally:
+        if timer is not None:
+            timer.cancel()
+    if echo and output.strip():
+        print(output.rstrip("\n"), flush=True)
+    if fired.is_set():
+        raise Timeout("'%s' did not stop within %d s; interrupted at %s" % (
+            command, timeout, frame_name() or "0x%x" % reg("pc")))
+    return output
+
+
+def resume(command="continue"):
+    return run(command, timeout=STEP_TIMEOUT)
+
+
+def reg(name):
+    return int(gdb.parse_and_eval("$" + name)) & 0xFFFFFFFFFFFFFFFF
+
+
+def word(address):
+    return int.from_bytes(bytes(gdb.selected_inferior().read_memory(address, 8)), "little")
+
+
+def address(expression):
+    return int(gdb.parse_and_eval(expression)) & 0xFFFFFFFFFFFFFFFF
+
+
+def frame_name():
+    try:
+        frame = gdb.selected_frame()
+    except gdb.error:
+        return None
+    return frame.name()
+
+
+def current_line():
+    sal = gdb.selected_frame().find_sal()
+    return (sal.symtab.filename if sal.symtab else None), sal.line
+
+
+def processor_number():
+    return int(gdb.parse_and_eval("$spindle_cpu()"))
+
+
+# ---------------------------------------------------------------- boot, next, step
+
+
+def check_boot():
+    """The breakpoint sits at KiSystemStartup's first line (after any prologue)."""
+    name = frame_name()
+    pc = reg("pc")
+    entry = address("(unsigned long)&KiSystemStartup")
+    arch = gdb.selected_frame().architecture().name()
+    efer = reg("efer")
+    report("boot-64bit", name == "KiSystemStartup" and 0 <= pc - entry < 64
+           and pc >= KERNEL_BASE and efer & EFER_LMA and "x86-64" in arch,
+           "stopped in %s at 0x%x (KiSystemStartup+0x%x), EFER 0x%x (LMA %s), arch %s" % (
+               name, pc, pc - entry, efer, "set" if efer & EFER_LMA else "clear", arch))
+    output = run("spindle-lock &GdbTargetSpinLock")
+    report("spindle-lock-free", "\n  free" in output, "an unused lock reads free")
+
+
+def check_next():
+    """next stays in KiSystemStartup, lands on a new line each time, and gets past the
+    current statement (-O2 inlining may show an inlined line on the way)."""
+    start = current_line()
+    lines = [start]
+    frames = set()
+    while len(lines) <= 6 and (len(lines) < 3 or max(n for _, n in lines) <= start[1]):
+        resume("next")
+        lines.append(current_line())
+        frames.add(frame_name())
+    moved = all(b != a for a, b in zip(lines, lines[1:]))
+    report("next", moved and frames == {"KiSystemStartup"} and all(f for f, _ in lines)
+           and max(n for _, n in lines) > start[1],
+           "KiSystemStartup lines %s" % " -> ".join("%s:%d" % (os.path.basename(f or "?"), n)
+                                                   for f, n in lines))
+
+
+def check_step():
+    """At KiSystemStartup's first line (a call): step enters the callee, finish returns."""
+    origin = current_line()
+    resume("step")
+    name = frame_name()
+    filename, line = current_line()
+    resume("finish")
+    back = frame_name()
+    report("step", name not in (None, "KiSystemStartup") and filename is not None
+           and filename != origin[0] and line > 0 and back == "KiSystemStartup",
+           "from %s:%d into %s at %s:%d, finish back to %s" % (
+               os.path.basename(origin[0] or "?"), origin[1], name,
+               os.path.basename(filename or "?"), line, back))
+
+
+# ---------------------------------------------------------------- the GdbTarget stops
+
+
+def on_dpc_last_cpu():
+    thread = gdb.selected_thread().num
+    number = processor_number()
+    apic = int(gdb.parse_and_eval("KiProcessorBlock[%d].ApicId" % number))
+    cr8 = reg("cr8")
+    # QEMU numbers vCPU threads from 1 and gives vCPU n the APIC ID n.
+    report("dpc-last-cpu", number == LAST and thread - 1 == apic and cr8 == DISPATCH_LEVEL,
+           "GdbTargetDpcRoutine hit on thread %d (vCPU %d, APIC ID %d), processor %d of %d, "
+           "CR8 %d" % (thread, thread - 1, apic, number, LAST + 1, cr8))
+    output = run("spindle-cpus")
+    rows = [line for line in output.splitlines() if re.match(r"\s*\d+\s+\d+\s+\d+\s", line)]
+    numbers = sorted(int(line.split()[0]) for line in rows)
+    last_row = [line for line in rows if int(line.split()[0]) == LAST]
+    header = re.search(r"(\d+) processor\(s\) active", output)
+    ok = (numbers == list(range(LAST + 1)) and header and int(header.group(1)) == LAST + 1
+          and last_row and "2 DISPATCH_LEVEL" in last_row[0]
+          and "GdbTargetDpcRoutine" in last_row[0]
+          and "current test: GdbTarget:dpc_runs_on_last_processor" in output)
+    report("spindle-cpus", ok, "%d processor rows %s, the last at DISPATCH_LEVEL in its DPC" % (
+        len(rows), numbers))
+    threads = [line for line in run("info threads").splitlines()
+               if re.match(r"[\s*]+\d+\s+Thread", line)]
+    report("info-threads", len(threads) == CPUS, "%d vCPU threads listed" % len(threads))
+
+
+def caller_local(name):
+    """The address of an address-taken local of the caller (never optimized out)."""
+    return int(gdb.selected_frame().older().read_var(name).address)
+
+
+def on_dpc_queued():
+    dpc = caller_local("Dpc")
+    output = run("spindle-dpcs 0")
+    queued = [line for line in output.splitlines() if "KDPC 0x%x" % dpc in line]
+    irql = run("spindle-irql")
+    report("spindle-dpcs", len(queued) == 1 and "GdbTargetCountDpc" in queued[0]
+           and "DISPATCH_LEVEL" in irql,
+           "KDPC 0x%x queued on processor 0 with its routine's symbol; %s" % (
+               dpc, irql.strip()))
+
+
+def on_spin_lock_held():
+    number = processor_number()
+    output = run("spindle-lock &GdbTargetSpinLock")
+    if CHECKED:
+        ok = "held by processor %d" % LAST in output
+    else:
+        ok = "ordinary spin lock, held" in output
+    report("spindle-lock-held", ok and number == LAST,
+           "held on processor %d: %s" % (number, " / ".join(output.strip().splitlines()[1:])))
+
+
+def call_site(function_name, callee):
+    """Address and length of the call to callee inside function_name."""
+    block = gdb.block_for_pc(address("(unsigned long)&%s" % function_name))
+    while block.function is None:
+        block = block.superblock
+    arch = gdb.selected_frame().architecture()
+    for insn in arch.disassemble(block.start, block.end - 1):
+        if insn["asm"].startswith("call") and "<%s>" % callee in insn["asm"]:
+            return insn["addr"], insn["length"]
+    return None, None
+
+
+def on_queued_test_entry():
+    function = frame_name()
+    site, length = call_site(function, "KeAcquireInStackQueuedSpinLock")
+    if site is None:
+        report("stepi-queued", False, "no call to KeAcquireInStackQueuedSpinLock in %s" %
+               function)
+        return
+    run("tbreak *0x%x" % site)
+    resume()
+    lock = address("(unsigned long)&GdbTargetQueuedLock")
+    if reg("pc") != site:
+        report("stepi-queued", False, "did not reach the call at 0x%x (pc 0x%x)" % (site,
+                                                                                   reg("pc")))
+        return
+    before = (reg("cr8"), word(lock))
+    resume("stepi")
+    entry = address("(unsigned long)&KeAcquireInStackQueuedSpinLock")
+    entered = reg("pc") == entry and frame_name() == "KeAcquireInStackQueuedSpinLock"
+    handle = reg("rsi")
+    back = site + length
+    steps = 1
+    functions = {frame_name()}
+    word_set_at = None
+    highest = reg("cr8")
+    while reg("pc") != back and steps < 5000:
+        run("stepi", timeout=STEP_TIMEOUT, echo=False)
+        steps += 1
+        functions.add(frame_name())
+        highest = max(highest, reg("cr8"))
+        if word_set_at is None and word(lock) == handle:
+            word_set_at = (steps, frame_name())
+    after = (reg("cr8"), word(lock))
+    ok = (entered and reg("pc") == back and before == (0, 0) and after == (DISPATCH_LEVEL,
+                                                                           handle)
+          and word_set_at is not None)
+    report("stepi-queued", ok,
+           "%d stepi from the call at 0x%x into KeAcquireInStackQueuedSpinLock and back to "
+           "0x%x through %s; CR8 %d -> %d, lock word 0x%x -> 0x%x (= &Handle, set at step "
+           "%s)" % (steps, site, back, ", ".join(sorted(f for f in functions if f)),
+                    before[0], after[0], before[1], after[1],
+                    "%d in %s" % word_set_at if word_set_at else "never"))
+    output = run("spindle-lock &GdbTargetQueuedLock")
+    report("spindle-lock-queued", "in-stack queued spin lock, held" in output and
+           re.search(r"owner\s+KSPIN_LOCK_QUEUE 0x%x\s+processor 0\s+OWNER.*<- tail" % handle,
+                     output) is not None,
+           "the handle 0x%x is owner and tail on processor 0" % handle)
+
+
+def on_queued_contended():
+    owner = caller_local("Handle")
+    tail = word(address("(unsigned long)&GdbTargetQueuedLock"))
+    output = run("spindle-lock &GdbTargetQueuedLock")
+    ok = (re.search(r"owner\s+KSPIN_LOCK_QUEUE 0x%x\s+processor 0\s+OWNER\s+Next 0x%x" % (
+        owner, tail), output) is not None and
+          re.search(r"waiter\s+KSPIN_LOCK_QUEUE 0x%x\s+processor %d\s+WAIT\s+Next NULL\s+<- "
+                    r"tail" % (tail, LAST), output) is not None)
+    report("spindle-lock-waiter", ok, "owner 0x%x on processor 0, waiter 0x%x on processor %d"
+           % (owner, tail, LAST))
+
+
+def on_device_queue_loaded():
+    caller = gdb.selected_frame().older()
+    queue = int(caller.read_var("Queue").address)
+    irps = caller.read_var("Irps")
+    first, second = int(irps[1]), int(irps[2])
+    output = run("spindle-devq 0x%x" % queue)
+    order = re.findall(r"in IRP 0x([0-9a-f]+)", output)
+    report("spindle-devq", "Busy TRUE" in output and "Lock: free" in output
+           and " 2 entries in queue order" in output
+           and [int(x, 16) for x in order] == [first, second],
+           "Busy, lock free, waiting IRPs %s" % ", ".join("0x" + x for x in order))
+    output = run("spindle-irp 0x%x" % first)
+    report("spindle-irp", "Cancel FALSE" in output and "<GdbTargetCancelRoutine>" in output
+           and "IoStatus.Status 0x00000103 STATUS_PENDING" in output
+           and "StackCount 2, CurrentLocation 2 (stack location 2 of 2 is current)" in output
+           and re.search(r"> 2: 0x[0-9a-f]+ IRP_MJ_READ", output) is not None,
+           "IRP 0x%x: STATUS_PENDING, cancel routine GdbTargetCancelRoutine, location 2 of 2 "
+           "(IRP_MJ_READ) current" % first)
+    caller.select()
+    output = run("spindle-list &Queue.DeviceListHead IRP Tail.Overlay.DeviceQueueEntry")
+    records = [int(x, 16) for x in re.findall(r"-> \(IRP \*\) 0x([0-9a-f]+)", output)]
+    printed = run("print Queue.DeviceListHead")
+    report("spindle-list", records == [first, second] and "(ring of 2 other entries)" in printed,
+           "CONTAINING_RECORD through an anonymous union gives the IRPs; the LIST_ENTRY "
+           "printer counts the ring")
+
+
+STOPS = {
+    "GdbTargetDpcRoutine": on_dpc_last_cpu,
+    "GdbTargetDpcQueued": on_dpc_queued,
+    "GdbTargetHoldingSpinLock": on_spin_lock_held,
+    "KtTest_GdbTarget_in_stack_queued_acquire_makes_handle_the_tail": on_queued_test_entry,
+    "GdbTargetQueuedLockContended": on_queued_contended,
+    "GdbTargetDeviceQueueLoaded": on_device_queue_loaded,
+}
+
+
+def run_tests():
+    global LAST
+    expected = dict(STOPS)
+    if CPUS < 2:
+        del expected["GdbTargetQueuedLockContended"]  # KTEST_SMP_ONLY: skipped
+    breakpoints = {name: gdb.Breakpoint(name, internal=False) for name in expected}
+    remaining = set(expected)
+    while remaining:
+        resume()
+        name = frame_name()
+        if name not in remaining:
+            report("breakpoints", False, "stopped in %s, waiting for %s" % (
+                name, ", ".join(sorted(remaining))))
+            return
+        breakpoints[name].enabled = False
+        remaining.discard(name)
+        if LAST is None:
+            active = int(gdb.parse_and_eval("KiActiveProcessorCount"))
+            report("processors-online", active == CPUS, "%d of %d processors online" % (
+                active, CPUS))
+            LAST = active - 1
+        expected[name]()
+    report("breakpoints", True, "all %d GdbTarget stops reached" % len(expected))
+    for breakpoint in breakpoints.values():
+        breakpoint.delete()
+
+
+def main():
+    try:
+        check_boot()
+        check_step()
+        check_next()
+        run_tests()
+    except Exception as error:  # a gdb error or an interrupted resumption: a failure
+        report("session", False, "%s: %s" % (type(error).__name__, error))
+        traceback.print_exc()
+    try:
+        run("delete")
+        run("detach")
+        report("detach", True, "detached; the kernel runs on")
+    except gdb.error as error:
+        report("detach", False, str(error))
+    print("test-gdb session: %d failure(s)%s" % (len(failures), ": " + ", ".join(failures)
+                                                 if failures else ""), flush=True)
+    gdb.execute("quit %d" % (1 if failures else 0))
+
+
+main()
