@@ -251,6 +251,38 @@ extern volatile ULONG KiSpinLockTimeoutMs;
 VOID KiAcquireSpinLock(PKSPIN_LOCK SpinLock);
 VOID KiReleaseSpinLock(PKSPIN_LOCK SpinLock);
 
+/* Checked build: the AtDpcLevel forms (ordinary and queued) need IRQL >= DISPATCH_LEVEL (0x9). */
+static inline VOID
+KiCheckAtDpcLevel(PKSPIN_LOCK SpinLock)
+{
+#if DBG
+    KIRQL Irql = KeGetCurrentIrql();
+    if (Irql < DISPATCH_LEVEL)
+    {
+        KeBugCheckEx(IRQL_NOT_GREATER_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, DISPATCH_LEVEL, 0);
+    }
+#else
+    (void)SpinLock;
+#endif
+}
+
+/* Checked build: a raising acquire called above the level it raises to (0xA). */
+static inline VOID
+KiCheckRaiseTo(PKSPIN_LOCK SpinLock, KIRQL Target, ULONG_PTR Rip)
+{
+#if DBG
+    KIRQL Irql = KeGetCurrentIrql();
+    if (Irql > Target)
+    {
+        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, 1, Rip);
+    }
+#else
+    (void)SpinLock;
+    (void)Target;
+    (void)Rip;
+#endif
+}
+
 /* One spin wait's deadlock watch: initialise with KI_SPIN_WAIT_INIT, pause with KiSpinWaitPause. */
 typedef struct _KI_SPIN_WAIT
 {

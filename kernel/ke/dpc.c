@@ -17,23 +17,17 @@
 /* Dpc->Number holds target + MAXIMUM_PROCESSORS, or 0 for "the inserting processor". */
 #define DPC_TARGET_ANY 0
 
+/* The queue's lock; callers have interrupts off, so any IRQL may insert. */
 static VOID
 KiAcquireDpcLock(PKDPC_DATA DpcData)
 {
-    /* Acquire: the queue is read after the lock is owned; pairs with KiReleaseDpcLock. */
-    while (__atomic_exchange_n(&DpcData->DpcLock, 1, __ATOMIC_ACQUIRE) != 0)
-    {
-        while (__atomic_load_n(&DpcData->DpcLock, __ATOMIC_RELAXED) != 0)
-        {
-            x86_pause();
-        }
-    }
+    KiAcquireSpinLock(&DpcData->DpcLock);
 }
 
 static VOID
 KiReleaseDpcLock(PKDPC_DATA DpcData)
 {
-    __atomic_store_n(&DpcData->DpcLock, 0, __ATOMIC_RELEASE);
+    KiReleaseSpinLock(&DpcData->DpcLock);
 }
 
 static VOID

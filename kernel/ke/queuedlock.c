@@ -138,38 +138,6 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
                      __ATOMIC_RELEASE);
 }
 
-/* Checked build: the AtDpcLevel pair needs IRQL >= DISPATCH_LEVEL (0x9, P1 = lock). */
-static inline VOID
-KiCheckQueuedAtDpcLevel(PKSPIN_LOCK SpinLock)
-{
-#if DBG
-    KIRQL Irql = KeGetCurrentIrql();
-    if (Irql < DISPATCH_LEVEL)
-    {
-        KeBugCheckEx(IRQL_NOT_GREATER_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, DISPATCH_LEVEL, 0);
-    }
-#else
-    (void)SpinLock;
-#endif
-}
-
-/* Checked build: a raising acquire called above the level it raises to (0xA). */
-static inline VOID
-KiCheckQueuedRaiseTo(PKSPIN_LOCK SpinLock, KIRQL Target, ULONG_PTR Rip)
-{
-#if DBG
-    KIRQL Irql = KeGetCurrentIrql();
-    if (Irql > Target)
-    {
-        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, 1, Rip);
-    }
-#else
-    (void)SpinLock;
-    (void)Target;
-    (void)Rip;
-#endif
-}
-
 static inline PKSPIN_LOCK
 KiQueuedLockOf(PKLOCK_QUEUE_HANDLE LockHandle)
 {
@@ -186,7 +154,7 @@ KeAcquireInStackQueuedSpinLock(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHan
 {
     ULONG_PTR Rip = (ULONG_PTR)__builtin_return_address(0);
 
-    KiCheckQueuedRaiseTo(SpinLock, DISPATCH_LEVEL, Rip);
+    KiCheckRaiseTo(SpinLock, DISPATCH_LEVEL, Rip);
     LockHandle->OldIrql = KeRaiseIrqlToDpcLevel();
     KxAcquireQueuedSpinLock(SpinLock, LockHandle, Rip);
 }
@@ -200,7 +168,7 @@ KeAcquireInStackQueuedSpinLockRaiseToSynch(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HA
 {
     ULONG_PTR Rip = (ULONG_PTR)__builtin_return_address(0);
 
-    KiCheckQueuedRaiseTo(SpinLock, SYNCH_LEVEL, Rip);
+    KiCheckRaiseTo(SpinLock, SYNCH_LEVEL, Rip);
     LockHandle->OldIrql = KeRaiseIrqlToSynchLevel();
     KxAcquireQueuedSpinLock(SpinLock, LockHandle, Rip);
 }
@@ -232,7 +200,7 @@ KeReleaseInStackQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle)
 VOID
 KeAcquireInStackQueuedSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle)
 {
-    KiCheckQueuedAtDpcLevel(SpinLock);
+    KiCheckAtDpcLevel(SpinLock);
     KxAcquireQueuedSpinLock(SpinLock, LockHandle, (ULONG_PTR)__builtin_return_address(0));
 }
 
@@ -240,7 +208,7 @@ KeAcquireInStackQueuedSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HAND
 VOID
 KeReleaseInStackQueuedSpinLockFromDpcLevel(PKLOCK_QUEUE_HANDLE LockHandle)
 {
-    KiCheckQueuedAtDpcLevel(KiQueuedLockOf(LockHandle));
+    KiCheckAtDpcLevel(KiQueuedLockOf(LockHandle));
     KxReleaseQueuedSpinLock(LockHandle, (ULONG_PTR)__builtin_return_address(0));
 }
 

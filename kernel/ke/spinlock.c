@@ -290,38 +290,6 @@ KxReleaseSpinLock(PKSPIN_LOCK SpinLock)
     __atomic_store_n(SpinLock, 0, __ATOMIC_RELEASE);
 }
 
-/* Checked build: the AtDpcLevel family needs IRQL >= DISPATCH_LEVEL (0x9). */
-static inline VOID
-KiCheckAtDpcLevel(PKSPIN_LOCK SpinLock)
-{
-#if DBG
-    KIRQL Irql = KeGetCurrentIrql();
-    if (Irql < DISPATCH_LEVEL)
-    {
-        KeBugCheckEx(IRQL_NOT_GREATER_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, DISPATCH_LEVEL, 0);
-    }
-#else
-    (void)SpinLock;
-#endif
-}
-
-/* Checked build: a raising acquire called above the level it raises to (0xA). */
-static inline VOID
-KiCheckRaiseTo(PKSPIN_LOCK SpinLock, KIRQL Target, ULONG_PTR Rip)
-{
-#if DBG
-    KIRQL Irql = KeGetCurrentIrql();
-    if (Irql > Target)
-    {
-        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, 1, Rip);
-    }
-#else
-    (void)SpinLock;
-    (void)Target;
-    (void)Rip;
-#endif
-}
-
 /* ---------------------------------------------------------------- kernel-internal */
 
 /* Takes SpinLock with no IRQL change or check. Interrupts off or IRQL >= DISPATCH_LEVEL. */
