@@ -18,6 +18,7 @@ FIRMWARE    ?= bios
 MEM         ?= 256
 EXTRA_TESTS ?=
 CMDLINE     ?=
+LOG         ?= build/serial.log
 CC          ?= gcc
 
 ifeq ($(origin CC),default)
@@ -62,7 +63,7 @@ LDFLAGS  := -nostdlib -static -z max-page-size=4096 -z noexecstack -T linker.ld
 
 # ---- sources: every file in the layer folders is built; nothing to register
 C_SRCS   := $(sort $(wildcard arch/x86_64/*.c hal/*.c kernel/*.c kernel/*/*.c lib/*.c \
-              tests/harness/*.c tests/*.c tests/drivers/*.c))
+              tests/harness/*.c tests/*.c tests/drivers/*.c tests/bench/*.c))
 ASM_SRCS := $(sort $(wildcard boot/*.asm arch/x86_64/*.asm))
 OBJS     := $(C_SRCS:%.c=$(B)/obj/%.o) $(ASM_SRCS:%.asm=$(B)/obj/%.asm.o)
 EXTRA_OBJS := $(foreach f,$(EXTRA_TESTS),$(B)/extra/$(subst /,_,$(basename $(abspath $(f)))).o)
@@ -211,7 +212,7 @@ RUN_DEPS  := $(if $(filter efi,$(FIRMWARE)),esp,$(ISO))
 
 # ---- host commands
 RUNNER := bash scripts/run-qemu.sh --image $(RUN_IMAGE) --firmware $(FIRMWARE) --smp $(SMP) \
-    --mem $(MEM) --accel $(ACCEL) --log build/serial.log
+    --mem $(MEM) --accel $(ACCEL) --log $(LOG)
 
 deps:
 	@bash scripts/deps.sh
@@ -245,6 +246,15 @@ test-gdb: deps
 	@bash scripts/test-gdb.sh --kernel $(KERNEL) --image $(ISO) --smp $(SMP) --dbg $(DBG) \
 	    --firmware $(if $(filter uefi,$(FIRMWARE)),uefi,bios)
 
+# Microbenchmarks (tests/bench/): the Bench suite in a free build with bench=1 on the kernel
+# command line, then a table, build/bench.csv and bar charts from the serial log. Speed never
+# fails; the exit status is non-zero only when the run failed or result lines are missing.
+.PHONY: bench
+bench: deps
+	@rc=0; $(MAKE) --no-print-directory test DBG=0 TESTS='Bench:*' CMDLINE='bench=1 $(CMDLINE)' \
+	    || rc=$$?; bash scripts/bench-report.sh --log $(or $(LOG),build/serial.log) \
+	    --csv build/bench.csv --smp $(SMP) --status $$rc
+
 check-layering:
 	@bash scripts/check-layering.sh
 
@@ -270,6 +280,7 @@ help:
 	@echo "  make test-gdb   scripted gdb session: stepping, a breakpoint on the last CPU, spindle-* commands"
 	@echo "  make test-efi-errors  the EFI loader's error and retry paths under OVMF"
 	@echo "  make esp / efi  build the EFI system partition / only the GNU-EFI loader"
+	@echo "  make bench      microbenchmarks (free build, SMP CPUs): table, build/bench.csv, bar charts"
 	@echo "  make check-layering  check the include rules of STYLE.md §1"
 	@echo "  make check-headers   check that every header compiles on its own"
 	@echo "  make clean      remove build/"
@@ -277,3 +288,4 @@ help:
 	@echo "  VERBOSE=$(VERBOSE) TIMEOUT=$(TIMEOUT) ACCEL=tcg|kvm FIRMWARE=bios|uefi|efi MEM=$(MEM)"
 	@echo "  GDB_PORT=1234 (the gdb stub port of make debug / make gdb)"
 	@echo "  EXTRA_TESTS='dir/*.c' CMDLINE='extra kernel arguments' CC=gcc|clang"
+	@echo "  B=build/<dir> LOG=<serial log>: separate build and log, for runs side by side"
