@@ -15,6 +15,8 @@
 
 bits 32
 
+%include "cpu.inc"
+
 MB2_HEADER_MAGIC    equ 0xe85250d6
 MB2_ARCH_I386       equ 0
 MB2_BOOT_MAGIC      equ 0x36d76289
@@ -38,15 +40,6 @@ PTE_PWT             equ 1 << 3
 PTE_PCD             equ 1 << 4
 PTE_PS              equ 1 << 7        ; 2 MiB page in a page-directory entry
 
-CR0_VALUE           equ 0x80010033    ; PG | WP | NE | ET | MP | PE
-CR4_PAE             equ 1 << 5
-CR4_PGE             equ 1 << 7
-CR4_OSFXSR          equ 1 << 9
-CR4_OSXMMEXCPT      equ 1 << 10
-CR4_VALUE           equ CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT
-EFER_MSR            equ 0xc0000080
-EFER_LME            equ 1 << 8
-EFER_NXE            equ 1 << 11
 
 BOOT_STACK_SIZE     equ 16384
 

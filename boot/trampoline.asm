@@ -35,17 +35,8 @@
 ; mode, long mode, so a start that fails can say where it stopped.
 
 %include "mailbox.inc"
+%include "cpu.inc"
 
-CR0_PE              equ 1 << 0
-CR0_VALUE           equ 0x80010033    ; PG | WP | NE | ET | MP | PE
-CR4_PAE             equ 1 << 5
-CR4_PGE             equ 1 << 7
-CR4_OSFXSR          equ 1 << 9
-CR4_OSXMMEXCPT      equ 1 << 10
-CR4_VALUE           equ CR4_PAE | CR4_PGE | CR4_OSFXSR | CR4_OSXMMEXCPT
-EFER_MSR            equ 0xc0000080
-EFER_LME            equ 1 << 8
-EFER_NXE            equ 1 << 11
 CPUID_EXT_FEATURES  equ 0x80000001
 CPUID_EDX_NX        equ 1 << 20
 

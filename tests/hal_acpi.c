@@ -13,23 +13,10 @@
 #include "hal/hal.h"
 #include "kernel/ki.h"
 #include "lib/lib.h"
+#include "tests/harness/harness.h"
 
 #define KT_ACPI_TAG 'ipcA'
 
-/* The -smp count, from smp= on the kernel command line. */
-static ULONG
-KtExpectedProcessorCount(VOID)
-{
-    SIZE_T Length = 0;
-    const char *Value = cmdline_get(KiBootInfo.CommandLine, "smp", &Length);
-    uint64_t Count;
-
-    if (Value == NULL || !parse_u64(Value, Length, &Count) || Count == 0)
-    {
-        KT_SKIP("no smp=N on the kernel command line");
-    }
-    return (ULONG)Count;
-}
 
 /* ---- a synthetic MADT, built byte by byte (ACPI 6.5 §5.2.12) */
 

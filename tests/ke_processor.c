@@ -12,6 +12,7 @@
 #include "hal/hal.h"
 #include "kernel/ki.h"
 #include "lib/lib.h"
+#include "tests/harness/harness.h"
 
 /* What one processor saw of itself, sampled at DISPATCH_LEVEL so that it cannot move. */
 typedef struct _KT_PROCESSOR_SAMPLE
@@ -29,20 +30,6 @@ typedef struct _KT_PROCESSOR_SAMPLE
 
 static KT_PROCESSOR_SAMPLE KtSamples[MAXIMUM_PROCESSORS];
 
-/* The -smp count, from smp= on the kernel command line. */
-static ULONG
-KtExpectedProcessorCount(VOID)
-{
-    SIZE_T Length = 0;
-    const char *Value = cmdline_get(KiBootInfo.CommandLine, "smp", &Length);
-    uint64_t Count;
-
-    if (Value == NULL || !parse_u64(Value, Length, &Count) || Count == 0)
-    {
-        KT_SKIP("no smp=N on the kernel command line");
-    }
-    return (ULONG)Count;
-}
 
 static KAFFINITY
 KtAffinityOf(ULONG Count)

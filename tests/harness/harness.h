@@ -13,6 +13,9 @@ const KTEST_CASE *KtCurrentTest(VOID);
 VOID KtWatchdogStart(const KTEST_CASE *Test);
 VOID KtWatchdogStop(VOID);
 
+/* The -smp count from smp= on the kernel command line; skips the test when it is absent. */
+ULONG KtExpectedProcessorCount(VOID);
+
 /* Sets the current test's failure count to Count and returns the previous count. */
 LONG KtExchangeFailures(LONG Count);
 

@@ -298,6 +298,18 @@ KtCommandLineNumber(PCSTR CommandLine, const char *Key, ULONG64 Default)
     return Number;
 }
 
+ULONG
+KtExpectedProcessorCount(VOID)
+{
+    ULONG64 Count = KtCommandLineNumber(KiBootInfo.CommandLine, "smp", 0);
+
+    if (Count == 0)
+    {
+        KT_SKIP("no smp=N on the kernel command line");
+    }
+    return (ULONG)Count;
+}
+
 /* ---------------------------------------------------------------- running */
 
 VOID
