@@ -86,10 +86,10 @@ typedef struct _HAL_INTERRUPT_OVERRIDE
 /* What one MADT says, as HalpAcpiParseMadt reads it. */
 typedef struct _HAL_MADT_INFO
 {
-    ULONG64 LocalApicAddress;  // the 32-bit field, or the 64-bit override (entry type 5)
-    ULONG ProcessorCount;      // enabled processors in ApicIds, in MADT order, duplicates dropped
-    ULONG ProcessorsDisabled;  // listed but not enabled (absent, or online-capable only)
-    ULONG ProcessorsDropped;   // enabled beyond HAL_MAX_ACPI_PROCESSORS
+    ULONG64 LocalApicAddress; // the 32-bit field, or the 64-bit override (entry type 5)
+    ULONG ProcessorCount;     // enabled processors in ApicIds, in MADT order, duplicates dropped
+    ULONG ProcessorsDisabled; // listed but not enabled (absent, or online-capable only)
+    ULONG ProcessorsDropped;  // enabled beyond HAL_MAX_ACPI_PROCESSORS
     ULONG ApicIds[HAL_MAX_ACPI_PROCESSORS];
     ULONG IoApicCount;
     HAL_IO_APIC IoApics[HAL_MAX_IO_APICS];
@@ -130,8 +130,7 @@ BOOLEAN HalpAcpiChecksumOk(const VOID *Table, ULONG Length);
  * *Info. FALSE with *Problem set (e.g. "checksum mismatch") if the header,
  * checksum or any entry is malformed; nothing outside the Length bytes is read.
  */
-BOOLEAN HalpAcpiParseMadt(const VOID *Madt, ULONG Length, HAL_MADT_INFO *Info,
-                          PCSTR *Problem);
+BOOLEAN HalpAcpiParseMadt(const VOID *Madt, ULONG Length, HAL_MADT_INFO *Info, PCSTR *Problem);
 
 /* ---- application processor start-up (hal/apsmp.c, boot/trampoline.asm) */
 
@@ -150,11 +149,11 @@ BOOLEAN HalpAcpiParseMadt(const VOID *Madt, ULONG Length, HAL_MADT_INFO *Info,
 
 typedef struct _HAL_AP_MAILBOX
 {
-    ULONG64 Cr3;              // page-table root (below 4 GiB): the BSP's CR3
-    ULONG64 StackTop;         // RSP for the entry, 16-byte aligned
-    ULONG64 Prcb;             // RDI for the entry
-    ULONG64 Entry;            // 64-bit entry address; never returns
-    volatile ULONG Started;   // HAL_AP_STAGE_*, written by the AP
+    ULONG64 Cr3;            // page-table root (below 4 GiB): the BSP's CR3
+    ULONG64 StackTop;       // RSP for the entry, 16-byte aligned
+    ULONG64 Prcb;           // RDI for the entry
+    ULONG64 Entry;          // 64-bit entry address; never returns
+    volatile ULONG Started; // HAL_AP_STAGE_*, written by the AP
     ULONG Reserved;
 } HAL_AP_MAILBOX;
 

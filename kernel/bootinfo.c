@@ -8,15 +8,15 @@
 
 #include "lib/lib.h"
 
-#define MB2_TAG_END       0
-#define MB2_TAG_CMDLINE   1
-#define MB2_TAG_LOADER    2
-#define MB2_TAG_MMAP      6
-#define MB2_TAG_EFI64     12
-#define MB2_TAG_ACPI_OLD  14
-#define MB2_TAG_ACPI_NEW  15
-#define MB2_TAG_EFI_MMAP  17
-#define MB2_TAG_EFI64_IH  20
+#define MB2_TAG_END      0
+#define MB2_TAG_CMDLINE  1
+#define MB2_TAG_LOADER   2
+#define MB2_TAG_MMAP     6
+#define MB2_TAG_EFI64    12
+#define MB2_TAG_ACPI_OLD 14
+#define MB2_TAG_ACPI_NEW 15
+#define MB2_TAG_EFI_MMAP 17
+#define MB2_TAG_EFI64_IH 20
 
 #define MB2_MEMORY_AVAILABLE 1
 

@@ -52,16 +52,16 @@ typedef struct _KPRCB
     volatile ULONG InterruptNesting; // APIC interrupts being handled on this CPU
     volatile BOOLEAN DpcRoutineActive;
     volatile BOOLEAN Online;
-    KDPC_DATA DpcData[2]; // each guarded by its DpcLock
-    volatile ULONG64 ClockTicks;       // clock interrupts taken by this processor
+    KDPC_DATA DpcData[2];        // each guarded by its DpcLock
+    volatile ULONG64 ClockTicks; // clock interrupts taken by this processor
     volatile ULONG64 InterruptCount;
-    ULONG SpinLocksHeld;               // checked build: ordinary and queued locks held
-    PVOID BugCheckCatcher;             // the harness's innermost KT_EXPECT_BUGCHECK
-    PVOID TestAbortJump;               // where KtAbort goes on this processor
+    ULONG SpinLocksHeld;                            // checked build: ordinary and queued locks held
+    PVOID BugCheckCatcher;                          // the harness's innermost KT_EXPECT_BUGCHECK
+    PVOID TestAbortJump;                            // where KtAbort goes on this processor
     KI_IDLE_WORK_ROUTINE *volatile IdleWorkRoutine; // set last by KiQueueIdleWork
     PVOID IdleWorkContext;
-    volatile LONG IdleWorkBusy;        // claimed by KiQueueIdleWork until the routine returns
-    volatile ULONG64 FrozenRip;        // where an NMI freeze found this processor
+    volatile LONG IdleWorkBusy; // claimed by KiQueueIdleWork until the routine returns
+    volatile ULONG64 FrozenRip; // where an NMI freeze found this processor
     volatile ULONG64 FrozenRbp;
     ULONG_PTR KernelStackBase;
     ULONG_PTR KernelStackTop;
@@ -106,11 +106,11 @@ typedef struct _KI_MEMORY_RANGE
 
 typedef struct _KI_BOOT_INFO
 {
-    const char *Loader;             // "GRUB (BIOS)", "GRUB (UEFI)", "Spindle EFI loader"
+    const char *Loader; // "GRUB (BIOS)", "GRUB (UEFI)", "Spindle EFI loader"
     char CommandLine[512];
-    ULONG64 RsdpPhysical;           // 0 when the loader gave none
-    BOOLEAN RsdpIsXsdt;             // ACPI 2.0+ RSDP (new tag)
-    UCHAR Rsdp[36];                 // copy of the RSDP from the tag
+    ULONG64 RsdpPhysical; // 0 when the loader gave none
+    BOOLEAN RsdpIsXsdt;   // ACPI 2.0+ RSDP (new tag)
+    UCHAR Rsdp[36];       // copy of the RSDP from the tag
     ULONG MemoryRangeCount;
     KI_MEMORY_RANGE MemoryRanges[KI_MAX_MEMORY_RANGES]; // usable RAM
 } KI_BOOT_INFO;
@@ -187,7 +187,8 @@ __attribute__((noreturn)) VOID KiIdleLoop(VOID);
 /* Hands Routine(Context) to processor Number's idle loop; FALSE if it is busy or offline. */
 BOOLEAN KiQueueIdleWork(ULONG Number, KI_IDLE_WORK_ROUTINE *Routine, PVOID Context);
 
-/* ---------------------------------------------------------------- DPCs, IPIs, software interrupts */
+/* ---------------------------------------------------------------- DPCs, IPIs, software interrupts
+ */
 
 VOID KiInitializeDpc(VOID);
 VOID KiInitializeIpi(VOID);
@@ -290,9 +291,12 @@ typedef struct _KI_SPIN_WAIT
     ULONG64 Start; // performance counter at the first check; 0 before it
 } KI_SPIN_WAIT;
 
-#define KI_SPIN_WAIT_INIT     {0, 0}
-#define KI_SPIN_CHECK_INTERVAL 64 // spins between two looks at the clock (a power of 2;
-                                 // under TCG one pause can cost a millisecond)
+#define KI_SPIN_WAIT_INIT                                                                          \
+    {                                                                                              \
+        0, 0                                                                                       \
+    }
+/* Spins between two looks at the clock, a power of 2 (under TCG one pause can cost a ms). */
+#define KI_SPIN_CHECK_INTERVAL 64
 
 /* Checked build: bug-checks SPINDLE_SPIN_LOCK_DEADLOCK once Wait has lasted too long. */
 VOID KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip);
@@ -335,7 +339,8 @@ VOID KiLockTrackRemove(PKSPIN_LOCK SpinLock);
  */
 VOID KiRequestInterrupt(ULONG Processor, ULONG Vector);
 
-/* ---------------------------------------------------------------- I/O manager internals (io/cancel.c) */
+/* ---------------------------------------------------------------- I/O manager internals
+ * (io/cancel.c) */
 
 /* The system-wide cancel spin lock behind IoAcquireCancelSpinLock (white-box tests read it). */
 extern KSPIN_LOCK IopCancelSpinLock;

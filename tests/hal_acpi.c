@@ -17,7 +17,6 @@
 
 #define KT_ACPI_TAG 'ipcA'
 
-
 /* ---- a synthetic MADT, built byte by byte (ACPI 6.5 §5.2.12) */
 
 #define KT_MADT_HEADER_LENGTH 44

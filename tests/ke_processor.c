@@ -30,7 +30,6 @@ typedef struct _KT_PROCESSOR_SAMPLE
 
 static KT_PROCESSOR_SAMPLE KtSamples[MAXIMUM_PROCESSORS];
 
-
 static KAFFINITY
 KtAffinityOf(ULONG Count)
 {
