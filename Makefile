@@ -81,7 +81,7 @@ $(shell mkdir -p $(B) && { [ -f $(CONFIG_STAMP) ] && [ "$$(cat $(CONFIG_STAMP))"
 CMDLINE_STAMP := $(B)/cmdline.stamp
 $(shell mkdir -p $(B) && { [ -f $(CMDLINE_STAMP) ] && [ "$$(cat $(CMDLINE_STAMP))" = "$(KCMDLINE)" ] || echo "$(KCMDLINE)" > $(CMDLINE_STAMP); })
 
-.PHONY: all kernel iso run test debug gdb clean help deps check-layering check-headers
+.PHONY: all kernel iso run test debug gdb clean help deps check-layering check-headers check-format
 
 all: $(KERNEL) $(ISO)
 kernel: $(KERNEL)
@@ -258,6 +258,9 @@ bench: deps
 check-layering:
 	@bash scripts/check-layering.sh
 
+check-format:
+	@bash scripts/check-format.sh
+
 # Every header compiles on its own (STYLE.md §2), with the kernel's flags.
 HEADERS := $(sort $(wildcard include/*.h lib/*.h arch/x86_64/*.h hal/*.h kernel/*.h kernel/*/*.h \
               tests/*.h tests/harness/*.h))
@@ -283,6 +286,7 @@ help:
 	@echo "  make bench      microbenchmarks (free build, SMP CPUs): table, build/bench.csv, bar charts"
 	@echo "  make check-layering  check the include rules of STYLE.md §1"
 	@echo "  make check-headers   check that every header compiles on its own"
+	@echo "  make check-format    check the C formatting against .clang-format (STYLE.md §10)"
 	@echo "  make clean      remove build/"
 	@echo "Variables: SMP=$(SMP) DBG=$(DBG) TESTS='glob,glob' REPEAT=$(REPEAT) SEED=$(SEED)"
 	@echo "  VERBOSE=$(VERBOSE) TIMEOUT=$(TIMEOUT) ACCEL=tcg|kvm FIRMWARE=bios|uefi|efi MEM=$(MEM)"

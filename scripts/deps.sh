@@ -31,6 +31,7 @@ PACKAGES=(
     make
     clang
     binutils
+    clang-format  # make check-format (STYLE.md §10)
 )
 
 die() {
