@@ -63,7 +63,7 @@ LDFLAGS  := -nostdlib -static -z max-page-size=4096 -z noexecstack -T linker.ld
 
 # ---- sources: every file in the layer folders is built; nothing to register
 C_SRCS   := $(sort $(wildcard arch/x86_64/*.c hal/*.c kernel/*.c kernel/*/*.c lib/*.c \
-              tests/harness/*.c tests/*.c tests/drivers/*.c tests/bench/*.c))
+              tests/harness/*.c tests/*.c tests/drivers/*.c tests/bench/*.c tests/torture/*.c))
 ASM_SRCS := $(sort $(wildcard boot/*.asm arch/x86_64/*.asm))
 OBJS     := $(C_SRCS:%.c=$(B)/obj/%.o) $(ASM_SRCS:%.asm=$(B)/obj/%.asm.o)
 EXTRA_OBJS := $(foreach f,$(EXTRA_TESTS),$(B)/extra/$(subst /,_,$(basename $(abspath $(f)))).o)
@@ -255,6 +255,14 @@ bench: deps
 	    || rc=$$?; bash scripts/bench-report.sh --log $(or $(LOG),build/serial.log) \
 	    --csv build/bench.csv --smp $(SMP) --status $$rc
 
+# The stress mode (tests/torture/): the Torture suite with torture=1 on the kernel command line,
+# every primitive on every processor for DURATION seconds (5..3000), with interrupt storms.
+.PHONY: torture
+DURATION ?= 60
+torture: deps
+	@$(MAKE) --no-print-directory test TESTS='Torture:*' TIMEOUT=$$(( $(DURATION) + $(TIMEOUT) )) \
+	    CMDLINE='torture=1 duration=$(DURATION) $(CMDLINE)'
+
 check-layering:
 	@bash scripts/check-layering.sh
 
@@ -284,6 +292,7 @@ help:
 	@echo "  make test-efi-errors  the EFI loader's error and retry paths under OVMF"
 	@echo "  make esp / efi  build the EFI system partition / only the GNU-EFI loader"
 	@echo "  make bench      microbenchmarks (free build, SMP CPUs): table, build/bench.csv, bar charts"
+	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s)"
 	@echo "  make check-layering  check the include rules of STYLE.md §1"
 	@echo "  make check-headers   check that every header compiles on its own"
 	@echo "  make check-format    check the C formatting against .clang-format (STYLE.md §10)"
