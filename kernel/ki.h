@@ -252,6 +252,27 @@ extern volatile ULONG KiSpinLockTimeoutMs;
 VOID KiAcquireSpinLock(PKSPIN_LOCK SpinLock);
 VOID KiReleaseSpinLock(PKSPIN_LOCK SpinLock);
 
+/*
+ * Takes SpinLock with interrupts off and no IRQL change, at any IRQL, for
+ * locks that ISRs take too (the ExInterlocked routines); returns the RFLAGS
+ * that KiReleaseSpinLockRestoreInterrupts puts back.
+ */
+static inline ULONG64
+KiAcquireSpinLockDisableInterrupts(PKSPIN_LOCK SpinLock)
+{
+    ULONG64 Flags = x86_save_disable();
+
+    KiAcquireSpinLock(SpinLock);
+    return Flags;
+}
+
+static inline VOID
+KiReleaseSpinLockRestoreInterrupts(PKSPIN_LOCK SpinLock, ULONG64 Flags)
+{
+    KiReleaseSpinLock(SpinLock);
+    x86_restore_flags(Flags);
+}
+
 /* Checked build: the AtDpcLevel forms (ordinary and queued) need IRQL >= DISPATCH_LEVEL (0x9). */
 static inline VOID
 KiCheckAtDpcLevel(PKSPIN_LOCK SpinLock)

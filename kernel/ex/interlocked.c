@@ -11,23 +11,6 @@
  */
 #include "kernel/ki.h"
 
-/* Takes Lock with interrupts off; returns the RFLAGS to restore. */
-static inline ULONG64
-ExpAcquireInterlockedLock(PKSPIN_LOCK Lock)
-{
-    ULONG64 Flags = x86_save_disable();
-
-    KiAcquireSpinLock(Lock);
-    return Flags;
-}
-
-static inline VOID
-ExpReleaseInterlockedLock(PKSPIN_LOCK Lock, ULONG64 Flags)
-{
-    KiReleaseSpinLock(Lock);
-    x86_restore_flags(Flags);
-}
-
 static inline INTERLOCKED_RESULT
 ExpSignOf(LONG Value)
 {
@@ -65,11 +48,11 @@ InterlockedCompareExchange128(LONG64 volatile *Destination, LONG64 ExchangeHigh,
 ULONG
 ExInterlockedAddUlong(PULONG Addend, ULONG Increment, PKSPIN_LOCK Lock)
 {
-    ULONG64 Flags = ExpAcquireInterlockedLock(Lock);
+    ULONG64 Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     ULONG Original = *Addend;
 
     *Addend = Original + Increment;
-    ExpReleaseInterlockedLock(Lock, Flags);
+    KiReleaseSpinLockRestoreInterrupts(Lock, Flags);
     return Original;
 }
 
@@ -80,11 +63,11 @@ ExInterlockedAddUlong(PULONG Addend, ULONG Increment, PKSPIN_LOCK Lock)
 LARGE_INTEGER
 ExInterlockedAddLargeInteger(PLARGE_INTEGER Addend, LARGE_INTEGER Increment, PKSPIN_LOCK Lock)
 {
-    ULONG64 Flags = ExpAcquireInterlockedLock(Lock);
+    ULONG64 Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     LARGE_INTEGER Original = *Addend;
 
     Addend->QuadPart = (LONGLONG)((ULONGLONG)Original.QuadPart + (ULONGLONG)Increment.QuadPart);
-    ExpReleaseInterlockedLock(Lock, Flags);
+    KiReleaseSpinLockRestoreInterrupts(Lock, Flags);
     return Original;
 }
 

@@ -29,34 +29,17 @@
 #define EXP_SLIST_ENTRY_MASK    (~0xfull)  // the high qword minus Reserved
 #define EXP_POISONED_LIST_ENTRY ((PLIST_ENTRY)0xBADDD0FFBADDD0FFull)
 
-/* Takes Lock with interrupts off and no IRQL change; returns the RFLAGS to restore. */
-static inline ULONG64
-ExpAcquireListLock(PKSPIN_LOCK Lock)
-{
-    ULONG64 Flags = x86_save_disable();
-
-    KiAcquireSpinLock(Lock);
-    return Flags;
-}
-
-static inline VOID
-ExpReleaseListLock(PKSPIN_LOCK Lock, ULONG64 Flags)
-{
-    KiReleaseSpinLock(Lock);
-    x86_restore_flags(Flags);
-}
-
 /* ---------------------------------------------------------------- ExInterlocked lists */
 
 /* Links ListEntry first; returns the previous first entry, NULL if the list was empty. Any IRQL. */
 PLIST_ENTRY
 ExInterlockedInsertHeadList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry, PKSPIN_LOCK Lock)
 {
-    ULONG64 Flags = ExpAcquireListLock(Lock);
+    ULONG64 Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     PLIST_ENTRY First = ListHead->Flink;
 
     InsertHeadList(ListHead, ListEntry);
-    ExpReleaseListLock(Lock, Flags);
+    KiReleaseSpinLockRestoreInterrupts(Lock, Flags);
     return First == ListHead ? NULL : First;
 }
 
@@ -64,11 +47,11 @@ ExInterlockedInsertHeadList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry, PKSPIN_
 PLIST_ENTRY
 ExInterlockedInsertTailList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry, PKSPIN_LOCK Lock)
 {
-    ULONG64 Flags = ExpAcquireListLock(Lock);
+    ULONG64 Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     PLIST_ENTRY Last = ListHead->Blink;
 
     InsertTailList(ListHead, ListEntry);
-    ExpReleaseListLock(Lock, Flags);
+    KiReleaseSpinLockRestoreInterrupts(Lock, Flags);
     return Last == ListHead ? NULL : Last;
 }
 
@@ -79,7 +62,7 @@ ExInterlockedInsertTailList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry, PKSPIN_
 PLIST_ENTRY
 ExInterlockedRemoveHeadList(PLIST_ENTRY ListHead, PKSPIN_LOCK Lock)
 {
-    ULONG64 Flags = ExpAcquireListLock(Lock);
+    ULONG64 Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     PLIST_ENTRY Entry = NULL;
 
     if (!IsListEmpty(ListHead))
@@ -90,7 +73,7 @@ ExInterlockedRemoveHeadList(PLIST_ENTRY ListHead, PKSPIN_LOCK Lock)
         Entry->Blink = EXP_POISONED_LIST_ENTRY;
 #endif
     }
-    ExpReleaseListLock(Lock, Flags);
+    KiReleaseSpinLockRestoreInterrupts(Lock, Flags);
     return Entry;
 }
 
@@ -99,11 +82,11 @@ PSINGLE_LIST_ENTRY
 ExInterlockedPushEntryList(PSINGLE_LIST_ENTRY ListHead, PSINGLE_LIST_ENTRY ListEntry,
                            PKSPIN_LOCK Lock)
 {
-    ULONG64 Flags = ExpAcquireListLock(Lock);
+    ULONG64 Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     PSINGLE_LIST_ENTRY First = ListHead->Next;
 
     PushEntryList(ListHead, ListEntry);
-    ExpReleaseListLock(Lock, Flags);
+    KiReleaseSpinLockRestoreInterrupts(Lock, Flags);
     return First;
 }
 
@@ -111,10 +94,10 @@ ExInterlockedPushEntryList(PSINGLE_LIST_ENTRY ListHead, PSINGLE_LIST_ENTRY ListE
 PSINGLE_LIST_ENTRY
 ExInterlockedPopEntryList(PSINGLE_LIST_ENTRY ListHead, PKSPIN_LOCK Lock)
 {
-    ULONG64 Flags = ExpAcquireListLock(Lock);
+    ULONG64 Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     PSINGLE_LIST_ENTRY Entry = PopEntryList(ListHead);
 
-    ExpReleaseListLock(Lock, Flags);
+    KiReleaseSpinLockRestoreInterrupts(Lock, Flags);
     return Entry;
 }
 

@@ -109,11 +109,9 @@ ExInterlockedExtendZone(PZONE_HEADER Zone, PVOID Segment, ULONG SegmentSize, PKS
 
     ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
     OldIrql = KeRaiseIrqlToDpcLevel();
-    Flags = x86_save_disable();
-    KiAcquireSpinLock(Lock);
+    Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     Status = ExExtendZone(Zone, Segment, SegmentSize);
-    KiReleaseSpinLock(Lock);
-    x86_restore_flags(Flags);
+    KiReleaseSpinLockRestoreInterrupts(Lock, Flags);
     KeLowerIrql(OldIrql);
     return Status;
 }

@@ -28,6 +28,7 @@
 
 #include "kernel/ki.h"
 #include "lib/lib.h"
+#include "tests/harness/harness.h"
 
 #define BENCH_DEFAULT_MS 200
 #define BENCH_MIN_MS     10
@@ -59,32 +60,17 @@ BenchTicksToNs(ULONG64 Ticks)
     return PerMs == 0 ? 0 : Ticks * 1000000 / PerMs;
 }
 
-/* Reads `Key=` from the kernel command line as a number; Default when absent or malformed. */
-static ULONG64
-BenchCmdline(const char *Key, ULONG64 Default)
-{
-    size_t Length;
-    uint64_t Value;
-    const char *Text = cmdline_get(KiBootInfo.CommandLine, Key, &Length);
-
-    if (Text == NULL || !parse_u64(Text, Length, &Value))
-    {
-        return Default;
-    }
-    return Value;
-}
-
 /* Skips the calling test unless the command line asks for benchmarks; returns the window. */
 static ULONG64
 BenchEnter(VOID)
 {
     ULONG64 WindowMs;
 
-    if (BenchCmdline("bench", 0) != 1)
+    if (KtCommandLineValue("bench", 0) != 1)
     {
         KT_SKIP("benchmarks run with make bench");
     }
-    WindowMs = BenchCmdline("bench_ms", BENCH_DEFAULT_MS);
+    WindowMs = KtCommandLineValue("bench_ms", BENCH_DEFAULT_MS);
     if (WindowMs < BENCH_MIN_MS)
     {
         WindowMs = BENCH_MIN_MS;

@@ -13,6 +13,9 @@ const KTEST_CASE *KtCurrentTest(VOID);
 VOID KtWatchdogStart(const KTEST_CASE *Test);
 VOID KtWatchdogStop(VOID);
 
+/* The number in Key= on the kernel command line, or Default when absent or malformed. */
+ULONG64 KtCommandLineValue(const char *Key, ULONG64 Default);
+
 /* The -smp count from smp= on the kernel command line; skips the test when it is absent. */
 ULONG KtExpectedProcessorCount(VOID);
 

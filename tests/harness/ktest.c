@@ -298,6 +298,12 @@ KtCommandLineNumber(PCSTR CommandLine, const char *Key, ULONG64 Default)
     return Number;
 }
 
+ULONG64
+KtCommandLineValue(const char *Key, ULONG64 Default)
+{
+    return KtCommandLineNumber(KiBootInfo.CommandLine, Key, Default);
+}
+
 ULONG
 KtExpectedProcessorCount(VOID)
 {

@@ -30,6 +30,7 @@
 
 #include "kernel/ki.h"
 #include "lib/lib.h"
+#include "tests/harness/harness.h"
 
 #define TT_DEFAULT_S  60
 #define TT_MIN_S      5
@@ -144,21 +145,6 @@ static TT_STATE Tt;
 static const char *const TtOpNames[TT_OP_COUNT] = {
     "spinlock", "queuedlock", "interlocked", "lists", "dpc", "timer", "interrupt", "synchronize",
 };
-
-/* Reads `Key=` from the kernel command line as a number; Default when absent or malformed. */
-static ULONG64
-TtCmdline(const char *Key, ULONG64 Default)
-{
-    size_t Length;
-    uint64_t Value;
-    const char *Text = cmdline_get(KiBootInfo.CommandLine, Key, &Length);
-
-    if (Text == NULL || !parse_u64(Text, Length, &Value))
-    {
-        return Default;
-    }
-    return Value;
-}
 
 static ULONG64
 TtNow(ULONG64 *Frequency)
@@ -660,12 +646,12 @@ TtCountEntries(VOID)
 
 KTEST_EX(Torture, every_primitive_on_every_processor, 0, TT_TIMEOUT_MS)
 {
-    ULONG64 Seconds = TtCmdline("duration", TT_DEFAULT_S);
+    ULONG64 Seconds = KtCommandLineValue("duration", TT_DEFAULT_S);
     ULONG64 Frequency, Start, Settle;
     TT_CPU Total = {0};
     ULONG ServiceCount;
 
-    if (TtCmdline("torture", 0) != 1)
+    if (KtCommandLineValue("torture", 0) != 1)
     {
         KT_SKIP("the stress mode runs with make torture");
     }
