@@ -8,13 +8,22 @@
  *      a barrier until all have arrived, runs the routine, and counts itself done;
  *   3. the caller waits for the count, releases the lock and lowers IRQL.
  * Processors waiting for the lock keep interrupts on, so they still answer
- * another processor's broadcast and two callers cannot deadlock.
+ * another processor's broadcast and two callers cannot deadlock. Both waits
+ * are bounded (SPINDLE_IPI_TIMEOUT).
  */
 #include "kernel/ki.h"
 
 #include "hal/hal.h"
 
 #define KI_IPI_GENERIC_CALL 0x1
+
+/*
+ * How long a broadcast waits for the other processors (generous: under TCG a
+ * call takes tens of milliseconds). A processor that never answers is a bug
+ * check whose freeze report shows where it is, not a silent hang.
+ */
+#define KI_IPI_TIMEOUT_MS     30000
+#define KI_IPI_CLOCK_INTERVAL 64 // spins between two looks at the clock
 
 typedef struct _KI_IPI_PACKET
 {
@@ -30,6 +39,29 @@ static KI_IPI_PACKET KiIpiPacket; // guarded by KiIpiLock
 static volatile LONG KiIpiRequests[MAXIMUM_PROCESSORS];
 volatile ULONG64 KiApcInterruptCount[MAXIMUM_PROCESSORS];
 
+/*
+ * Spins until *Counter reaches Packet->Count, for at most KI_IPI_TIMEOUT_MS.
+ * The acquire load pairs with the other processors' increments of *Counter.
+ */
+static VOID
+KiIpiWaitForAll(KI_IPI_PACKET *Packet, volatile LONG *Counter)
+{
+    LARGE_INTEGER Frequency;
+    ULONG64 Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
+    ULONG64 Limit = (ULONG64)Frequency.QuadPart / 1000 * KI_IPI_TIMEOUT_MS;
+
+    for (ULONG Spins = 1; __atomic_load_n(Counter, __ATOMIC_ACQUIRE) < Packet->Count; Spins++)
+    {
+        x86_pause();
+        if (Spins % KI_IPI_CLOCK_INTERVAL == 0 &&
+            (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Start > Limit)
+        {
+            KeBugCheckEx(SPINDLE_IPI_TIMEOUT, (ULONG_PTR)*Counter, (ULONG_PTR)Packet->Count,
+                         (ULONG_PTR)Packet->Routine, 0);
+        }
+    }
+}
+
 /* Runs this processor's part of the broadcast in KiIpiPacket; returns the routine's value. */
 static ULONG_PTR
 KiIpiRunPacket(VOID)
@@ -37,11 +69,10 @@ KiIpiRunPacket(VOID)
     KI_IPI_PACKET *Packet = &KiIpiPacket;
     ULONG_PTR Result;
 
+    /* The barrier: every processor counts itself in (release, so its arrival is
+     * ordered after its IPI-request read), then waits for all the others. */
     __atomic_add_fetch(&Packet->Arrived, 1, __ATOMIC_ACQ_REL);
-    while (__atomic_load_n(&Packet->Arrived, __ATOMIC_ACQUIRE) < Packet->Count)
-    {
-        x86_pause();
-    }
+    KiIpiWaitForAll(Packet, &Packet->Arrived);
     Result = Packet->Routine(Packet->Argument);
     /* Release: the routine's effects are visible before the caller sees Done. */
     __atomic_add_fetch(&Packet->Done, 1, __ATOMIC_RELEASE);
@@ -124,10 +155,7 @@ KeIpiGenericCall(PKIPI_BROADCAST_WORKER BroadcastFunction, ULONG_PTR Context)
 
     LockIrql = KfRaiseIrql(IPI_LEVEL);
     Result = KiIpiRunPacket();
-    while (__atomic_load_n(&KiIpiPacket.Done, __ATOMIC_ACQUIRE) < KiIpiPacket.Count)
-    {
-        x86_pause();
-    }
+    KiIpiWaitForAll(&KiIpiPacket, &KiIpiPacket.Done); // pairs with each routine's release of Done
     KeLowerIrql(LockIrql);
     KeReleaseSpinLock(&KiIpiLock, OldIrql);
     return Result;

@@ -31,7 +31,7 @@ typedef struct _KI_EXPIRED_DPC
 
 /*
  * The timer list and every set timer's DueTime, TimerListEntry, Header.Inserted,
- * Dpc and Period are guarded by KiTimerLock, a raw lock taken at CLOCK_LEVEL:
+ * Dpc and Period are guarded by KiTimerLock, a spin lock taken at CLOCK_LEVEL:
  * processor 0 takes it in its clock interrupt, so a holder on processor 0 must
  * keep that interrupt out, and the clock must not wait on a holder it interrupted.
  */
@@ -39,29 +39,20 @@ static LIST_ENTRY KiTimerListHead = {&KiTimerListHead, &KiTimerListHead};
 static KSPIN_LOCK KiTimerLock;
 
 /*
- * Takes KiTimerLock; the caller is at CLOCK_LEVEL. The wait is bounded in
- * checked builds (SPINDLE_SPIN_LOCK_DEADLOCK), like every spin-lock wait.
+ * Takes KiTimerLock; the caller is at CLOCK_LEVEL, so the clock interrupt on
+ * this processor cannot come in while it is held. The kernel's spin lock gives
+ * the ordering and, in checked builds, the deadlock watch.
  */
 static VOID
 KiAcquireTimerLockAtClockLevel(VOID)
 {
-    KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
-
-    /* Acquire: the list is read after the lock is owned; pairs with KiReleaseTimerLock. */
-    while (__atomic_exchange_n(&KiTimerLock, 1, __ATOMIC_ACQUIRE) != 0)
-    {
-        while (__atomic_load_n(&KiTimerLock, __ATOMIC_RELAXED) != 0)
-        {
-            KiSpinWaitPause(&Wait, &KiTimerLock, (ULONG_PTR)__builtin_return_address(0));
-        }
-    }
+    KiAcquireSpinLock(&KiTimerLock);
 }
 
 static VOID
 KiReleaseTimerLock(VOID)
 {
-    /* Release: list updates are visible before the lock is free (pairs with the acquire). */
-    __atomic_store_n(&KiTimerLock, 0, __ATOMIC_RELEASE);
+    KiReleaseSpinLock(&KiTimerLock);
 }
 
 /* Raises to CLOCK_LEVEL and takes KiTimerLock; returns the previous IRQL. */

@@ -19,7 +19,7 @@ extern char __image_end[];
 
 /* Bit set = page free. Guarded by MmpLock. */
 static ULONG64 MmpFreeBitmap[MM_PAGES / MM_BITS_PER_WORD];
-static volatile LONG MmpLock;
+static KSPIN_LOCK MmpLock; // taken with interrupts off, at any IRQL
 static ULONG64 MmpFreePages;
 static ULONG64 MmpHighestPage;
 static ULONG64 MmpSearchHint;
@@ -27,23 +27,13 @@ static ULONG64 MmpSearchHint;
 static ULONG64
 MmpLockAcquire(VOID)
 {
-    ULONG64 Flags = x86_save_disable();
-    /* Acquire: the xchg orders the bitmap accesses after it (pairs with the release store). */
-    while (__atomic_exchange_n(&MmpLock, 1, __ATOMIC_ACQUIRE) != 0)
-    {
-        while (__atomic_load_n(&MmpLock, __ATOMIC_RELAXED) != 0)
-        {
-            x86_pause();
-        }
-    }
-    return Flags;
+    return KiAcquireSpinLockDisableInterrupts(&MmpLock);
 }
 
 static VOID
 MmpLockRelease(ULONG64 Flags)
 {
-    __atomic_store_n(&MmpLock, 0, __ATOMIC_RELEASE);
-    x86_restore_flags(Flags);
+    KiReleaseSpinLockRestoreInterrupts(&MmpLock, Flags);
 }
 
 static BOOLEAN
