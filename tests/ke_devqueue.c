@@ -403,15 +403,70 @@ typedef struct _KDQ_RACE
     volatile LONG Processed;
     volatile LONG Grants;
     volatile LONG Handoffs; // entries an owner dequeued
+    volatile LONG Plugged;  // processors whose first insert found the plugged queue busy
+    volatile LONG Released; // processor 0 has handed the plugged entries out: race on
+    KDQ_ENTRY Plug;         // granted before the race: the device starts busy
 } KDQ_RACE;
 
-/* Whoever is granted the device drains the queue, as IoStartNextPacket would, until it idles. */
+/* Drains the queue as the device's owner until it idles; counts each entry handed out. */
+static VOID
+KdqDrain(KDQ_RACE *Race, BOOLEAN ByKey)
+{
+    PKDEVICE_QUEUE_ENTRY Next;
+
+    while ((Next = ByKey ? KeRemoveByKeyDeviceQueue(&Race->Queue, (ULONG)KtRandom() % 7)
+                         : KeRemoveDeviceQueue(&Race->Queue)) != NULL)
+    {
+        KT_EXPECT_EQ(Next->Inserted, FALSE);
+        InterlockedIncrement(&Race->Handoffs);
+        InterlockedIncrement(&CONTAINING_RECORD(Next, KDQ_ENTRY, Entry)->Done);
+        KeStallExecutionProcessor((ULONG)KtRandom() % 10);
+    }
+}
+
+/* Bounded wait (about 10 s) for *Value to reach Target; FALSE on timeout. */
+static BOOLEAN
+KdqWaitFor(volatile LONG *Value, LONG Target)
+{
+    for (ULONG Waited = 0; *Value < Target; Waited++)
+    {
+        if (Waited == 10000)
+        {
+            return FALSE;
+        }
+        KeStallExecutionProcessor(1000);
+    }
+    return TRUE;
+}
+
+/*
+ * Phase 1, before the race: processor 0 owns the plugged device until every
+ * other processor's first entry is queued behind it, then hands those out, so
+ * hand-offs happen on every run however the host schedules the processors.
+ * The others wait for that before going on, and the race proper is unchanged.
+ */
+static VOID
+KdqReleasePlug(KDQ_RACE *Race)
+{
+    KIRQL OldIrql;
+
+    KT_EXPECT(KdqWaitFor(&Race->Plugged, (LONG)KeQueryActiveProcessorCount(NULL) - 1));
+    KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
+    KdqDrain(Race, FALSE);
+    KeLowerIrql(OldIrql);
+    __atomic_store_n(&Race->Released, 1, __ATOMIC_RELEASE); // pairs with KdqWaitFor's reads
+}
+
 static VOID
 KdqRaceRoutine(ULONG Index, PVOID Context)
 {
     KDQ_RACE *Race = Context;
     KDQ_ENTRY *Mine = Race->Entries[Index];
 
+    if (Index == 0)
+    {
+        KdqReleasePlug(Race);
+    }
     for (ULONG i = 0; i < KDQ_SMP_ENTRIES; i++)
     {
         KIRQL OldIrql = KeRaiseIrqlToDpcLevel();
@@ -425,21 +480,20 @@ KdqRaceRoutine(ULONG Index, PVOID Context)
         {
             Queued = KeInsertDeviceQueue(&Race->Queue, &Mine[i].Entry);
         }
+        if (i == 0 && Index != 0)
+        {
+            KT_EXPECT(Queued); // processor 0 still holds the plugged device
+            InterlockedIncrement(&Race->Plugged);
+            KeLowerIrql(OldIrql);
+            KT_EXPECT(KdqWaitFor(&Race->Released, 1));
+            continue;
+        }
         if (!Queued)
         {
-            PKDEVICE_QUEUE_ENTRY Next;
-
             InterlockedIncrement(&Race->Grants);
             InterlockedIncrement(&Mine[i].Done);
             KeStallExecutionProcessor((ULONG)KtRandom() % 20); // the device works a while
-            while ((Next = (i & 2) ? KeRemoveByKeyDeviceQueue(&Race->Queue, (ULONG)KtRandom() % 7)
-                                   : KeRemoveDeviceQueue(&Race->Queue)) != NULL)
-            {
-                KT_EXPECT_EQ(Next->Inserted, FALSE);
-                InterlockedIncrement(&Race->Handoffs);
-                InterlockedIncrement(&CONTAINING_RECORD(Next, KDQ_ENTRY, Entry)->Done);
-                KeStallExecutionProcessor((ULONG)KtRandom() % 10);
-            }
+            KdqDrain(Race, (i & 2) != 0);
         }
         KeLowerIrql(OldIrql);
     }
@@ -451,6 +505,7 @@ KTEST_EX(KeDeviceQueue, busy_protocol_hands_every_entry_out_once_from_all_proces
     ULONG Count = KeQueryActiveProcessorCount(NULL);
     KDQ_RACE *Race = ExAllocatePoolWithTag(NonPagedPool, sizeof(*Race), KDQ_POOL_TAG);
     LONG Total = (LONG)(Count * KDQ_SMP_ENTRIES);
+    KIRQL OldIrql;
 
     KT_ASSERT(Race != NULL);
     memset(Race, 0, sizeof(*Race));
@@ -462,11 +517,14 @@ KTEST_EX(KeDeviceQueue, busy_protocol_hands_every_entry_out_once_from_all_proces
         KT_ASSERT(Race->Entries[p] != NULL);
         memset(Race->Entries[p], 0, KDQ_SMP_ENTRIES * sizeof(KDQ_ENTRY));
     }
+    KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
+    KT_EXPECT_EQ(KeInsertDeviceQueue(&Race->Queue, &Race->Plug.Entry), FALSE); // the plug
+    KeLowerIrql(OldIrql);
 
     KtRunOnProcessors(0, KdqRaceRoutine, Race);
 
     KT_EXPECT_EQ(Race->Grants + Race->Handoffs, Total);
-    KT_EXPECT_GT(Race->Handoffs, 0);
+    KT_EXPECT_GE(Race->Handoffs, (LONG)Count - 1); // at least the entries queued on the plug
     KT_EXPECT_EQ(Race->Queue.Busy, FALSE);
     KT_EXPECT(IsListEmpty(&Race->Queue.DeviceListHead));
     KT_EXPECT_EQ(Race->Queue.Lock, 0);
