@@ -20,6 +20,7 @@ EXTRA_TESTS ?=
 CMDLINE     ?=
 LOG         ?= build/serial.log
 CC          ?= gcc
+NOTESTS     ?= 0
 
 ifeq ($(origin CC),default)
 CC := gcc
@@ -29,6 +30,11 @@ $(error DBG must be 0 or 1)
 endif
 
 FLAVOUR := $(if $(filter 1,$(DBG)),checked,free)$(if $(filter clang%,$(notdir $(CC))),-clang,)
+# NOTESTS=1: the kernel without tests/ (no workload), in build/<flavour>-notests.
+ifeq ($(NOTESTS),1)
+FLAVOUR := $(FLAVOUR)-notests
+EXTRA_TESTS :=
+endif
 B       := build/$(FLAVOUR)
 NASM    ?= nasm
 NM      ?= nm
@@ -63,7 +69,8 @@ LDFLAGS  := -nostdlib -static -z max-page-size=4096 -z noexecstack -T linker.ld
 
 # ---- sources: every file in the layer folders is built; nothing to register
 C_SRCS   := $(sort $(wildcard arch/x86_64/*.c hal/*.c kernel/*.c kernel/*/*.c lib/*.c \
-              tests/harness/*.c tests/*.c tests/drivers/*.c tests/bench/*.c tests/torture/*.c))
+              $(if $(filter 1,$(NOTESTS)),,tests/harness/*.c tests/*.c tests/drivers/*.c \
+              tests/bench/*.c tests/torture/*.c)))
 ASM_SRCS := $(sort $(wildcard boot/*.asm arch/x86_64/*.asm))
 OBJS     := $(C_SRCS:%.c=$(B)/obj/%.o) $(ASM_SRCS:%.asm=$(B)/obj/%.asm.o)
 EXTRA_OBJS := $(foreach f,$(EXTRA_TESTS),$(B)/extra/$(subst /,_,$(basename $(abspath $(f)))).o)
@@ -263,6 +270,19 @@ torture: deps
 	@$(MAKE) --no-print-directory test TESTS='Torture:*' TIMEOUT=$$(( $(DURATION) + $(TIMEOUT) )) \
 	    CMDLINE='torture=1 duration=$(DURATION) $(CMDLINE)'
 
+# The kernel without tests/ boots, says it has nothing to run and exits 41 (HAL_EXIT_IDLE).
+.PHONY: test-notests
+test-notests: deps
+	@$(MAKE) --no-print-directory NOTESTS=1 iso
+	@bash scripts/run-qemu.sh --image $(B)-notests/spindle.iso --firmware bios --smp 2 \
+	    --mem $(MEM) --accel $(ACCEL) --log $(B)-notests/serial.log --timeout 300 \
+	    >$(B)-notests/run.out 2>&1 || true
+	@cat $(B)-notests/run.out
+	@grep -q 'Spindle: no workload linked in; nothing to run' $(B)-notests/serial.log \
+	    && tail -n 1 $(B)-notests/run.out | grep -q '(qemu exit 41)' \
+	    && echo "test-notests: OK (no workload, qemu exit 41)" \
+	    || { echo "test-notests: FAILED (expected the no-workload line and qemu exit 41)" >&2; exit 1; }
+
 check-layering:
 	@bash scripts/check-layering.sh
 
@@ -293,6 +313,7 @@ help:
 	@echo "  make esp / efi  build the EFI system partition / only the GNU-EFI loader"
 	@echo "  make bench      microbenchmarks (free build, SMP CPUs): table, build/bench.csv, bar charts"
 	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s)"
+	@echo "  make test-notests   boot the kernel built without tests/ (NOTESTS=1): it has nothing to run"
 	@echo "  make check-layering  check the include rules of STYLE.md §1"
 	@echo "  make check-headers   check that every header compiles on its own"
 	@echo "  make check-format    check the C formatting against .clang-format (STYLE.md §10)"

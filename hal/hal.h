@@ -14,6 +14,7 @@
 #define HAL_EXIT_FAILED   0x11 // a test failed: 35
 #define HAL_EXIT_BUGCHECK 0x12 // the system bug-checked: 37
 #define HAL_EXIT_WATCHDOG 0x13 // the test watchdog fired: 39
+#define HAL_EXIT_IDLE     0x14 // the image has no workload to run: 41
 
 /* IRQL is CR8 (= TPR[7:4]); the compiler barrier in the wrappers orders it. */
 static inline KIRQL

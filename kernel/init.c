@@ -1,7 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * KiSystemStartup: the boot processor's first C code. Brings the system up
- * layer by layer, then runs the in-kernel test suite, which ends the run.
+ * layer by layer, then runs the workload the image was linked with (the
+ * in-kernel test suite, which ends the run), or says there is none.
  */
 #include "kernel/ki.h"
 
@@ -15,6 +16,34 @@ static UCHAR KiBspIstStacks[X86_IST_COUNT][KI_IST_STACK_SIZE] __attribute__((ali
 
 KPRCB KiProcessorBlock[MAXIMUM_PROCESSORS];
 volatile ULONG KiActiveProcessorCount = 1;
+
+/* The workloads linked in (KI_STARTUP_WORKLOAD; linker.ld). */
+extern const KI_WORKLOAD __kworkload_start[];
+extern const KI_WORKLOAD __kworkload_end[];
+
+/*
+ * Runs the workload the image was linked with; one without a workload says so
+ * and ends the run with HAL_EXIT_IDLE. Boot processor, PASSIVE_LEVEL,
+ * interrupts on, every processor started. Never returns.
+ */
+__attribute__((noreturn)) static VOID
+KiRunWorkload(PCSTR CommandLine)
+{
+    SIZE_T Count = (SIZE_T)(__kworkload_end - __kworkload_start);
+
+    if (Count == 0)
+    {
+        DbgPrint("Spindle: no workload linked in; nothing to run\n");
+        HalExitEmulator(HAL_EXIT_IDLE);
+    }
+    if (Count > 1)
+    {
+        DbgPrint("Spindle: %llu workloads linked in; running the first, \"%s\"\n", (ULONG64)Count,
+                 __kworkload_start[0].Name);
+    }
+    __kworkload_start[0].Routine(CommandLine);
+    KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0, 0, 0, 0); // a workload ends the run itself
+}
 
 /* Loads this processor's GDT, TSS (with its IST stacks), the IDT and GS base. */
 VOID
@@ -74,6 +103,5 @@ KiSystemStartup(ULONG64 BootInfoPhysical)
     x86_sti();
     KiStartSecondaryProcessors();
 
-    KiRunTestSuite(KiBootInfo.CommandLine);
-    KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0, 0, 0, 0); // the suite ends the run itself
+    KiRunWorkload(KiBootInfo.CommandLine);
 }

@@ -56,8 +56,6 @@ typedef struct _KPRCB
     volatile ULONG64 ClockTicks; // clock interrupts taken by this processor
     volatile ULONG64 InterruptCount;
     ULONG SpinLocksHeld;                            // checked build: ordinary and queued locks held
-    PVOID BugCheckCatcher;                          // the harness's innermost KT_EXPECT_BUGCHECK
-    PVOID TestAbortJump;                            // where KtAbort goes on this processor
     KI_IDLE_WORK_ROUTINE *volatile IdleWorkRoutine; // set last by KiQueueIdleWork
     PVOID IdleWorkContext;
     volatile LONG IdleWorkBusy; // claimed by KiQueueIdleWork until the routine returns
@@ -146,19 +144,49 @@ const char *KiLookupSymbol(ULONG64 Address, ULONG64 *Offset);
 VOID KiPrintAddress(const char *Prefix, ULONG64 Address);
 
 /*
- * The test harness's hook, called first by every KeBugCheckEx. It does not
- * return when a KT_EXPECT_BUGCHECK armed on this processor (BugCheckCatcher)
- * takes the code; otherwise it reports the running test as failed and
- * returns, and the system stops.
+ * The bug-check catcher: the one hook through which the workload an image was
+ * linked with (the test harness) takes bug checks it expects. Registered once
+ * by KiRegisterBugCheckCatcher (kernel/ke/bugcheck.c documents the protocol).
  */
-typedef VOID KI_BUGCHECK_CATCH_ROUTINE(ULONG Code, const ULONG_PTR Parameters[4]);
-extern KI_BUGCHECK_CATCH_ROUTINE *KiBugCheckCatchRoutine;
+typedef struct _KI_BUGCHECK_CATCHER
+{
+    /*
+     * TRUE when the current processor expects a bug check now; the kernel then
+     * keeps its reports before the bug check to one line. Any IRQL.
+     */
+    BOOLEAN (*IsArmed)(VOID);
+    /*
+     * Called first by every KeBugCheckEx (not during one already stopping the
+     * system), interrupts in any state. Does not return when it takes the bug
+     * check; returns to let the system stop.
+     */
+    VOID (*Catch)(ULONG Code, const ULONG_PTR Parameters[4]);
+} KI_BUGCHECK_CATCHER;
+
+VOID KiRegisterBugCheckCatcher(const KI_BUGCHECK_CATCHER *Catcher);
+BOOLEAN KiBugCheckIsExpected(VOID);
 
 /* Console output lock for DbgPrint; broken open during a bug check. */
 extern volatile BOOLEAN KiDebugConsoleBusted;
 
-/* The system's workload once started: the in-kernel test suite (tests/harness). */
-VOID KiRunTestSuite(PCSTR CommandLine);
+/*
+ * The workload: what the system runs once started, on the boot processor at
+ * PASSIVE_LEVEL with interrupts on, given the kernel command line. An image
+ * links in at most one, registered with KI_STARTUP_WORKLOAD in the section
+ * .kworkload (linker.ld); KiSystemStartup runs it, or says there is nothing to
+ * run. A workload ends the run itself (HalExitEmulator).
+ */
+typedef VOID KI_WORKLOAD_ROUTINE(PCSTR CommandLine);
+
+typedef struct _KI_WORKLOAD
+{
+    PCSTR Name;
+    KI_WORKLOAD_ROUTINE *Routine;
+} KI_WORKLOAD;
+
+#define KI_STARTUP_WORKLOAD(Name, Routine)                                                         \
+    static const KI_WORKLOAD KiWorkload_##Routine                                                  \
+        __attribute__((used, section(".kworkload"), aligned(8))) = {Name, Routine}
 
 /* Spindle's own stop codes (outside Windows' range of documented codes). */
 #define SPINDLE_SPIN_LOCK_DEADLOCK 0x5D000001 // P1 lock, P2 owner CPU, P3 owner RIP, P4 waiter RIP
@@ -197,12 +225,14 @@ VOID KiRequestSoftwareInterrupt(KIRQL Level);
 extern volatile ULONG64 KiApcInterruptCount[MAXIMUM_PROCESSORS];
 
 /*
- * Called by the clock interrupt (kernel/ke/clock.c) on EVERY processor, at
- * CLOCK_LEVEL, with the interrupted context, when non-NULL. The test harness's
- * watchdog sets it. Storage is in kernel/ke/interrupt.c.
+ * A per-tick callback: called by the clock interrupt on every processor, at
+ * CLOCK_LEVEL, with the interrupted context. One may be registered
+ * (KiRegisterClockCallback, kernel/ke/clock.c); the test harness's watchdog is
+ * one.
  */
-typedef VOID KI_CLOCK_HOOK(struct x86_trap_frame *Frame);
-extern KI_CLOCK_HOOK *volatile KiClockHook;
+typedef VOID KI_CLOCK_CALLBACK(struct x86_trap_frame *Frame);
+
+VOID KiRegisterClockCallback(KI_CLOCK_CALLBACK *Callback);
 
 /* ---------------------------------------------------------------- clock and timers */
 

@@ -276,6 +276,7 @@ meaning_of() {
         35) echo "a test failed" ;;
         37) echo "bug check" ;;
         39) echo "watchdog fired" ;;
+        41) echo "nothing to run: the image has no workload" ;;
         0) echo "QEMU exited without the kernel's exit code (triple fault or power-off)" ;;
         1) echo "QEMU failed (error, or the kernel wrote exit value 0)" ;;
         *)

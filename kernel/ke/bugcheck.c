@@ -1,8 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * KeBugCheckEx: stop the system with a STOP line, the backtrace and every other
- * processor's position, then leave QEMU with the bug-check exit code. Under
- * the test harness a KT_EXPECT_BUGCHECK on this processor catches it instead.
+ * processor's position, then leave QEMU with the bug-check exit code. A
+ * registered bug-check catcher (the test harness's) may take it instead.
  */
 #include "kernel/ki.h"
 
@@ -44,7 +44,8 @@ static const KI_BUGCHECK_NAME KiBugCheckNames[] = {
     {SPINDLE_IPI_TIMEOUT, "SPINDLE_IPI_TIMEOUT"},
 };
 
-KI_BUGCHECK_CATCH_ROUTINE *KiBugCheckCatchRoutine;
+/* The registered catcher, or NULL; set once, before anything it expects can happen. */
+static const KI_BUGCHECK_CATCHER *volatile KiBugCheckCatcher;
 
 /* 0 until a processor starts stopping the system; then that processor's number + 1. */
 static volatile ULONG KiBugCheckOwner;
@@ -109,6 +110,38 @@ KiReportOtherProcessors(ULONG Self, const char *LinePrefix)
     }
 }
 
+/*
+ * Registers the bug-check catcher, the one hook through which a workload takes
+ * the bug checks it expects (the test harness's KT_EXPECT_BUGCHECK). From then
+ * on every KeBugCheckEx first calls Catcher->Catch with the code and the four
+ * parameters, unless a bug check is already stopping the system; Catch does
+ * not return when it takes the bug check (it unwinds to where the workload
+ * armed it) and returns to let the system stop. Catcher->IsArmed tells the
+ * kernel whether the current processor expects a bug check, so that the
+ * reports it prints before one (an exception, a spin-lock deadlock) stay short.
+ * One catcher per system; a second registration replaces the first. Boot
+ * processor, PASSIVE_LEVEL; Catcher must stay valid for the rest of the run.
+ */
+VOID
+KiRegisterBugCheckCatcher(const KI_BUGCHECK_CATCHER *Catcher)
+{
+    /* Release: pairs with the acquire loads below; Catcher's fields are written first. */
+    __atomic_store_n(&KiBugCheckCatcher, Catcher, __ATOMIC_RELEASE);
+}
+
+/*
+ * TRUE when the registered catcher expects a bug check on the current
+ * processor (FALSE without a catcher). Any IRQL.
+ */
+BOOLEAN
+KiBugCheckIsExpected(VOID)
+{
+    /* Acquire: pairs with the release in KiRegisterBugCheckCatcher. */
+    const KI_BUGCHECK_CATCHER *Catcher = __atomic_load_n(&KiBugCheckCatcher, __ATOMIC_ACQUIRE);
+
+    return Catcher != NULL && Catcher->IsArmed();
+}
+
 __attribute__((noreturn)) static VOID
 KiStopProcessor(VOID)
 {
@@ -121,7 +154,7 @@ KiStopProcessor(VOID)
 
 /*
  * Stops the system with the given code and parameters. Any IRQL. Never returns
- * (unless a KT_EXPECT_BUGCHECK on this processor catches it).
+ * (unless the registered bug-check catcher takes it: KiRegisterBugCheckCatcher).
  */
 VOID
 KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugCheckParameter2,
@@ -131,12 +164,14 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
                                      BugCheckParameter4};
     PKPRCB Prcb = KeGetCurrentPrcb();
     const struct x86_trap_frame *Frame;
+    /* Acquire: pairs with the release in KiRegisterBugCheckCatcher. */
+    const KI_BUGCHECK_CATCHER *Catcher = __atomic_load_n(&KiBugCheckCatcher, __ATOMIC_ACQUIRE);
     ULONG Expected = 0;
 
-    if (KiBugCheckCatchRoutine != NULL && !KiBugCheckInProgress())
+    if (Catcher != NULL && !KiBugCheckInProgress())
     {
         KiBugCheckFrame[Prcb->Number] = NULL;
-        KiBugCheckCatchRoutine(BugCheckCode, Parameters);
+        Catcher->Catch(BugCheckCode, Parameters);
     }
 
     x86_cli();

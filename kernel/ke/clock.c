@@ -17,6 +17,23 @@
  */
 volatile ULONG64 KiTickCount;
 
+/* The registered per-tick callback, or NULL (KiRegisterClockCallback). */
+static KI_CLOCK_CALLBACK *volatile KiClockCallback;
+
+/*
+ * Registers Callback to run on every clock interrupt of every processor, at
+ * CLOCK_LEVEL, with the interrupted context (NULL unregisters). One callback
+ * per system; a second registration replaces the first. Any IRQL. The caller
+ * publishes what Callback reads before registering it; Callback must be safe
+ * to run on any processor at any time from the registration on.
+ */
+VOID
+KiRegisterClockCallback(KI_CLOCK_CALLBACK *Callback)
+{
+    /* Release: pairs with the acquire in KiClockInterrupt. */
+    __atomic_store_n(&KiClockCallback, Callback, __ATOMIC_RELEASE);
+}
+
 /*
  * The clock interrupt, at CLOCK_LEVEL on every processor. Frame is the
  * interrupted context (for the watchdog's report).
@@ -25,7 +42,7 @@ static VOID
 KiClockInterrupt(struct x86_trap_frame *Frame, PVOID Context)
 {
     PKPRCB Prcb = KeGetCurrentPrcb();
-    KI_CLOCK_HOOK *Hook;
+    KI_CLOCK_CALLBACK *Callback;
 
     /* Only this processor writes its count; others may read it at any time. */
     __atomic_store_n(&Prcb->ClockTicks, Prcb->ClockTicks + 1, __ATOMIC_RELAXED);
@@ -37,11 +54,11 @@ KiClockInterrupt(struct x86_trap_frame *Frame, PVOID Context)
         KiExpireTimers(Tick);
     }
 
-    /* Acquire: pairs with the release by which the harness publishes its hook's data. */
-    Hook = __atomic_load_n(&KiClockHook, __ATOMIC_ACQUIRE);
-    if (Hook != NULL)
+    /* Acquire: pairs with the release in KiRegisterClockCallback. */
+    Callback = __atomic_load_n(&KiClockCallback, __ATOMIC_ACQUIRE);
+    if (Callback != NULL)
     {
-        Hook(Frame);
+        Callback(Frame);
     }
 }
 

@@ -2,7 +2,7 @@
 /*
  * The idle loop every secondary processor ends in, and the one-slot work
  * hand-off through which others give it something to run at PASSIVE_LEVEL
- * (KtRunOnProcessors uses it). Protocol per processor:
+ * (the test harness runs its multi-processor tests through it). Protocol per processor:
  *   IdleWorkBusy 0 -> 1   claimed by KiQueueIdleWork (compare-exchange)
  *   IdleWorkRoutine set   published with release; the target is woken by an IPI
  *   routine runs          on the target, at PASSIVE_LEVEL, interrupts on

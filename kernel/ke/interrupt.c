@@ -15,7 +15,6 @@ typedef struct _KI_VECTOR
 } KI_VECTOR;
 
 static KI_VECTOR KiInterruptTable[256];
-KI_CLOCK_HOOK *volatile KiClockHook;
 
 /* Installs the routine for Vector; all processors share the table. */
 VOID

@@ -177,7 +177,7 @@ KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
         return;
     }
     Owner = KiFindLockOwner(SpinLock, &OwnerRip);
-    if (KeGetCurrentPrcb()->BugCheckCatcher == NULL)
+    if (!KiBugCheckIsExpected())
     {
         DbgPrint("\n*** spin lock %p: processor %u waited %u ms; owner: processor %d\n",
                  (PVOID)SpinLock, KeGetCurrentPrcb()->Number, KiSpinLockTimeoutMs, (int)Owner);

@@ -129,9 +129,9 @@ KiDispatchException(struct x86_trap_frame *Frame)
         KiFreezeProcessor(Frame);
     }
     KiSetBugCheckTrapFrame(Frame);
-    if (Prcb->BugCheckCatcher != NULL)
+    if (KiBugCheckIsExpected())
     {
-        /* A test expects this; one line is enough. */
+        /* The workload expects this; one line is enough. */
         DbgPrint("# exception %s at %s+%#llx (cr2 %#llx)\n", KiExceptionNames[Frame->vector],
                  Symbol ? Symbol : "?", Offset, Cr2);
         KiExceptionBugCheck(Frame, Cr2);

@@ -9,6 +9,15 @@
 
 const KTEST_CASE *KtCurrentTest(VOID);
 
+/*
+ * Runs the selected tests and ends the run (the workload the harness registers
+ * with KI_STARTUP_WORKLOAD). Boot processor, PASSIVE_LEVEL, interrupts on.
+ */
+VOID KtRunTestSuite(PCSTR CommandLine);
+
+/* Per processor (by number): where KtAbort jumps, NULL outside a test routine. */
+extern KT_JMP_BUF *KtAbortJump[MAXIMUM_PROCESSORS];
+
 /* Arms the watchdog for Test's budget; KtWatchdogStop disarms it. */
 VOID KtWatchdogStart(const KTEST_CASE *Test);
 VOID KtWatchdogStop(VOID);

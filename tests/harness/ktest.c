@@ -42,6 +42,10 @@ typedef enum _KT_RESULT
 static KT_STATE KtState;
 static ULONG KtCounts[3]; // passed, failed, skipped so far
 static ULONG KtNumber;    // KTAP number of the running test
+
+/* Per processor: the innermost armed KT_EXPECT_BUGCHECK, and where KtAbort goes (harness.h). */
+static KT_BUGCHECK_CATCH *KtCatchers[MAXIMUM_PROCESSORS];
+KT_JMP_BUF *KtAbortJump[MAXIMUM_PROCESSORS];
 static const KTEST_CASE *KtTests[KT_MAX_TESTS];
 static EXP_POOL_TAG_USAGE KtPoolBefore[KT_MAX_TAGS];
 static EXP_POOL_TAG_USAGE KtPoolAfter[KT_MAX_TAGS];
@@ -91,8 +95,7 @@ KtExchangeFailures(LONG Count)
 VOID
 KtAbort(VOID)
 {
-    PKPRCB Prcb = KeGetCurrentPrcb();
-    KT_JMP_BUF *Jump = Prcb->TestAbortJump;
+    KT_JMP_BUF *Jump = KtAbortJump[KeGetCurrentPrcb()->Number];
 
     if (Jump == NULL)
     {
@@ -139,8 +142,8 @@ KtArmBugCheck(KT_BUGCHECK_CATCH *Catch)
     Catch->InterruptsOn = (Flags & X86_RFLAGS_IF) != 0;
     Catch->Nesting = Prcb->InterruptNesting;
     Catch->Code = 0;
-    Catch->Previous = Prcb->BugCheckCatcher;
-    Prcb->BugCheckCatcher = Catch;
+    Catch->Previous = KtCatchers[Prcb->Number];
+    KtCatchers[Prcb->Number] = Catch;
     x86_restore_flags(Flags);
 }
 
@@ -148,8 +151,19 @@ VOID
 KtDisarmBugCheck(KT_BUGCHECK_CATCH *Catch)
 {
     ULONG64 Flags = x86_save_disable();
-    KeGetCurrentPrcb()->BugCheckCatcher = Catch->Previous;
+    KtCatchers[KeGetCurrentPrcb()->Number] = Catch->Previous;
     x86_restore_flags(Flags);
+}
+
+/* TRUE when a KT_EXPECT_BUGCHECK is armed on the current processor. Any IRQL. */
+static BOOLEAN
+KtIsBugCheckArmed(VOID)
+{
+    ULONG64 Flags = x86_save_disable();
+    BOOLEAN Armed = KtCatchers[KeGetCurrentPrcb()->Number] != NULL;
+
+    x86_restore_flags(Flags);
+    return Armed;
 }
 
 /*
@@ -166,7 +180,7 @@ KtCatchBugCheck(ULONG Code, const ULONG_PTR Parameters[4])
 
     x86_cli();
     Prcb = KeGetCurrentPrcb();
-    Catch = Prcb->BugCheckCatcher;
+    Catch = KtCatchers[Prcb->Number];
     if (Catch == NULL || Catch->Expected != Code)
     {
         if (Catch != NULL)
@@ -186,7 +200,7 @@ KtCatchBugCheck(ULONG Code, const ULONG_PTR Parameters[4])
     {
         Catch->Parameter[i] = Parameters[i];
     }
-    Prcb->BugCheckCatcher = Catch->Previous;
+    KtCatchers[Prcb->Number] = Catch->Previous;
     while (Prcb->InterruptNesting > Catch->Nesting)
     {
         HalEndOfInterrupt();
@@ -375,11 +389,11 @@ KtCheckHygiene(const KTEST_CASE *Test, ULONG PoolTagsBefore)
         KtState.Failures++;
         Prcb->SpinLocksHeld = 0;
     }
-    if (Prcb->BugCheckCatcher != NULL)
+    if (KtCatchers[Prcb->Number] != NULL)
     {
         KtLog("%s:%s left a KT_EXPECT_BUGCHECK armed", Test->Suite, Test->Name);
         KtState.Failures++;
-        Prcb->BugCheckCatcher = NULL;
+        KtCatchers[Prcb->Number] = NULL;
     }
 
     PoolTagsAfter = ExpQueryPoolTags(KtPoolAfter, KT_MAX_TAGS);
@@ -429,12 +443,12 @@ KtRunOne(const KTEST_CASE *Test, ULONG Number, ULONG Repetition)
     PoolTagsBefore = ExpQueryPoolTags(KtPoolBefore, KT_MAX_TAGS);
     KtState.Current = Test;
     KtWatchdogStart(Test);
-    Prcb->TestAbortJump = &Abort;
+    KtAbortJump[Prcb->Number] = &Abort;
     if (x86_setjmp(&Abort) == 0)
     {
         Test->Routine();
     }
-    Prcb->TestAbortJump = NULL;
+    KtAbortJump[Prcb->Number] = NULL;
     KtWatchdogStop();
     KtCheckHygiene(Test, PoolTagsBefore);
     KtState.Current = NULL;
@@ -454,13 +468,15 @@ KtRunOne(const KTEST_CASE *Test, ULONG Number, ULONG Repetition)
     return KtPassed;
 }
 
+static const KI_BUGCHECK_CATCHER KtBugCheckCatcher = {KtIsBugCheckArmed, KtCatchBugCheck};
+
 /*
  * Runs the selected tests and ends the run: prints the summary line and leaves
  * QEMU with the pass or fail code. Called once on the boot processor at
  * PASSIVE_LEVEL with interrupts on.
  */
 VOID
-KiRunTestSuite(PCSTR CommandLine)
+KtRunTestSuite(PCSTR CommandLine)
 {
     SIZE_T PatternsLength = 0;
     const char *Patterns = cmdline_get(CommandLine, "tests", &PatternsLength);
@@ -470,7 +486,7 @@ KiRunTestSuite(PCSTR CommandLine)
 
     KtState.Seed = KtCommandLineNumber(CommandLine, "seed", 1);
     KtState.Verbose = (ULONG)KtCommandLineNumber(CommandLine, "verbose", 0);
-    KiBugCheckCatchRoutine = KtCatchBugCheck;
+    KiRegisterBugCheckCatcher(&KtBugCheckCatcher);
     if (Patterns == NULL)
     {
         PatternsLength = 0;
@@ -526,3 +542,5 @@ KiRunTestSuite(PCSTR CommandLine)
              KtCounts[KtSkipped]);
     HalExitEmulator(KtCounts[KtFailed] == 0 ? HAL_EXIT_PASSED : HAL_EXIT_FAILED);
 }
+
+KI_STARTUP_WORKLOAD("the Spindle test suite", KtRunTestSuite);

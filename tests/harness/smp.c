@@ -27,7 +27,7 @@ static VOID
 KtRunHere(ULONG Index, KT_RUN *Run)
 {
     PKPRCB Prcb = KeGetCurrentPrcb();
-    PVOID PreviousAbort = Prcb->TestAbortJump;
+    KT_JMP_BUF *PreviousAbort = KtAbortJump[Prcb->Number];
     KT_JMP_BUF Abort;
 
     __atomic_add_fetch(&Run->Arrived, 1, __ATOMIC_ACQ_REL);
@@ -36,12 +36,12 @@ KtRunHere(ULONG Index, KT_RUN *Run)
         x86_pause();
     }
 
-    Prcb->TestAbortJump = &Abort;
+    KtAbortJump[Prcb->Number] = &Abort;
     if (x86_setjmp(&Abort) == 0)
     {
         Run->Routine(Index, Run->Context);
     }
-    Prcb->TestAbortJump = PreviousAbort;
+    KtAbortJump[Prcb->Number] = PreviousAbort;
 
     if (KeGetCurrentIrql() != PASSIVE_LEVEL)
     {

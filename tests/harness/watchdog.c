@@ -61,7 +61,7 @@ KtWatchdogStart(const KTEST_CASE *Test)
         Budget *= KT_SLOW_FACTOR;
     }
     KtBudgetMs = (ULONG)Budget;
-    KiClockHook = KtWatchdogTick;
+    KiRegisterClockCallback(KtWatchdogTick);
     /* Release: the budget is written before a clock interrupt can see the deadline. */
     __atomic_store_n(&KtDeadline,
                      (ULONG64)Now.QuadPart + Budget * (ULONG64)Frequency.QuadPart / 1000,
