@@ -4,7 +4,7 @@
  * own EFI loader, which writes the same format) into KiBootInfo, before
  * anything reuses the low memory it sits in.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "lib/lib.h"
 

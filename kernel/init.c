@@ -4,7 +4,9 @@
  * layer by layer, then runs the workload the image was linked with (the
  * in-kernel test suite, which ends the run), or says there is none.
  */
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
+#include "kernel/mm/mm.h"
 
 #include "hal/hal.h"
 #include "lib/lib.h"

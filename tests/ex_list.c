@@ -12,7 +12,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define EL_ENTRIES_PER_CPU 16

@@ -10,7 +10,8 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define LA_TAG        'kLtK'

@@ -6,7 +6,9 @@
 #include <ktest.h>
 #include <wdm.h>
 
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
+#include "kernel/mm/mm.h"
 #include "lib/lib.h"
 
 #define TAG_A 'AlpT'

@@ -11,7 +11,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define SX_ENTRIES_PER_CPU 3 // few entries: the same ones come back often (ABA bait)

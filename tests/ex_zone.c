@@ -11,7 +11,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define ZN_ITERATIONS 4000 // allocate/free pairs per processor in the contention test

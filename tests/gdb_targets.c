@@ -13,7 +13,7 @@
 #include <wdm.h>
 
 #include "arch/x86_64/x86.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 /* A real call the session can break on: never inlined or cloned away. */
 #if defined(__clang__)

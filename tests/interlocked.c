@@ -11,7 +11,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define IL_ITERATIONS 20000 // operations per processor in the contention tests

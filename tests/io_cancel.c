@@ -11,7 +11,7 @@
 #include <ktest.h>
 
 #include "kernel/io/iop.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define ICN_RACE_IRPS 1500 // per processor pair

@@ -14,7 +14,7 @@
 #include <ktest.h>
 
 #include "kernel/io/iop.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define TCQ_IRPS      4

@@ -14,8 +14,9 @@
 
 #include <ktest.h>
 
+#include "kernel/ex/ex.h"
 #include "kernel/io/iop.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define TIO_MAX_RECORDS 8

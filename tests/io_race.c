@@ -22,8 +22,9 @@
 
 #include <ktest.h>
 
+#include "kernel/ex/ex.h"
 #include "kernel/io/iop.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 #include "tests/drivers/samples.h"
 

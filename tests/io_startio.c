@@ -17,7 +17,7 @@
 #include <ktest.h>
 
 #include "kernel/io/iop.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define TSI_MAX_IRPS 8

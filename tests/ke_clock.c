@@ -10,7 +10,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 /*
  * Waits are bounded on the performance counter, not by counting steps: under

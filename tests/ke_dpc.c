@@ -8,7 +8,7 @@
 #include <wdm.h>
 
 #include "arch/x86_64/x86.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define MAX_RECORDS 16

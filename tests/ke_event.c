@@ -10,7 +10,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define KEV_WAIT_SPINS (1ull << 32)

@@ -14,7 +14,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define IT_VECTOR        0x51 // IRQL 5

@@ -7,7 +7,7 @@
 #include <wdm.h>
 
 #include "hal/hal.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 /* A vector of class 9 (DIRQL 9) that only this file connects. */
 #define TEST_VECTOR 0x9e

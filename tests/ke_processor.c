@@ -10,7 +10,7 @@
 
 #include "arch/x86_64/x86.h"
 #include "hal/hal.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 #include "tests/harness/harness.h"
 

@@ -10,7 +10,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define SL_UNCHANGED      0xff   // "the entry IRQL" in a table

@@ -14,7 +14,7 @@
 
 #include <ktest.h>
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 /*

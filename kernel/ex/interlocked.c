@@ -9,7 +9,8 @@
  * must guard nothing but ExInterlocked calls. Where x64 Windows ignores the
  * lock (one locked instruction does the job), so do we.
  */
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
 
 static inline INTERLOCKED_RESULT
 ExpSignOf(LONG Value)

@@ -22,7 +22,8 @@
  * bits (or fault in cmpxchg16b); the checked build ASSERTs (bug check 0xE2
  * via RtlAssert), the free build trusts MEMORY_ALLOCATION_ALIGNMENT.
  */
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
 
 #define EXP_SLIST_DEPTH_MASK    0xffffull
 #define EXP_SLIST_SEQUENCE_ONE  0x10000ull // Sequence + 1 in the low qword

@@ -7,7 +7,8 @@
  * stays where initialisation put it. The counters are updated atomically, so
  * they are exact even under contention.
  */
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
 
 #define EXP_LOOKASIDE_DEFAULT_DEPTH 256 // Windows' MaximumDepth; no dynamic tuning here
 

@@ -7,7 +7,9 @@
  * ExFreePool checks, so a double free, a foreign pointer or a wrong tag
  * bug-checks (BAD_POOL_CALLER) instead of corrupting memory.
  */
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
+#include "kernel/mm/mm.h"
 
 #include "lib/lib.h"
 

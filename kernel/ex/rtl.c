@@ -2,7 +2,7 @@
 /*
  * Run-time library string routines the I/O manager and drivers use.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 /*
  * Points DestinationString at the NUL-terminated SourceString without copying:

@@ -15,7 +15,8 @@
  * included) or not a multiple of 8, or larger than the segment: the routine
  * returns STATUS_INVALID_PARAMETER and writes nothing.
  */
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
 
 static BOOLEAN
 ExpIsValidZoneSegment(ULONG BlockSize, PVOID Segment, ULONG SegmentSize)

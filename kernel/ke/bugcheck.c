@@ -4,7 +4,7 @@
  * processor's position, then leave QEMU with the bug-check exit code. A
  * registered bug-check catcher (the test harness's) may take it instead.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 #include "lib/lib.h"

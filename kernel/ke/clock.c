@@ -5,7 +5,7 @@
  * tick count and expires kernel timers. Also the TSC-based performance counter
  * and the stall, which the HAL provides.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

@@ -5,7 +5,7 @@
  * lines from different processors never interleave. The lock wait is bounded:
  * during a bug check (or if a processor died holding it) output goes ahead.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 #include "lib/lib.h"

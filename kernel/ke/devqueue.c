@@ -14,7 +14,7 @@
  *         (P2 = entry, P3 = queue). Entries must therefore start with Inserted = FALSE
  *         (zeroed, as IoInitializeIrp leaves an IRP's DeviceQueueEntry).
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #if DBG
 /* Bug-checks 0x8 unless the caller is at exactly DISPATCH_LEVEL. */

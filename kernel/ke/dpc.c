@@ -10,7 +10,7 @@
  * Inserting always requests DISPATCH_LEVEL on the target: a self-IPI on this
  * processor, an IPI on another (project choice, API.md §5).
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

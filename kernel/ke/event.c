@@ -14,7 +14,7 @@
  *   all: 0xA IRQL_NOT_LESS_OR_EQUAL (P1 = Object, P2 = IRQL, P3 = 0, P4 = caller IP)
  * A zero timeout (a poll) is allowed at DISPATCH_LEVEL, in a DPC too.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #define KI_100NS_PER_SECOND 10000000ull
 

@@ -8,7 +8,7 @@
  *   routine runs          on the target, at PASSIVE_LEVEL, interrupts on
  *   Routine = NULL, IdleWorkBusy = 0   released by the target when the routine returns
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

@@ -4,7 +4,7 @@
  * class gives (vector >> 4, DESIGN.md §4) with interrupts enabled, so higher
  * classes can nest, then ends with EOI and returns to the interrupted IRQL.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

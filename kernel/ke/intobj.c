@@ -16,7 +16,7 @@
  * this vector's dispatcher at the unlink has left it: Entered[n] counts
  * processor n's entries and exits, odd while inside.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

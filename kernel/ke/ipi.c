@@ -11,7 +11,7 @@
  * another processor's broadcast and two callers cannot deadlock. Both waits
  * are bounded (SPINDLE_IPI_TIMEOUT).
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

@@ -7,7 +7,7 @@
  * Checked builds (DBG=1) bug-check on a raise to a lower level (0x9) and a
  * lower to a higher level (0xA), API.md §2.3; free builds just set the level.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

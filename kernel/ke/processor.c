@@ -15,7 +15,8 @@
  * reset (KiResetProcessorBlock) and given to the next AP. At most MAXIMUM_PROCESSORS run; further
  * processors are reported and left in wait-for-SIPI.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
+#include "kernel/mm/mm.h"
 
 #include "hal/hal.h"
 #include "lib/lib.h"

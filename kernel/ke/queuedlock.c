@@ -28,7 +28,7 @@
  * 0xF; releasing a handle whose Lock lacks OWNER gets 0x10. Long waits fall
  * to the deadlock watch of spinlock.c.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

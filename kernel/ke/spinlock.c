@@ -17,7 +17,7 @@
  * of the locks each one holds (KI_LOCK_TRACK_SLOTS deep; deeper nests are
  * still counted in SpinLocksHeld, only not named in reports).
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

@@ -3,7 +3,7 @@
  * Address-to-symbol lookup for reports and backtraces, over the table that
  * scripts/gen-ksyms.sh generates from the kernel's own symbols (section .ksyms).
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "lib/lib.h"
 

@@ -14,7 +14,7 @@
  * tick, so a timer may fire up to one tick period before the full interval
  * has passed since the call.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 

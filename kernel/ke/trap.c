@@ -4,7 +4,7 @@
  * KiTrapDispatch). Device and software interrupts go to the HAL; exceptions
  * are reported with registers and a backtrace, then bug-check.
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
 #include "lib/lib.h"

@@ -5,7 +5,8 @@
  * virtual address. Safe from any processor at any IRQL (interrupts are held
  * off around the short critical section).
  */
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
+#include "kernel/mm/mm.h"
 
 #include "lib/lib.h"
 

@@ -7,7 +7,7 @@ lists the commands.
 
 gdb threads are vCPUs (QEMU: thread N = vCPU N-1). A thread is matched to its
 processor through its GS base, which points at that processor's KPRCB
-(kernel/ki.h: Self at gs:0); a vCPU Spindle has not started has GS base 0.
+(kernel/ke/ke.h: Self at gs:0); a vCPU Spindle has not started has GS base 0.
 
 Layouts: KPRCB and the harness state come from the kernel's debug information;
 the DDK structures (KDPC, KSPIN_LOCK_QUEUE, KDEVICE_QUEUE, IRP,

@@ -3,7 +3,8 @@
  * Test instrumentation for the sample drivers (not driver logic): white-box
  * checks on kernel state that a real driver has no way to make.
  */
-#include "kernel/ki.h"
+#include "kernel/io/iop.h"
+#include "kernel/ke/ke.h"
 #include "tests/drivers/samples.h"
 
 /* TRUE if at DISPATCH_LEVEL with the cancel spin lock held by this processor. */

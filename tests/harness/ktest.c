@@ -8,7 +8,8 @@
 #include <ktest.h>
 
 #include "hal/hal.h"
-#include "kernel/ki.h"
+#include "kernel/ex/ex.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 #include "tests/harness/harness.h"
 

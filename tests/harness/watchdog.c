@@ -12,7 +12,7 @@
 #include <ktest.h>
 
 #include "hal/hal.h"
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "tests/harness/harness.h"
 
 #define KT_DEFAULT_BUDGET_MS 120000 // generous: TCG runs 8 vCPUs on 2 host cores

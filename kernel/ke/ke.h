@@ -1,13 +1,17 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Kernel-internal declarations shared across kernel/ (and white-box tests):
- * the processor control block, boot information, bug-check plumbing, memory.
+ * The Ke subsystem's internal declarations (kernel/ke/, kernel/init.c,
+ * kernel/bootinfo.c), shared across kernel/ and with white-box tests: the
+ * processor control block, boot information, bug checks and the workload
+ * hooks, interrupts, DPCs and IPIs, the clock, spin-lock internals. The entry
+ * points that boot/, arch/ and the HAL call upward are in kernel/kihal.h.
  */
 #pragma once
 
 #include <wdm.h>
 
 #include "arch/x86_64/x86.h"
+#include "kernel/kihal.h"
 
 #define KI_CACHE_LINE 64
 #define KI_PAGE_SIZE  4096ull
@@ -18,7 +22,7 @@
 /* Code that runs only while the system starts (seL4 BOOT_CODE). */
 #define INIT_CODE __attribute__((section(".text.init")))
 
-/* ---------------------------------------------------------------- processors */
+/* ---- processors */
 
 /* Vectors the kernel owns (DESIGN.md §4: IRQL = vector >> 4). */
 #define KI_VECTOR_APC   0x1f // APC_LEVEL software interrupt
@@ -90,9 +94,8 @@ KiGetPrcb(ULONG Number)
 }
 
 VOID KiInitializeProcessorTables(PKPRCB Prcb);
-VOID KiSystemStartup(ULONG64 BootInfoPhysical);
 
-/* ---------------------------------------------------------------- boot information */
+/* ---- boot information */
 
 typedef struct _KI_MEMORY_RANGE
 {
@@ -117,28 +120,9 @@ extern KI_BOOT_INFO KiBootInfo;
 
 VOID KiParseBootInfo(ULONG64 InfoPhysical);
 
-/* ---------------------------------------------------------------- memory */
-
-VOID MmInitializePhysicalMemory(VOID);
-PVOID MmAllocatePages(ULONG Count); // zeroed, identity-mapped; NULL when exhausted
-VOID MmFreePages(PVOID Base, ULONG Count);
-ULONG64 MmQueryFreePages(VOID);
-PVOID MmAllocateLowPage(ULONG64 Below); // a page below the given physical address
-
-typedef struct _EXP_POOL_TAG_USAGE
-{
-    ULONG Tag;
-    LONG64 Allocations; // outstanding allocations
-    LONG64 Bytes;       // outstanding bytes requested
-} EXP_POOL_TAG_USAGE;
-
-VOID ExpInitializePool(VOID);
-ULONG ExpQueryPoolTags(EXP_POOL_TAG_USAGE *Usage, ULONG MaximumCount);
-
-/* ---------------------------------------------------------------- bug checks and traps */
+/* ---- bug checks and traps */
 
 const char *KiBugCheckName(ULONG Code);
-VOID KiTrapDispatch(struct x86_trap_frame *Frame);
 VOID KiPrintBacktrace(ULONG64 Rip, ULONG64 Rbp);
 const char *KiLookupSymbol(ULONG64 Address, ULONG64 *Offset);
 VOID KiPrintAddress(const char *Prefix, ULONG64 Address);
@@ -198,14 +182,14 @@ VOID KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame);
 __attribute__((noreturn)) VOID KiFreezeProcessor(const struct x86_trap_frame *Frame);
 BOOLEAN KiFreezeAndReport(const struct x86_trap_frame *Frame);
 
-/* ---------------------------------------------------------------- interrupts */
+/* ---- interrupts */
 
 typedef VOID KI_INTERRUPT_ROUTINE(struct x86_trap_frame *Frame, PVOID Context);
 
 VOID KiConnectVector(ULONG Vector, KI_INTERRUPT_ROUTINE *Routine, PVOID Context);
 VOID KiDispatchInterrupt(struct x86_trap_frame *Frame);
 
-/* ---------------------------------------------------------------- idle and processor start */
+/* ---- idle and processor start */
 
 /*
  * What a processor does when it has nothing to do: wait with interrupts on at
@@ -216,8 +200,7 @@ __attribute__((noreturn)) VOID KiIdleLoop(VOID);
 /* Hands Routine(Context) to processor Number's idle loop; FALSE if it is busy or offline. */
 BOOLEAN KiQueueIdleWork(ULONG Number, KI_IDLE_WORK_ROUTINE *Routine, PVOID Context);
 
-/* ---------------------------------------------------------------- DPCs, IPIs, software interrupts
- */
+/* ---- DPCs, IPIs, software interrupts */
 
 VOID KiInitializeDpc(VOID);
 VOID KiInitializeIpi(VOID);
@@ -234,7 +217,7 @@ typedef VOID KI_CLOCK_CALLBACK(struct x86_trap_frame *Frame);
 
 VOID KiRegisterClockCallback(KI_CLOCK_CALLBACK *Callback);
 
-/* ---------------------------------------------------------------- clock and timers */
+/* ---- clock and timers */
 
 #define KI_CLOCK_PERIOD_US 10000  // the clock tick: 10 ms
 #define KI_CLOCK_INCREMENT 100000 // the same in 100 ns units (KeQueryTimeIncrement)
@@ -249,7 +232,7 @@ VOID KiInitializeClockProcessor(VOID);
 /* Expires the timers due at or before Tick; processor 0's clock interrupt, CLOCK_LEVEL. */
 VOID KiExpireTimers(ULONG64 Tick);
 
-/* ---------------------------------------------------------------- processor start-up */
+/* ---- processor start-up */
 
 /*
  * Starts every other processor the HAL (ACPI MADT) lists, one at a time, with
@@ -258,14 +241,7 @@ VOID KiExpireTimers(ULONG64 Tick);
  */
 VOID KiStartSecondaryProcessors(VOID);
 
-/*
- * An application processor's first kernel code (boot/trampoline.asm calls it
- * with RDI = its PRCB, on its kernel stack, interrupts off): loads its tables,
- * enables its local APIC, goes online and enters KiIdleLoop. Never returns.
- */
-__attribute__((noreturn)) VOID KiSecondaryStartup(PKPRCB Prcb);
-
-/* ---------------------------------------------------------- spin-lock internals (ke/spinlock.c) */
+/* ---- spin-lock internals (ke/spinlock.c) */
 
 /*
  * Checked build: a spin wait that lasts this many milliseconds bug-checks
@@ -382,7 +358,7 @@ VOID KiLockTrackSetOwner(PKSPIN_LOCK SpinLock);
 VOID KiLockTrackRemove(PKSPIN_LOCK SpinLock);
 #endif
 
-/* ---------------------------------------------------------- interrupt objects (ke/intobj.c) */
+/* ---- interrupt objects (ke/intobj.c) */
 
 /*
  * Raises Vector on processor Processor as a fixed interrupt (a self-IPI when
@@ -390,16 +366,3 @@ VOID KiLockTrackRemove(PKSPIN_LOCK SpinLock);
  * Any IRQL; the interrupt arrives once that processor's IRQL is below Vector >> 4.
  */
 VOID KiRequestInterrupt(ULONG Processor, ULONG Vector);
-
-/* ---------------------------------------------------------------- I/O manager internals
- * (io/cancel.c) */
-
-/* The system-wide cancel spin lock behind IoAcquireCancelSpinLock (white-box tests read it). */
-extern KSPIN_LOCK IopCancelSpinLock;
-
-/*
- * Number + 1 of the processor holding the cancel lock through
- * IoAcquireCancelSpinLock, 0 when free. Written only by the holder, so it is
- * exact when a processor asks whether it holds the lock itself.
- */
-extern volatile ULONG IopCancelLockOwner;
