@@ -6,7 +6,7 @@
 ; HalpTrampolineEnd to the start of a 4 KiB page below 1 MiB (the SIPI vector
 ; is the page number, SDM vol. 3A §10.6.1) and fills the mailbox at
 ; AP_MAILBOX_OFFSET in the same page (boot/mailbox.inc; C: HAL_AP_MAILBOX in
-; hal/hal.h). The page address is chosen at run time, so the code is position
+; hal/halp.h). The page address is chosen at run time, so the code is position
 ; independent: in real mode CS:IP = page>>4 : 0 gives the base, and every
 ; linear address the descriptors and far jumps need (GDT base, the 32- and
 ; 64-bit entry points) is computed from it and stored in the page before use.

@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * HAL-private declarations shared among hal/ files.
+ * HAL-private declarations shared among hal/ files. The kernel never includes
+ * this; white-box tests (tests/hal_*.c) do, explicitly.
  */
 #pragma once
 
@@ -43,3 +44,61 @@ uint32_t HalpApicRead(uint32_t Register);
 VOID HalpApicWrite(uint32_t Register, uint32_t Value);
 VOID HalpApicSendIcr(uint32_t Destination, uint32_t Command);
 BOOLEAN HalpApicIsReady(VOID);
+
+/* ---- ACPI (hal/acpi.c) */
+
+/* What one MADT says, as HalpAcpiParseMadt reads it. */
+typedef struct _HAL_MADT_INFO
+{
+    ULONG64 LocalApicAddress; // the 32-bit field, or the 64-bit override (entry type 5)
+    ULONG ProcessorCount;     // enabled processors in ApicIds, in MADT order, duplicates dropped
+    ULONG ProcessorsDisabled; // listed but not enabled (absent, or online-capable only)
+    ULONG ProcessorsDropped;  // enabled beyond HAL_MAX_ACPI_PROCESSORS
+    ULONG ApicIds[HAL_MAX_ACPI_PROCESSORS];
+    ULONG IoApicCount;
+    HAL_IO_APIC IoApics[HAL_MAX_IO_APICS];
+    ULONG OverrideCount;
+    HAL_INTERRUPT_OVERRIDE Overrides[HAL_MAX_INTERRUPT_OVERRIDES];
+} HAL_MADT_INFO;
+
+/* TRUE when the Length bytes at Table sum to 0 modulo 256 (ACPI 6.5 §5.2.5.3, §5.2.6). */
+BOOLEAN HalpAcpiChecksumOk(const VOID *Table, ULONG Length);
+/*
+ * Checks and parses the MADT at Madt, of which Length bytes are readable, into
+ * *Info. FALSE with *Problem set (e.g. "checksum mismatch") if the header,
+ * checksum or any entry is malformed; nothing outside the Length bytes is read.
+ */
+BOOLEAN HalpAcpiParseMadt(const VOID *Madt, ULONG Length, HAL_MADT_INFO *Info, PCSTR *Problem);
+
+/* ---- application processor start-up (hal/apsmp.c, boot/trampoline.asm) */
+
+/*
+ * The mailbox through which boot/trampoline.asm gets its parameters, at
+ * HAL_AP_MAILBOX_OFFSET in the trampoline page. Offsets are shared with NASM
+ * through boot/mailbox.inc (hand-kept; pinned below). The BSP writes every
+ * field but Started before each start; the AP writes only Started.
+ */
+#define HAL_AP_MAILBOX_OFFSET 0xf00
+
+#define HAL_AP_STAGE_NONE           0 // set by the BSP before INIT-SIPI-SIPI
+#define HAL_AP_STAGE_REAL_MODE      1 // the SIPI arrived; the AP runs the trampoline
+#define HAL_AP_STAGE_PROTECTED_MODE 2 // 32-bit protected mode, enabling paging
+#define HAL_AP_STAGE_LONG_MODE      3 // 64-bit mode; the mailbox is read and free again
+
+typedef struct _HAL_AP_MAILBOX
+{
+    ULONG64 Cr3;            // page-table root (below 4 GiB): the BSP's CR3
+    ULONG64 StackTop;       // RSP for the entry, 16-byte aligned
+    ULONG64 Prcb;           // RDI for the entry
+    ULONG64 Entry;          // 64-bit entry address; never returns
+    volatile ULONG Started; // HAL_AP_STAGE_*, written by the AP
+    ULONG Reserved;
+} HAL_AP_MAILBOX;
+
+_Static_assert(offsetof(HAL_AP_MAILBOX, Cr3) == 0x00, "boot/mailbox.inc AP_MAILBOX_CR3");
+_Static_assert(offsetof(HAL_AP_MAILBOX, StackTop) == 0x08, "boot/mailbox.inc AP_MAILBOX_STACK_TOP");
+_Static_assert(offsetof(HAL_AP_MAILBOX, Prcb) == 0x10, "boot/mailbox.inc AP_MAILBOX_PRCB");
+_Static_assert(offsetof(HAL_AP_MAILBOX, Entry) == 0x18, "boot/mailbox.inc AP_MAILBOX_ENTRY");
+_Static_assert(offsetof(HAL_AP_MAILBOX, Started) == 0x20, "boot/mailbox.inc AP_MAILBOX_STARTED");
+_Static_assert(sizeof(HAL_AP_MAILBOX) == 0x28, "boot/mailbox.inc AP_MAILBOX_SIZE");
+_Static_assert(HAL_AP_MAILBOX_OFFSET + sizeof(HAL_AP_MAILBOX) <= 4096, "the mailbox fits the page");

@@ -11,14 +11,6 @@
 #include "hal/hal.h"
 #include "lib/lib.h"
 
-/* The boot processor's stack; boot/multiboot2.asm switches to its top. */
-static UCHAR KiBspStack[KI_KERNEL_STACK_SIZE] __attribute__((aligned(16)));
-const ULONG_PTR KiBspStackTop = (ULONG_PTR)KiBspStack + sizeof(KiBspStack);
-static UCHAR KiBspIstStacks[X86_IST_COUNT][KI_IST_STACK_SIZE] __attribute__((aligned(16)));
-
-KPRCB KiProcessorBlock[MAXIMUM_PROCESSORS];
-volatile ULONG KiActiveProcessorCount = 1;
-
 /* The workloads linked in (KI_STARTUP_WORKLOAD; linker.ld). */
 extern const KI_WORKLOAD __kworkload_start[];
 extern const KI_WORKLOAD __kworkload_end[];
@@ -45,34 +37,6 @@ KiRunWorkload(PCSTR CommandLine)
     }
     __kworkload_start[0].Routine(CommandLine);
     KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0, 0, 0, 0); // a workload ends the run itself
-}
-
-/* Loads this processor's GDT, TSS (with its IST stacks), the IDT and GS base. */
-VOID
-KiInitializeProcessorTables(PKPRCB Prcb)
-{
-    Prcb->Self = Prcb;
-    x86_cpu_tables_load(&Prcb->Tables, Prcb->IstTop);
-    x86_idt_load();
-    /* After the segment reload: loading a null GS selector clears the GS base. */
-    x86_set_gs_base((ULONG64)Prcb);
-}
-
-INIT_CODE static VOID
-KiInitializeBootProcessor(VOID)
-{
-    PKPRCB Prcb = KiGetPrcb(0);
-
-    Prcb->Number = 0;
-    Prcb->KernelStackBase = (ULONG_PTR)KiBspStack;
-    Prcb->KernelStackTop = KiBspStackTop;
-    for (int i = 0; i < X86_IST_COUNT; i++)
-    {
-        Prcb->IstTop[i] = (ULONG64)KiBspIstStacks[i] + KI_IST_STACK_SIZE;
-    }
-    x86_idt_build();
-    KiInitializeProcessorTables(Prcb);
-    Prcb->Online = TRUE;
 }
 
 /*

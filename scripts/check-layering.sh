@@ -23,6 +23,12 @@
 #
 # boot/*.asm may %include only .inc files (the offsets shared with C).
 #
+# NASM upcalls: every `extern NAME` in boot/ and arch/ *.asm must be declared
+# in kernel/kihal.h (an Arch->Kernel or Boot->Kernel upcall), be a `global` of
+# another .asm file in boot/ or arch/, be declared in arch/x86_64/x86.h, or be
+# a symbol linker.ld defines (`NAME = .`); anything else is a violation,
+# printed as `file:line: <layer> may not call up to NAME`.
+#
 # Prints each violation as `file:line: <layer> may not include <target>` and
 # exits 1 if there is any, 0 otherwise.
 set -euo pipefail
@@ -172,6 +178,36 @@ if [ -d boot ]; then
             fi
         done < <(grep -n -E '^[[:space:]]*%include' "$file" || true)
     done < <(find boot -type f -name '*.asm' -print0 | sort -z)
+fi
+
+# NASM externs: upcalls only through kernel/kihal.h.
+strip_c_comments() {
+    perl -0pe 's{/\*.*?\*/}{}gs; s{//[^\n]*}{}g' "$1"
+}
+if [ -d boot ] || [ -d arch ]; then
+    asm_dirs=()
+    for d in boot arch; do [ -d "$d" ] && asm_dirs+=("$d"); done
+    kihal=""
+    [ -f kernel/kihal.h ] && kihal=$(strip_c_comments kernel/kihal.h)
+    x86h=""
+    [ -f arch/x86_64/x86.h ] && x86h=$(strip_c_comments arch/x86_64/x86.h)
+    globals=" $(find "${asm_dirs[@]}" -type f -name '*.asm' -exec grep -h -o -E '^[[:space:]]*global[[:space:]]+[A-Za-z_.$?@][A-Za-z0-9_.$?@#~]*' {} + |
+        awk '{print $2}' | tr '\n' ' ') "
+    while IFS= read -r -d '' file; do
+        layer=${file%%/*}
+        while IFS= read -r line; do
+            lineno=${line%%:*}
+            line=${line#*:}
+            [[ $line =~ ^[[:space:]]*extern[[:space:]]+([A-Za-z_.$?@][A-Za-z0-9_.$?@#~]*) ]] || continue
+            name=${BASH_REMATCH[1]}
+            [[ $globals == *" $name "* ]] && continue
+            grep -q -w -e "$name" <<<"$kihal" && continue
+            grep -q -w -e "$name" <<<"$x86h" && continue
+            [ -f linker.ld ] && grep -q -E "(^|[^A-Za-z0-9_])$name[[:space:]]*=" linker.ld && continue
+            echo "$file:$lineno: $layer may not call up to $name (not declared in kernel/kihal.h)"
+            violations=$((violations + 1))
+        done < <(grep -n -E '^[[:space:]]*extern[[:space:]]' "$file" || true)
+    done < <(find "${asm_dirs[@]}" -type f -name '*.asm' -print0 | sort -z)
 fi
 
 if [ "$violations" -ne 0 ]; then

@@ -11,6 +11,7 @@
 
 #include "arch/x86_64/x86.h"
 #include "hal/hal.h"
+#include "hal/halp.h" // white-box: the MADT parser
 #include "kernel/ke/ke.h"
 #include "lib/lib.h"
 #include "tests/harness/harness.h"

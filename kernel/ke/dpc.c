@@ -42,14 +42,12 @@ KiInitializeDpcObject(PRKDPC Dpc, UCHAR Type, PKDEFERRED_ROUTINE Routine, PVOID 
 }
 
 /*
- * Runs every DPC queued on this processor, oldest first (High importance ones
- * were put at the head). The DISPATCH_LEVEL software interrupt's handler:
- * entered at DISPATCH_LEVEL with interrupts on.
+ * Runs every DPC queued on Prcb, the current processor's, oldest first (High
+ * importance ones were put at the head). DISPATCH_LEVEL, interrupts on.
  */
 static VOID
-KiRetireDpcList(struct x86_trap_frame *Frame, PVOID Context)
+KiRetireDpcList(PKPRCB Prcb)
 {
-    PKPRCB Prcb = KeGetCurrentPrcb();
     PKDPC_DATA DpcData = &Prcb->DpcData[DPC_NORMAL];
 
     Prcb->DpcRoutineActive = TRUE;
@@ -97,6 +95,17 @@ KiRetireDpcList(struct x86_trap_frame *Frame, PVOID Context)
     Prcb->DpcRoutineActive = FALSE;
 }
 
+/*
+ * The DISPATCH_LEVEL software interrupt (KI_VECTOR_DPC), as in NT: drains this
+ * processor's DPC queue. Entered through KiDispatchVector at DISPATCH_LEVEL
+ * with interrupts on.
+ */
+static VOID
+KiDispatchInterrupt(struct x86_trap_frame *Frame, PVOID Context)
+{
+    KiRetireDpcList(KeGetCurrentPrcb());
+}
+
 /* Requests DISPATCH_LEVEL on processor Number, so that it drains its queue. */
 static VOID
 KiRequestDispatchInterrupt(ULONG Number)
@@ -127,7 +136,7 @@ KiInitializeDpc(VOID)
             Prcb->DpcData[i].DpcQueueDepth = 0;
         }
     }
-    KiConnectVector(KI_VECTOR_DPC, KiRetireDpcList, NULL);
+    KiConnectVector(KI_VECTOR_DPC, KiDispatchInterrupt, NULL);
 }
 
 /* Any IRQL. See wdm.h for the contract. */

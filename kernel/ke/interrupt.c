@@ -25,8 +25,14 @@ KiConnectVector(ULONG Vector, KI_INTERRUPT_ROUTINE *Routine, PVOID Context)
     __atomic_store_n(&KiInterruptTable[Vector].Routine, Routine, __ATOMIC_RELEASE);
 }
 
+/*
+ * Runs the routine connected to an interrupt vector (32-255): raises IRQL to
+ * the vector's class (vector >> 4), enables interrupts so higher classes nest,
+ * calls the routine, then EOI and back to the interrupted IRQL. Called by
+ * KiTrapDispatch with interrupts off; a spurious vector returns at once.
+ */
 VOID
-KiDispatchInterrupt(struct x86_trap_frame *Frame)
+KiDispatchVector(struct x86_trap_frame *Frame)
 {
     ULONG Vector = (ULONG)Frame->vector;
     PKPRCB Prcb = KeGetCurrentPrcb();

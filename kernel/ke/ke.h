@@ -94,6 +94,7 @@ KiGetPrcb(ULONG Number)
 }
 
 VOID KiInitializeProcessorTables(PKPRCB Prcb);
+VOID KiInitializeBootProcessor(VOID);
 
 /* ---- boot information */
 
@@ -187,7 +188,7 @@ BOOLEAN KiFreezeAndReport(const struct x86_trap_frame *Frame);
 typedef VOID KI_INTERRUPT_ROUTINE(struct x86_trap_frame *Frame, PVOID Context);
 
 VOID KiConnectVector(ULONG Vector, KI_INTERRUPT_ROUTINE *Routine, PVOID Context);
-VOID KiDispatchInterrupt(struct x86_trap_frame *Frame);
+VOID KiDispatchVector(struct x86_trap_frame *Frame);
 
 /* ---- idle and processor start */
 

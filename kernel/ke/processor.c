@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Processors: bringing the application processors online, and the
+ * Processors: the processor control blocks (KiProcessorBlock) and the count
+ * online, the boot processor's own set-up (KiInitializeBootProcessor, called
+ * by KiSystemStartup), bringing the application processors online, and the
  * processor-identity API (API.md §6).
  *
  * Start-up (DESIGN.md §3, STYLE.md §7): the HAL lists the enabled processors
@@ -12,8 +14,9 @@
  * boot processor is 0; each AP that comes online takes the next number, in
  * MADT order. An AP that fails to start consumes no number: the HAL has put
  * it back into wait-for-SIPI, so its stacks are freed and its PRCB slot is
- * reset (KiResetProcessorBlock) and given to the next AP. At most MAXIMUM_PROCESSORS run; further
- * processors are reported and left in wait-for-SIPI.
+ * reset (KiResetProcessorBlock) and given to the next AP. At most
+ * MAXIMUM_PROCESSORS run; further processors are reported and left in
+ * wait-for-SIPI.
  */
 #include "kernel/ke/ke.h"
 #include "kernel/mm/mm.h"
@@ -29,6 +32,54 @@ CCHAR KeNumberProcessors = 1;
 /* KeGetCurrentProcessorNumber reads Number with one GS-relative 8-byte load. */
 _Static_assert(offsetof(KPRCB, Number) % 8 == 0 && sizeof(((KPRCB *)0)->Number) == 4,
                "Number is the low half of an aligned quadword");
+
+/* The boot processor's stack; boot/multiboot2.asm switches to its top. */
+static UCHAR KiBspStack[KI_KERNEL_STACK_SIZE] __attribute__((aligned(16)));
+const ULONG_PTR KiBspStackTop = (ULONG_PTR)KiBspStack + sizeof(KiBspStack);
+static UCHAR KiBspIstStacks[X86_IST_COUNT][KI_IST_STACK_SIZE] __attribute__((aligned(16)));
+
+/* Every processor's control block, indexed by processor number. */
+KPRCB KiProcessorBlock[MAXIMUM_PROCESSORS];
+
+/* Processors online; the boot processor alone raises it, with release (KiStartSecondaryProcessors).
+ */
+volatile ULONG KiActiveProcessorCount = 1;
+
+/*
+ * Loads this processor's GDT, TSS (with its IST stacks), the IDT and GS base.
+ * Each processor once, at start-up, interrupts off.
+ */
+VOID
+KiInitializeProcessorTables(PKPRCB Prcb)
+{
+    Prcb->Self = Prcb;
+    x86_cpu_tables_load(&Prcb->Tables, Prcb->IstTop);
+    x86_idt_load();
+    /* After the segment reload: loading a null GS selector clears the GS base. */
+    x86_set_gs_base((ULONG64)Prcb);
+}
+
+/*
+ * Makes the boot processor processor 0: its PRCB, stacks, GDT, TSS, IDT and
+ * GS base. KiSystemStartup's first step, interrupts off, before anything reads
+ * the GS base (DbgPrint, KeBugCheckEx).
+ */
+INIT_CODE VOID
+KiInitializeBootProcessor(VOID)
+{
+    PKPRCB Prcb = KiGetPrcb(0);
+
+    Prcb->Number = 0;
+    Prcb->KernelStackBase = (ULONG_PTR)KiBspStack;
+    Prcb->KernelStackTop = KiBspStackTop;
+    for (int i = 0; i < X86_IST_COUNT; i++)
+    {
+        Prcb->IstTop[i] = (ULONG64)KiBspIstStacks[i] + KI_IST_STACK_SIZE;
+    }
+    x86_idt_build();
+    KiInitializeProcessorTables(Prcb);
+    Prcb->Online = TRUE;
+}
 
 /* Bit n set for each of processors 0..Count-1. */
 static KAFFINITY

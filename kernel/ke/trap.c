@@ -1,8 +1,14 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * The C side of every interrupt and exception (arch/x86_64/isr.asm calls
- * KiTrapDispatch). Device and software interrupts go to the HAL; exceptions
- * are reported with registers and a backtrace, then bug-check.
+ * The C side of every interrupt and exception: arch/x86_64/isr.asm's common
+ * stub calls KiTrapDispatch with the saved frame. Exceptions (vectors 0-31,
+ * except 0x1F, the APC software interrupt) are reported with registers and a
+ * backtrace here, then bug-check (or go to the registered bug-check catcher).
+ * Every other vector goes to KiDispatchVector (kernel/ke/interrupt.c), which
+ * raises IRQL to the vector's class and runs the routine connected to it with
+ * KiConnectVector: the clock (ke/clock.c), IPIs and the APC interrupt
+ * (ke/ipi.c), the DPC interrupt (KiDispatchInterrupt, ke/dpc.c) and the
+ * KINTERRUPT objects of drivers (ke/intobj.c). The HAL only acknowledges (EOI).
  */
 #include "kernel/ke/ke.h"
 
@@ -164,5 +170,5 @@ KiTrapDispatch(struct x86_trap_frame *Frame)
         KiDispatchException(Frame);
         return;
     }
-    KiDispatchInterrupt(Frame);
+    KiDispatchVector(Frame);
 }
