@@ -293,6 +293,87 @@ HalpMadtAddProcessor(HAL_MADT_INFO *Info, ULONG ApicId, ULONG Flags)
     Info->ApicIds[Info->ProcessorCount++] = ApicId;
 }
 
+static VOID
+HalpMadtLocalApic(HAL_MADT_INFO *Info, const UCHAR *Entry)
+{
+    const MADT_LOCAL_APIC *Processor = (const MADT_LOCAL_APIC *)Entry;
+    HalpMadtAddProcessor(Info, Processor->ApicId, Processor->Flags);
+}
+
+static VOID
+HalpMadtLocalX2Apic(HAL_MADT_INFO *Info, const UCHAR *Entry)
+{
+    const MADT_LOCAL_X2APIC *Processor = (const MADT_LOCAL_X2APIC *)Entry;
+    HalpMadtAddProcessor(Info, Processor->X2ApicId, Processor->Flags);
+}
+
+static VOID
+HalpMadtIoApic(HAL_MADT_INFO *Info, const UCHAR *Entry)
+{
+    const MADT_IO_APIC *IoApic = (const MADT_IO_APIC *)Entry;
+    if (Info->IoApicCount < HAL_MAX_IO_APICS)
+    {
+        HAL_IO_APIC *Record = &Info->IoApics[Info->IoApicCount++];
+        Record->Id = IoApic->IoApicId;
+        Record->Address = IoApic->Address;
+        Record->GsiBase = IoApic->GsiBase;
+    }
+}
+
+static VOID
+HalpMadtInterruptOverride(HAL_MADT_INFO *Info, const UCHAR *Entry)
+{
+    const MADT_INTERRUPT_OVERRIDE *Override = (const MADT_INTERRUPT_OVERRIDE *)Entry;
+    if (Info->OverrideCount < HAL_MAX_INTERRUPT_OVERRIDES)
+    {
+        HAL_INTERRUPT_OVERRIDE *Record = &Info->Overrides[Info->OverrideCount++];
+        Record->Bus = Override->Bus;
+        Record->SourceIrq = Override->Source;
+        Record->Flags = Override->Flags;
+        Record->Gsi = Override->Gsi;
+    }
+}
+
+static VOID
+HalpMadtLocalApicOverride(HAL_MADT_INFO *Info, const UCHAR *Entry)
+{
+    const MADT_LOCAL_APIC_OVERRIDE *Override = (const MADT_LOCAL_APIC_OVERRIDE *)Entry;
+    Info->LocalApicAddress = Override->Address;
+}
+
+/*
+ * The MADT entries Spindle reads: each type's minimum length (a shorter entry
+ * makes the table malformed) and the routine that records it. Other types are
+ * skipped by their length.
+ */
+typedef struct _HALP_MADT_HANDLER
+{
+    UCHAR Type;
+    UCHAR MinimumLength;
+    VOID (*Parse)(HAL_MADT_INFO *Info, const UCHAR *Entry);
+} HALP_MADT_HANDLER;
+
+static const HALP_MADT_HANDLER HalpMadtHandlers[] = {
+    {MADT_TYPE_LOCAL_APIC, sizeof(MADT_LOCAL_APIC), HalpMadtLocalApic},
+    {MADT_TYPE_IO_APIC, sizeof(MADT_IO_APIC), HalpMadtIoApic},
+    {MADT_TYPE_INTERRUPT_OVERRIDE, sizeof(MADT_INTERRUPT_OVERRIDE), HalpMadtInterruptOverride},
+    {MADT_TYPE_LOCAL_APIC_OVERRIDE, sizeof(MADT_LOCAL_APIC_OVERRIDE), HalpMadtLocalApicOverride},
+    {MADT_TYPE_LOCAL_X2APIC, sizeof(MADT_LOCAL_X2APIC), HalpMadtLocalX2Apic},
+};
+
+static const HALP_MADT_HANDLER *
+HalpMadtFindHandler(UCHAR Type)
+{
+    for (SIZE_T i = 0; i < sizeof(HalpMadtHandlers) / sizeof(HalpMadtHandlers[0]); i++)
+    {
+        if (HalpMadtHandlers[i].Type == Type)
+        {
+            return &HalpMadtHandlers[i];
+        }
+    }
+    return NULL;
+}
+
 BOOLEAN
 HalpAcpiParseMadt(const VOID *Madt, ULONG Length, HAL_MADT_INFO *Info, PCSTR *Problem)
 {
@@ -328,7 +409,7 @@ HalpAcpiParseMadt(const VOID *Madt, ULONG Length, HAL_MADT_INFO *Info, PCSTR *Pr
     for (ULONG Offset = sizeof(ACPI_MADT); Offset < TableLength; Offset += EntryLength)
     {
         const UCHAR *Entry = Bytes + Offset;
-        ULONG Minimum;
+        const HALP_MADT_HANDLER *Handler;
 
         /* Every entry starts with Type and Length; a Length below 2 would never advance. */
         if (TableLength - Offset < 2 || Entry[1] < 2 || Entry[1] > TableLength - Offset)
@@ -337,80 +418,17 @@ HalpAcpiParseMadt(const VOID *Madt, ULONG Length, HAL_MADT_INFO *Info, PCSTR *Pr
             return FALSE;
         }
         EntryLength = Entry[1];
-        switch (Entry[0])
+        Handler = HalpMadtFindHandler(Entry[0]);
+        if (Handler == NULL)
         {
-            case MADT_TYPE_LOCAL_APIC:
-                Minimum = sizeof(MADT_LOCAL_APIC);
-                break;
-            case MADT_TYPE_IO_APIC:
-                Minimum = sizeof(MADT_IO_APIC);
-                break;
-            case MADT_TYPE_INTERRUPT_OVERRIDE:
-                Minimum = sizeof(MADT_INTERRUPT_OVERRIDE);
-                break;
-            case MADT_TYPE_LOCAL_APIC_OVERRIDE:
-                Minimum = sizeof(MADT_LOCAL_APIC_OVERRIDE);
-                break;
-            case MADT_TYPE_LOCAL_X2APIC:
-                Minimum = sizeof(MADT_LOCAL_X2APIC);
-                break;
-            default:
-                continue; // a type Spindle does not use
+            continue; // a type Spindle does not use
         }
-        if (EntryLength < Minimum)
+        if (EntryLength < Handler->MinimumLength)
         {
             *Problem = "entry malformed (too short for its type)";
             return FALSE;
         }
-
-        switch (Entry[0])
-        {
-            case MADT_TYPE_LOCAL_APIC:
-            {
-                const MADT_LOCAL_APIC *Processor = (const MADT_LOCAL_APIC *)Entry;
-                HalpMadtAddProcessor(Info, Processor->ApicId, Processor->Flags);
-                break;
-            }
-            case MADT_TYPE_LOCAL_X2APIC:
-            {
-                const MADT_LOCAL_X2APIC *Processor = (const MADT_LOCAL_X2APIC *)Entry;
-                HalpMadtAddProcessor(Info, Processor->X2ApicId, Processor->Flags);
-                break;
-            }
-            case MADT_TYPE_IO_APIC:
-            {
-                const MADT_IO_APIC *IoApic = (const MADT_IO_APIC *)Entry;
-                if (Info->IoApicCount < HAL_MAX_IO_APICS)
-                {
-                    HAL_IO_APIC *Record = &Info->IoApics[Info->IoApicCount++];
-                    Record->Id = IoApic->IoApicId;
-                    Record->Address = IoApic->Address;
-                    Record->GsiBase = IoApic->GsiBase;
-                }
-                break;
-            }
-            case MADT_TYPE_INTERRUPT_OVERRIDE:
-            {
-                const MADT_INTERRUPT_OVERRIDE *Override = (const MADT_INTERRUPT_OVERRIDE *)Entry;
-                if (Info->OverrideCount < HAL_MAX_INTERRUPT_OVERRIDES)
-                {
-                    HAL_INTERRUPT_OVERRIDE *Record = &Info->Overrides[Info->OverrideCount++];
-                    Record->Bus = Override->Bus;
-                    Record->SourceIrq = Override->Source;
-                    Record->Flags = Override->Flags;
-                    Record->Gsi = Override->Gsi;
-                }
-                break;
-            }
-            case MADT_TYPE_LOCAL_APIC_OVERRIDE:
-            {
-                const MADT_LOCAL_APIC_OVERRIDE *Override = (const MADT_LOCAL_APIC_OVERRIDE *)Entry;
-                Info->LocalApicAddress = Override->Address;
-                break;
-            }
-            default:
-                break;
-        }
+        Handler->Parse(Info, Entry);
     }
 
     if (Info->ProcessorCount == 0)
