@@ -44,6 +44,9 @@ uint32_t HalpApicRead(uint32_t Register);
 VOID HalpApicWrite(uint32_t Register, uint32_t Value);
 VOID HalpApicSendIcr(uint32_t Destination, uint32_t Command);
 BOOLEAN HalpApicIsReady(VOID);
+BOOLEAN HalpApicBaseSelectsX2Apic(ULONG64 ApicBase);
+ULONG HalpX2ApicMsr(uint32_t Register);
+ULONG64 HalpX2ApicIcr(uint32_t Destination, uint32_t Command);
 
 /* ---- ACPI (hal/acpi.c) */
 

@@ -1,8 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Local APIC: a register-access layer (xAPIC MMIO, or x2APIC MSRs where the
- * CPU offers and the HAL selects them), per-processor enable, EOI and the
+ * Local APIC: a register-access layer (xAPIC MMIO, or x2APIC MSRs when the
+ * firmware handed over with x2APIC already enabled, as on large machines,
+ * where xAPIC MMIO no longer answers), per-processor enable, EOI and the
  * interrupt command register used for IPIs, self-IPIs and the freeze NMI.
+ * QEMU 7.2's TCG offers xAPIC only, so there the x2APIC path is exercised by
+ * its white-box test (tests/hal_lapic.c) and ACCEL=kvm with firmware that
+ * enables x2APIC.
  */
 #include "hal/halp.h"
 
@@ -17,12 +21,45 @@
 static volatile uint32_t *HalpApicMmio;
 static BOOLEAN HalpX2Apic;
 
+/*
+ * TRUE when IA32_APIC_BASE value ApicBase says the local APIC is enabled in
+ * x2APIC mode (SDM vol. 3A §10.12.1: EN and EXTD both set), the state in
+ * which the HAL must keep using x2APIC. Pure; any IRQL.
+ */
+BOOLEAN
+HalpApicBaseSelectsX2Apic(ULONG64 ApicBase)
+{
+    return (ApicBase & (APIC_BASE_ENABLE | APIC_BASE_X2APIC)) ==
+           (APIC_BASE_ENABLE | APIC_BASE_X2APIC);
+}
+
+/*
+ * The x2APIC MSR that holds the register at xAPIC MMIO offset Register:
+ * 0x800 + Register / 16 (SDM vol. 3A §10.12.1.2, table 10-6). Pure; any IRQL.
+ */
+ULONG
+HalpX2ApicMsr(uint32_t Register)
+{
+    return X2APIC_MSR_BASE + (Register >> 4);
+}
+
+/*
+ * The 64-bit x2APIC ICR value (one WRMSR to MSR 0x830) for an xAPIC command
+ * word (ICR low half) and a 32-bit destination APIC ID in bits 63:32 (SDM
+ * vol. 3A §10.12.9). Pure; any IRQL.
+ */
+ULONG64
+HalpX2ApicIcr(uint32_t Destination, uint32_t Command)
+{
+    return ((ULONG64)Destination << 32) | Command;
+}
+
 uint32_t
 HalpApicRead(uint32_t Register)
 {
     if (HalpX2Apic)
     {
-        return (uint32_t)x86_rdmsr(X2APIC_MSR_BASE + (Register >> 4));
+        return (uint32_t)x86_rdmsr(HalpX2ApicMsr(Register));
     }
     return HalpApicMmio[Register / 4];
 }
@@ -32,7 +69,7 @@ HalpApicWrite(uint32_t Register, uint32_t Value)
 {
     if (HalpX2Apic)
     {
-        x86_wrmsr(X2APIC_MSR_BASE + (Register >> 4), Value);
+        x86_wrmsr(HalpX2ApicMsr(Register), Value);
         return;
     }
     HalpApicMmio[Register / 4] = Value;
@@ -50,7 +87,13 @@ HalpApicSendIcr(uint32_t Destination, uint32_t Command)
 
     if (HalpX2Apic)
     {
-        x86_wrmsr(X2APIC_MSR_ICR, ((uint64_t)Destination << 32) | Command);
+        /*
+         * WRMSR to the x2APIC ICR is not serializing: the fence makes this
+         * processor's earlier stores (a queued DPC, a released lock) visible
+         * before the IPI that tells the target to look (SDM vol. 3A §10.12.3).
+         */
+        x86_mfence();
+        x86_wrmsr(X2APIC_MSR_ICR, HalpX2ApicIcr(Destination, Command));
         x86_restore_flags(Flags);
         return;
     }
@@ -86,7 +129,12 @@ HalInitializeLocalApic(VOID)
 
     if (!HalpApicIsReady())
     {
-        HalpApicMmio = (volatile uint32_t *)(Base & APIC_BASE_ADDRESS); // identity, uncached
+        /* The boot processor picks the mode: x2APIC if the firmware left it on. */
+        HalpX2Apic = HalpApicBaseSelectsX2Apic(Base);
+        if (!HalpX2Apic)
+        {
+            HalpApicMmio = (volatile uint32_t *)(Base & APIC_BASE_ADDRESS); // identity, uncached
+        }
     }
     if (HalpX2Apic)
     {
