@@ -36,7 +36,7 @@ ExInitializeNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside, PALLOCATE_FUNC
                                 USHORT Depth)
 {
     (void)Flags;
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Lookaside);
     InitializeSListHead(&Lookaside->ListHead);
     Lookaside->Depth = Depth != 0 ? Depth : EXP_LOOKASIDE_DEFAULT_DEPTH;
     Lookaside->MaximumDepth = Lookaside->Depth > EXP_LOOKASIDE_DEFAULT_DEPTH
@@ -64,7 +64,7 @@ ExDeleteNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside)
 {
     PSLIST_ENTRY Entry = InterlockedFlushSList(&Lookaside->ListHead);
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Lookaside);
     while (Entry != NULL)
     {
         PSLIST_ENTRY Next = Entry->Next;
@@ -82,7 +82,7 @@ ExAllocateFromNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside)
 {
     PVOID Entry;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Lookaside);
     ExpCount(&Lookaside->TotalAllocates);
     Entry = InterlockedPopEntrySList(&Lookaside->ListHead);
     if (Entry == NULL)
@@ -100,7 +100,7 @@ ExAllocateFromNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside)
 VOID
 ExFreeToNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside, PVOID Entry)
 {
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Lookaside);
     ExpCount(&Lookaside->TotalFrees);
     if (QueryDepthSList(&Lookaside->ListHead) >= Lookaside->Depth)
     {

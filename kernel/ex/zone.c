@@ -108,7 +108,7 @@ ExInterlockedExtendZone(PZONE_HEADER Zone, PVOID Segment, ULONG SegmentSize, PKS
     ULONG64 Flags;
     NTSTATUS Status;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Zone);
     OldIrql = KeRaiseIrqlToDpcLevel();
     Flags = KiAcquireSpinLockDisableInterrupts(Lock);
     Status = ExExtendZone(Zone, Segment, SegmentSize);

@@ -65,7 +65,7 @@ IoAcquireCancelSpinLock(PKIRQL Irql)
 {
     KIRQL OldIrql;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Irql);
 
     KeAcquireSpinLock(&IopCancelSpinLock, &OldIrql);
     __atomic_store_n(&IopCancelLockOwner, IopCurrentOwnerTag(), __ATOMIC_RELAXED);
@@ -101,7 +101,7 @@ IoCancelIrp(PIRP Irp)
     PDEVICE_OBJECT DeviceObject = NULL;
     KIRQL OldIrql;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Irp);
     ASSERT(Irp->Type == IO_TYPE_IRP);
 
     IoAcquireCancelSpinLock(&OldIrql);

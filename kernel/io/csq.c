@@ -118,7 +118,7 @@ IoCsqInsertIrpEx(PIO_CSQ Csq, PIRP Irp, PIO_CSQ_IRP_CONTEXT Context, PVOID Inser
     PDRIVER_CANCEL Previous;
     KIRQL Irql;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Csq);
     ASSERT(Csq->Type == IO_TYPE_CSQ || Csq->Type == IO_TYPE_CSQ_EX);
 
     Csq->CsqAcquireLock(Csq, &Irql);
@@ -190,7 +190,7 @@ IoCsqRemoveIrp(PIO_CSQ Csq, PIO_CSQ_IRP_CONTEXT Context)
     PIRP Irp;
     KIRQL Irql;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Csq);
 
     Csq->CsqAcquireLock(Csq, &Irql);
     Irp = Context->Irp;
@@ -222,7 +222,7 @@ IoCsqRemoveNextIrp(PIO_CSQ Csq, PVOID PeekContext)
     PIRP Irp;
     KIRQL Irql;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Csq);
 
     Csq->CsqAcquireLock(Csq, &Irql);
     for (Irp = Csq->CsqPeekNextIrp(Csq, NULL, PeekContext); Irp != NULL;

@@ -80,7 +80,7 @@ IoCreateDriver(PUNICODE_STRING DriverName, PDRIVER_INITIALIZE InitializationFunc
     PDRIVER_OBJECT DriverObject;
     NTSTATUS Status;
 
-    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+    KiCheckIrqlAtMost(PASSIVE_LEVEL, DriverName);
 
     if (DriverName != NULL)
     {
@@ -113,7 +113,7 @@ IoCreateDriver(PUNICODE_STRING DriverName, PDRIVER_INITIALIZE InitializationFunc
     }
 
     Status = InitializationFunction(DriverObject, NULL);
-    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+    KiCheckIrqlAtMost(PASSIVE_LEVEL, InitializationFunction); // it returned at PASSIVE_LEVEL
     if (!NT_SUCCESS(Status))
     {
         IopFreeDriverObject(DriverObject);
@@ -129,7 +129,7 @@ IoCreateDriver(PUNICODE_STRING DriverName, PDRIVER_INITIALIZE InitializationFunc
 VOID
 IoDeleteDriver(PDRIVER_OBJECT DriverObject)
 {
-    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+    KiCheckIrqlAtMost(PASSIVE_LEVEL, DriverObject);
     ASSERT(DriverObject->Type == IO_TYPE_DRIVER);
 
     if (DriverObject->DriverUnload != NULL)
@@ -158,7 +158,7 @@ IoCreateDevice(PDRIVER_OBJECT DriverObject, ULONG DeviceExtensionSize, PUNICODE_
     PDEVOBJ_EXTENSION DeviceObjectExtension;
     KIRQL OldIrql;
 
-    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+    KiCheckIrqlAtMost(PASSIVE_LEVEL, DriverObject);
 
     *DeviceObject = NULL;
     if (sizeof(DEVICE_OBJECT) + (SIZE_T)DeviceExtensionSize > MAXUSHORT)
@@ -210,7 +210,7 @@ IoDeleteDevice(PDEVICE_OBJECT DeviceObject)
     PDEVICE_OBJECT *Link;
     KIRQL OldIrql;
 
-    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+    KiCheckIrqlAtMost(PASSIVE_LEVEL, DeviceObject);
     ASSERT(DeviceObject->Type == IO_TYPE_DEVICE);
     ASSERT(IsListEmpty(&DeviceObject->DeviceQueue.DeviceListHead));
 

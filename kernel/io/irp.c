@@ -24,28 +24,14 @@
 static VOID
 IopCheckCompletion(PIRP Irp)
 {
-#if DBG
-    KIRQL Irql = KeGetCurrentIrql();
-    PDRIVER_CANCEL CancelRoutine = __atomic_load_n(&Irp->CancelRoutine, __ATOMIC_ACQUIRE);
-
-    if (Irp->IoStatus.Status == STATUS_PENDING || Irp->IoStatus.Status == (NTSTATUS)-1)
-    {
-        KeBugCheckEx(DRIVER_VERIFIER_IOMANAGER_VIOLATION, IOP_C9_PENDING_STATUS,
-                     (ULONG_PTR)(ULONG)Irp->IoStatus.Status, (ULONG_PTR)Irp, 0);
-    }
-    if (CancelRoutine != NULL)
-    {
-        KeBugCheckEx(DRIVER_VERIFIER_IOMANAGER_VIOLATION, IOP_C9_CANCEL_ROUTINE,
-                     (ULONG_PTR)CancelRoutine, (ULONG_PTR)Irp, 0);
-    }
-    if (Irql > DISPATCH_LEVEL)
-    {
-        KeBugCheckEx(DRIVER_VERIFIER_IOMANAGER_VIOLATION, IOP_C9_IRQL_TOO_HIGH, Irql,
-                     (ULONG_PTR)Irp, 0);
-    }
-#else
-    UNREFERENCED_PARAMETER(Irp);
-#endif
+    KiCheck(Irp->IoStatus.Status != STATUS_PENDING && Irp->IoStatus.Status != (NTSTATUS)-1,
+            DRIVER_VERIFIER_IOMANAGER_VIOLATION, IOP_C9_PENDING_STATUS, (ULONG)Irp->IoStatus.Status,
+            Irp, 0);
+    KiCheck(__atomic_load_n(&Irp->CancelRoutine, __ATOMIC_ACQUIRE) == NULL,
+            DRIVER_VERIFIER_IOMANAGER_VIOLATION, IOP_C9_CANCEL_ROUTINE,
+            __atomic_load_n(&Irp->CancelRoutine, __ATOMIC_ACQUIRE), Irp, 0);
+    KiCheck(KeGetCurrentIrql() <= DISPATCH_LEVEL, DRIVER_VERIFIER_IOMANAGER_VIOLATION,
+            IOP_C9_IRQL_TOO_HIGH, KeGetCurrentIrql(), Irp, 0);
 }
 
 /* Does the location's SL_INVOKE_ON_* mask ask for its routine with this outcome? */
@@ -78,7 +64,7 @@ IoAllocateIrp(CCHAR StackSize, BOOLEAN ChargeQuota)
     USHORT PacketSize;
     PIRP Irp;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, 0);
 
     if (StackSize < 0)
     {
@@ -121,7 +107,7 @@ IoInitializeIrp(PIRP Irp, USHORT PacketSize, CCHAR StackSize)
 VOID
 IoFreeIrp(PIRP Irp)
 {
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Irp);
     ASSERT(Irp->Type == IO_TYPE_IRP);
     ASSERT(Irp->AllocationFlags & IRP_ALLOCATED_FIXED_SIZE);
     ASSERT(Irp->CancelRoutine == NULL);
@@ -158,7 +144,7 @@ IoCallDriver(PDEVICE_OBJECT DeviceObject, PIRP Irp)
 {
     PIO_STACK_LOCATION Location;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, DeviceObject);
     ASSERT(Irp->Type == IO_TYPE_IRP);
 
     if (Irp->CurrentLocation <= 1)

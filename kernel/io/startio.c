@@ -34,22 +34,6 @@ IopHasStartIoFlag(PDEVICE_OBJECT DeviceObject, ULONG Flag)
             Flag) != 0;
 }
 
-#if DBG
-/* IoStartNextPacket(ByKey) is DISPATCH_LEVEL only: 0x8 (P1 = device, P2 = IRQL) otherwise. */
-static VOID
-IopCheckStartNextIrql(PDEVICE_OBJECT DeviceObject)
-{
-    KIRQL Irql = KeGetCurrentIrql();
-
-    if (Irql != DISPATCH_LEVEL)
-    {
-        KeBugCheckEx(IRQL_NOT_DISPATCH_LEVEL, (ULONG_PTR)DeviceObject, Irql, 0, 0);
-    }
-}
-#else
-#define IopCheckStartNextIrql(DeviceObject) ((void)0)
-#endif
-
 /*
  * Dequeues the next IRP (by Key if WithKey), makes it CurrentIrp and calls
  * StartIo with it; with an empty queue the device becomes idle and CurrentIrp
@@ -124,7 +108,7 @@ IopRequestNextPacket(PDEVICE_OBJECT DeviceObject, BOOLEAN Cancelable, BOOLEAN Wi
 {
     PDEVOBJ_EXTENSION Extension = IopDeviceExtension(DeviceObject);
 
-    IopCheckStartNextIrql(DeviceObject);
+    KiCheckIrqlIsDispatch(DeviceObject); // IoStartNextPacket(ByKey) is DISPATCH_LEVEL only
 
     if (!IopHasStartIoFlag(DeviceObject, DOE_SIO_DEFERRED))
     {
@@ -163,7 +147,7 @@ IoStartPacket(PDEVICE_OBJECT DeviceObject, PIRP Irp, PULONG Key, PDRIVER_CANCEL 
     KIRQL OldIrql;
     BOOLEAN Queued;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, DeviceObject);
 
     OldIrql = KeRaiseIrqlToDpcLevel();
     if (CancelFunction != NULL)
@@ -246,7 +230,7 @@ IoSetStartIoAttributes(PDEVICE_OBJECT DeviceObject, BOOLEAN DeferredStartIo, BOO
 {
     LONG Flags = (DeferredStartIo ? DOE_SIO_DEFERRED : 0) | (NonCancelable ? DOE_SIO_NO_CANCEL : 0);
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, DeviceObject);
 
     InterlockedOr((LONG volatile *)&IopDeviceExtension(DeviceObject)->StartIoFlags, Flags);
 }

@@ -17,18 +17,6 @@
 #include "kernel/ke/ke.h"
 
 #if DBG
-/* Bug-checks 0x8 unless the caller is at exactly DISPATCH_LEVEL. */
-static VOID
-KiCheckDeviceQueueIrql(PKDEVICE_QUEUE DeviceQueue)
-{
-    KIRQL Irql = KeGetCurrentIrql();
-
-    if (Irql != DISPATCH_LEVEL)
-    {
-        KeBugCheckEx(IRQL_NOT_DISPATCH_LEVEL, (ULONG_PTR)DeviceQueue, Irql, 0, 0);
-    }
-}
-
 /* Bug-checks 0x139/3 if Entry is already in a queue; drops the lock first. */
 static VOID
 KiCheckNotInserted(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY Entry,
@@ -53,7 +41,6 @@ KiCheckBusy(PKDEVICE_QUEUE DeviceQueue, PKLOCK_QUEUE_HANDLE LockHandle)
     }
 }
 #else
-#define KiCheckDeviceQueueIrql(DeviceQueue)            ((void)0)
 #define KiCheckNotInserted(DeviceQueue, Entry, Handle) ((void)0)
 #define KiCheckBusy(DeviceQueue, Handle)               ((void)0)
 #endif
@@ -115,7 +102,7 @@ KiRemoveByKeyLocked(PKDEVICE_QUEUE DeviceQueue, ULONG SortKey)
 VOID
 KeInitializeDeviceQueue(PKDEVICE_QUEUE DeviceQueue)
 {
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, DeviceQueue);
 
     DeviceQueue->Type = DeviceQueueObject;
     DeviceQueue->Size = sizeof(KDEVICE_QUEUE);
@@ -135,7 +122,7 @@ KeInsertDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY DeviceQueue
     KLOCK_QUEUE_HANDLE LockHandle;
     BOOLEAN Queued;
 
-    KiCheckDeviceQueueIrql(DeviceQueue);
+    KiCheckIrqlIsDispatch(DeviceQueue);
     KeAcquireInStackQueuedSpinLockAtDpcLevel(&DeviceQueue->Lock, &LockHandle);
     KiCheckNotInserted(DeviceQueue, DeviceQueueEntry, &LockHandle);
     Queued = KiGrantOrQueue(DeviceQueue, DeviceQueueEntry);
@@ -159,7 +146,7 @@ KeInsertByKeyDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY Device
     KLOCK_QUEUE_HANDLE LockHandle;
     BOOLEAN Queued;
 
-    KiCheckDeviceQueueIrql(DeviceQueue);
+    KiCheckIrqlIsDispatch(DeviceQueue);
     KeAcquireInStackQueuedSpinLockAtDpcLevel(&DeviceQueue->Lock, &LockHandle);
     KiCheckNotInserted(DeviceQueue, DeviceQueueEntry, &LockHandle);
     DeviceQueueEntry->SortKey = SortKey;
@@ -192,7 +179,7 @@ KeRemoveDeviceQueue(PKDEVICE_QUEUE DeviceQueue)
     KLOCK_QUEUE_HANDLE LockHandle;
     PKDEVICE_QUEUE_ENTRY Entry = NULL;
 
-    KiCheckDeviceQueueIrql(DeviceQueue);
+    KiCheckIrqlIsDispatch(DeviceQueue);
     KeAcquireInStackQueuedSpinLockAtDpcLevel(&DeviceQueue->Lock, &LockHandle);
     KiCheckBusy(DeviceQueue, &LockHandle);
     if (IsListEmpty(&DeviceQueue->DeviceListHead))
@@ -219,7 +206,7 @@ KeRemoveByKeyDeviceQueue(PKDEVICE_QUEUE DeviceQueue, ULONG SortKey)
     KLOCK_QUEUE_HANDLE LockHandle;
     PKDEVICE_QUEUE_ENTRY Entry;
 
-    KiCheckDeviceQueueIrql(DeviceQueue);
+    KiCheckIrqlIsDispatch(DeviceQueue);
     KeAcquireInStackQueuedSpinLockAtDpcLevel(&DeviceQueue->Lock, &LockHandle);
     KiCheckBusy(DeviceQueue, &LockHandle);
     Entry = KiRemoveByKeyLocked(DeviceQueue, SortKey);
@@ -237,7 +224,7 @@ KeRemoveByKeyDeviceQueueIfBusy(PKDEVICE_QUEUE DeviceQueue, ULONG SortKey)
     KLOCK_QUEUE_HANDLE LockHandle;
     PKDEVICE_QUEUE_ENTRY Entry = NULL;
 
-    KiCheckDeviceQueueIrql(DeviceQueue);
+    KiCheckIrqlIsDispatch(DeviceQueue);
     KeAcquireInStackQueuedSpinLockAtDpcLevel(&DeviceQueue->Lock, &LockHandle);
     if (DeviceQueue->Busy)
     {
@@ -258,7 +245,7 @@ KeRemoveEntryDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY Device
     KLOCK_QUEUE_HANDLE LockHandle;
     BOOLEAN Removed = FALSE;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, DeviceQueue);
 
     KeAcquireInStackQueuedSpinLock(&DeviceQueue->Lock, &LockHandle);
     if (DeviceQueueEntry->Inserted)

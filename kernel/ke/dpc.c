@@ -83,14 +83,9 @@ KiRetireDpcList(PKPRCB Prcb)
         {
             Routine(Dpc, DeferredContext, Argument1, Argument2);
         }
-#if DBG
-        if (HalGetCurrentIrql() != DISPATCH_LEVEL)
-        {
-            /* P1 packs (current << 8) | expected, P2 the routine. */
-            KeBugCheckEx(IRQL_UNEXPECTED_VALUE, ((ULONG_PTR)HalGetCurrentIrql() << 8) | 2,
-                         (ULONG_PTR)Routine, (ULONG_PTR)Dpc, 0);
-        }
-#endif
+        /* The routine returned at DISPATCH_LEVEL; P1 packs (current << 8) | expected. */
+        KiCheck(HalGetCurrentIrql() == DISPATCH_LEVEL, IRQL_UNEXPECTED_VALUE,
+                ((ULONG_PTR)HalGetCurrentIrql() << 8) | 2, Routine, Dpc, 0);
     }
     Prcb->DpcRoutineActive = FALSE;
 }
@@ -250,7 +245,7 @@ KeSetImportanceDpc(PRKDPC Dpc, KDPC_IMPORTANCE Importance)
 VOID
 KeFlushQueuedDpcs(VOID)
 {
-    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+    KiCheckIrqlAtMost(PASSIVE_LEVEL, 0);
 
     for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
     {

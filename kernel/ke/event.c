@@ -114,7 +114,7 @@ KeInitializeEvent(PRKEVENT Event, EVENT_TYPE Type, BOOLEAN State)
 LONG
 KeSetEvent(PRKEVENT Event, KPRIORITY Increment, BOOLEAN Wait)
 {
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Event);
 
     /* Release: the caller's writes (an IRP's IoStatus) are visible to the waiter that sees 1. */
     return __atomic_exchange_n(&Event->Header.SignalState, 1, __ATOMIC_ACQ_REL);
@@ -124,7 +124,7 @@ KeSetEvent(PRKEVENT Event, KPRIORITY Increment, BOOLEAN Wait)
 LONG
 KeResetEvent(PRKEVENT Event)
 {
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Event);
 
     return __atomic_exchange_n(&Event->Header.SignalState, 0, __ATOMIC_ACQ_REL);
 }

@@ -224,7 +224,7 @@ IoConnectInterrupt(PKINTERRUPT *InterruptObjectOut, PKSERVICE_ROUTINE ServiceRou
     PKINTERRUPT Interrupt;
     KIRQL OldIrql;
 
-    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+    KiCheckIrqlAtMost(PASSIVE_LEVEL, InterruptObjectOut);
     if (InterruptObjectOut == NULL || ServiceRoutine == NULL || Vector < KI_FIRST_DEVICE_VECTOR ||
         Vector > KI_LAST_DEVICE_VECTOR || Irql != (KIRQL)(Vector >> 4) || SynchronizeIrql < Irql ||
         SynchronizeIrql > HIGH_LEVEL ||
@@ -289,7 +289,7 @@ IoDisconnectInterrupt(PKINTERRUPT Interrupt)
     PLIST_ENTRY Entry = &Interrupt->InterruptListEntry;
     KIRQL OldIrql;
 
-    ASSERT(KeGetCurrentIrql() == PASSIVE_LEVEL);
+    KiCheckIrqlAtMost(PASSIVE_LEVEL, Interrupt);
     ASSERT(Interrupt->Connected);
     OldIrql = KiLockChain(Chain);
     RtlpCheckListEntry(Entry);

@@ -135,7 +135,7 @@ KeIpiGenericCall(PKIPI_BROADCAST_WORKER BroadcastFunction, ULONG_PTR Context)
     ULONG_PTR Result;
     KIRQL LockIrql;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, BroadcastFunction);
     KeAcquireSpinLock(&KiIpiLock, &OldIrql);
     Self = KeGetCurrentPrcb()->Number;
     KiIpiPacket.Routine = BroadcastFunction;

@@ -27,16 +27,8 @@ KfRaiseIrql(KIRQL NewIrql)
 {
     KIRQL OldIrql = HalGetCurrentIrql();
 
-#if DBG
-    if (NewIrql < OldIrql)
-    {
-        KeBugCheckEx(IRQL_NOT_GREATER_OR_EQUAL, OldIrql, NewIrql, 0, 0);
-    }
-    if (NewIrql > HIGH_LEVEL)
-    {
-        KeBugCheckEx(DRIVER_VERIFIER_DETECTED_VIOLATION, 0x30, OldIrql, NewIrql, 0);
-    }
-#endif
+    KiCheck(NewIrql >= OldIrql, IRQL_NOT_GREATER_OR_EQUAL, OldIrql, NewIrql, 0, 0);
+    KiCheck(NewIrql <= HIGH_LEVEL, DRIVER_VERIFIER_DETECTED_VIOLATION, 0x30, OldIrql, NewIrql, 0);
     HalSetCurrentIrql(NewIrql);
     return OldIrql;
 }
@@ -55,13 +47,8 @@ KeRaiseIrql(KIRQL NewIrql, PKIRQL OldIrql)
 VOID
 KeLowerIrql(KIRQL NewIrql)
 {
-#if DBG
-    KIRQL Current = HalGetCurrentIrql();
-    if (NewIrql > Current)
-    {
-        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, 0, Current, 0, (ULONG_PTR)__builtin_return_address(0));
-    }
-#endif
+    KiCheck(NewIrql <= HalGetCurrentIrql(), IRQL_NOT_LESS_OR_EQUAL, 0, HalGetCurrentIrql(), 0,
+            __builtin_return_address(0));
     HalSetCurrentIrql(NewIrql);
 }
 

@@ -11,6 +11,7 @@
 #include <wdm.h>
 
 #include "arch/x86_64/x86.h"
+#include "kernel/ke/kicheck.h"
 #include "kernel/kihal.h"
 
 #define KI_CACHE_LINE 64
@@ -279,38 +280,6 @@ KiReleaseSpinLockRestoreInterrupts(PKSPIN_LOCK SpinLock, ULONG64 Flags)
 {
     KiReleaseSpinLock(SpinLock);
     x86_restore_flags(Flags);
-}
-
-/* Checked build: the AtDpcLevel forms (ordinary and queued) need IRQL >= DISPATCH_LEVEL (0x9). */
-static inline VOID
-KiCheckAtDpcLevel(PKSPIN_LOCK SpinLock)
-{
-#if DBG
-    KIRQL Irql = KeGetCurrentIrql();
-    if (Irql < DISPATCH_LEVEL)
-    {
-        KeBugCheckEx(IRQL_NOT_GREATER_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, DISPATCH_LEVEL, 0);
-    }
-#else
-    (void)SpinLock;
-#endif
-}
-
-/* Checked build: a raising acquire called above the level it raises to (0xA). */
-static inline VOID
-KiCheckRaiseTo(PKSPIN_LOCK SpinLock, KIRQL Target, ULONG_PTR Rip)
-{
-#if DBG
-    KIRQL Irql = KeGetCurrentIrql();
-    if (Irql > Target)
-    {
-        KeBugCheckEx(IRQL_NOT_LESS_OR_EQUAL, (ULONG_PTR)SpinLock, Irql, 1, Rip);
-    }
-#else
-    (void)SpinLock;
-    (void)Target;
-    (void)Rip;
-#endif
 }
 
 /* One spin wait's deadlock watch: initialise with KI_SPIN_WAIT_INIT, pause with KiSpinWaitPause. */

@@ -236,7 +236,7 @@ KeSetTimerEx(PKTIMER Timer, LARGE_INTEGER DueTime, LONG Period, PKDPC Dpc)
     BOOLEAN WasSet;
     KIRQL OldIrql;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Timer);
     ASSERT(Period >= 0);
 
     OldIrql = KiAcquireTimerLock();
@@ -268,7 +268,7 @@ KeCancelTimer(PKTIMER Timer)
     BOOLEAN WasSet;
     KIRQL OldIrql;
 
-    ASSERT(KeGetCurrentIrql() <= DISPATCH_LEVEL);
+    KiCheckIrqlAtMost(DISPATCH_LEVEL, Timer);
 
     OldIrql = KiAcquireTimerLock();
     WasSet = Timer->Header.Inserted;
