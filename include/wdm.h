@@ -3,6 +3,9 @@
  * Spindle's driver-facing DDK header: NT types, constants and the Ke/Ex/Io/Rtl
  * routines a driver may call. Compiles on its own (no other header needed).
  * Names, signatures and x64 layouts follow the Windows DDK; API.md is the contract.
+ * Each routine's contract (what it does, IRQL in and out, return, misuse) is
+ * written once, above its definition in kernel/: the one-line pointers below
+ * name the file. Inline routines and macros defined here carry theirs here.
  */
 #pragma once
 
@@ -178,30 +181,17 @@ typedef UCHAR KIRQL, *PKIRQL;
 #define PROFILE_LEVEL  15
 #define HIGH_LEVEL     15
 
-/* Returns the current processor's IRQL (CR8). Any IRQL, unchanged. */
+/* Defined, each with its contract above it, in kernel/ke/irql.c. */
 KIRQL KeGetCurrentIrql(VOID);
 
-/*
- * Raises IRQL to NewIrql and stores the previous IRQL in *OldIrql.
- * IRQL in <= NewIrql, out NewIrql; NewIrql below the current IRQL is misuse
- * (checked build: bug check 0x9).
- */
 VOID KeRaiseIrql(KIRQL NewIrql, PKIRQL OldIrql);
 
-/*
- * Lowers IRQL to NewIrql (the value the matching raise returned); software
- * interrupts pending below the old level are delivered on the way down.
- * IRQL in >= NewIrql, out NewIrql; a higher NewIrql is misuse (checked: 0xA).
- */
 VOID KeLowerIrql(KIRQL NewIrql);
 
-/* Raises IRQL to NewIrql; returns the previous IRQL. As KeRaiseIrql. */
 KIRQL KfRaiseIrql(KIRQL NewIrql);
 
-/* Raises IRQL to DISPATCH_LEVEL; returns the previous IRQL. IRQL in <= DISPATCH_LEVEL. */
 KIRQL KeRaiseIrqlToDpcLevel(VOID);
 
-/* Raises IRQL to SYNCH_LEVEL (12); returns the previous IRQL. IRQL in <= SYNCH_LEVEL. */
 KIRQL KeRaiseIrqlToSynchLevel(VOID);
 
 /* ---------------------------------------------------------------- bug checks */
@@ -234,21 +224,17 @@ KIRQL KeRaiseIrqlToSynchLevel(VOID);
 /* KERNEL_SECURITY_CHECK_FAILURE's first parameter for a corrupt LIST_ENTRY. */
 #define FAST_FAIL_CORRUPT_LIST_ENTRY 3
 
-/*
- * Stops the system with the given code and parameters (or, under the test
- * harness's KT_EXPECT_BUGCHECK, unwinds to the catcher). Any IRQL; never returns.
- */
+/* Defined, each with its contract above it, in kernel/ke/bugcheck.c. */
 __attribute__((noreturn)) VOID KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1,
                                             ULONG_PTR BugCheckParameter2,
                                             ULONG_PTR BugCheckParameter3,
                                             ULONG_PTR BugCheckParameter4);
 
-/* KeBugCheckEx(BugCheckCode, 0, 0, 0, 0). Any IRQL; never returns. */
 __attribute__((noreturn)) VOID KeBugCheck(ULONG BugCheckCode);
 
 /* ---------------------------------------------------------------- debug output */
 
-/* Printf-style output on the kernel debugger port (COM1). Any IRQL, any CPU. */
+/* Defined, each with its contract above it, in kernel/ke/dbgprint.c. */
 ULONG DbgPrint(PCSTR Format, ...) __attribute__((format(printf, 1, 2)));
 
 /* DbgPrint with a va_list. Any IRQL, any CPU; returns as DbgPrint. */
@@ -261,7 +247,6 @@ ULONG vDbgPrintEx(PCSTR Format, va_list Arguments) __attribute__((format(printf,
 #define ASSERT(exp) ((void)0)
 #endif
 
-/* Reports a failed ASSERT (checked builds) on the debug port, then bug-checks. Any IRQL. */
 VOID RtlAssert(PVOID FailedAssertion, PVOID FileName, ULONG LineNumber, PCHAR Message);
 
 /* ---------------------------------------------------------------- memory helpers */
@@ -653,12 +638,7 @@ InterlockedCompareExchangePointer(PVOID volatile *Destination, PVOID Exchange, P
     return Comparand;
 }
 
-/*
- * 128-bit compare-exchange (cmpxchg16b) on a 16-byte-aligned Destination:
- * if Destination[1]:Destination[0] equals ComparandResult[1]:ComparandResult[0],
- * stores ExchangeHigh:ExchangeLow and returns TRUE; otherwise writes the current
- * value to ComparandResult and returns FALSE. Any IRQL. (Kernel-implemented.)
- */
+/* Defined, each with its contract above it, in kernel/ex/interlocked.c. */
 BOOLEAN InterlockedCompareExchange128(LONG64 volatile *Destination, LONG64 ExchangeHigh,
                                       LONG64 ExchangeLow, LONG64 *ComparandResult);
 
@@ -743,34 +723,19 @@ typedef enum _INTERLOCKED_RESULT
     ResultPositive = 2
 } INTERLOCKED_RESULT;
 
-/*
- * Adds Increment to *Addend under Lock, with interrupts disabled; returns the
- * original value. Any IRQL. Lock must be used only by ExInterlocked routines.
- */
 ULONG ExInterlockedAddUlong(PULONG Addend, ULONG Increment, PKSPIN_LOCK Lock);
 
-/* As ExInterlockedAddUlong, for a 64-bit LARGE_INTEGER; returns the original value. Any IRQL. */
 LARGE_INTEGER ExInterlockedAddLargeInteger(PLARGE_INTEGER Addend, LARGE_INTEGER Increment,
                                            PKSPIN_LOCK Lock);
 
-/* Atomically adds Increment to the 64-bit *Addend (no lock). Any IRQL; no return value. */
 VOID ExInterlockedAddLargeStatistic(PLARGE_INTEGER Addend, ULONG Increment);
 
-/*
- * Atomically adds 1 to / subtracts 1 from *Addend; returns the sign of the new
- * (wrapped) value as an INTERLOCKED_RESULT. The lock is ignored on x64. Any IRQL.
- */
 INTERLOCKED_RESULT ExInterlockedIncrementLong(PLONG Addend, PKSPIN_LOCK Lock);
 INTERLOCKED_RESULT ExInterlockedDecrementLong(PLONG Addend, PKSPIN_LOCK Lock);
 
-/* Atomically stores Value in *Target; returns the old value. Lock ignored on x64. Any IRQL. */
+/* Defined, each with its contract above it, in kernel/ex/interlocked.c. */
 ULONG ExInterlockedExchangeUlong(PULONG Target, ULONG Value, PKSPIN_LOCK Lock);
 
-/*
- * Stores *Exchange in *Destination if it equals *Comparand; returns the old
- * *Destination. Exchange and Comparand are read, never written; Lock is
- * ignored and may be NULL. Any IRQL.
- */
 LONGLONG ExInterlockedCompareExchange64(PLONGLONG Destination, PLONGLONG Exchange,
                                         PLONGLONG Comparand, PKSPIN_LOCK Lock);
 
@@ -783,22 +748,18 @@ LONGLONG ExInterlockedCompareExchange64(PLONGLONG Destination, PLONGLONG Exchang
  * must guard nothing but ExInterlocked*List calls on that one list.
  */
 
-/* Links Entry at the head; returns the previous first entry, NULL if the list was empty. */
+/* Defined, each with its contract above it, in kernel/ex/list.c. */
 PLIST_ENTRY ExInterlockedInsertHeadList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry,
                                         PKSPIN_LOCK Lock);
 
-/* Links Entry at the tail; returns the previous last entry, NULL if the list was empty. */
 PLIST_ENTRY ExInterlockedInsertTailList(PLIST_ENTRY ListHead, PLIST_ENTRY ListEntry,
                                         PKSPIN_LOCK Lock);
 
-/* Unlinks and returns the first entry, or NULL if the list is empty. */
 PLIST_ENTRY ExInterlockedRemoveHeadList(PLIST_ENTRY ListHead, PKSPIN_LOCK Lock);
 
-/* Pushes Entry; returns the previous first entry, or NULL. */
 PSINGLE_LIST_ENTRY ExInterlockedPushEntryList(PSINGLE_LIST_ENTRY ListHead,
                                               PSINGLE_LIST_ENTRY ListEntry, PKSPIN_LOCK Lock);
 
-/* Pops and returns the first entry (its Next left as it was), or NULL if empty. */
 PSINGLE_LIST_ENTRY ExInterlockedPopEntryList(PSINGLE_LIST_ENTRY ListHead, PKSPIN_LOCK Lock);
 
 /* An SLIST entry; must be 16-byte aligned (MEMORY_ALLOCATION_ALIGNMENT). */
@@ -835,29 +796,19 @@ _Static_assert(sizeof(SLIST_HEADER) == 16, "SLIST_HEADER is 16 bytes");
 _Static_assert(_Alignof(SLIST_HEADER) == 16, "SLIST_HEADER is 16-byte aligned");
 _Static_assert(offsetof(SLIST_HEADER, Region) == 8, "SLIST_HEADER.Region@8");
 
-/* Makes SListHead an empty list (zeroes all 16 bytes). Any IRQL. */
 VOID InitializeSListHead(PSLIST_HEADER SListHead);
 
-/*
- * Pushes ListEntry atomically (lock-free); Depth += 1, Sequence += 1. Returns
- * the previous first entry, or NULL. Any IRQL.
- */
 PSLIST_ENTRY InterlockedPushEntrySList(PSLIST_HEADER ListHead, PSLIST_ENTRY ListEntry);
 
-/* Pops the first entry atomically; Depth -= 1. Returns it, or NULL if empty. Any IRQL. */
 PSLIST_ENTRY InterlockedPopEntrySList(PSLIST_HEADER ListHead);
 
-/* Empties the list atomically (Depth = 0); returns the old chain, or NULL. Any IRQL. */
 PSLIST_ENTRY InterlockedFlushSList(PSLIST_HEADER ListHead);
 
-/* Returns the list's Depth (a snapshot). Any IRQL. */
 USHORT QueryDepthSList(PSLIST_HEADER SListHead);
 
-/* InterlockedPushEntrySList; Lock is ignored. Any IRQL. */
 PSLIST_ENTRY ExInterlockedPushEntrySList(PSLIST_HEADER ListHead, PSLIST_ENTRY ListEntry,
                                          PKSPIN_LOCK Lock);
 
-/* InterlockedPopEntrySList; Lock is ignored. Any IRQL. */
 PSLIST_ENTRY ExInterlockedPopEntrySList(PSLIST_HEADER ListHead, PKSPIN_LOCK Lock);
 
 #define ExInterlockedFlushSList(ListHead) InterlockedFlushSList(ListHead)
@@ -879,44 +830,28 @@ _Static_assert(sizeof(PROCESSOR_NUMBER) == 4, "PROCESSOR_NUMBER is 4 bytes");
 /* Number of active processors, fixed after boot. Obsolete: use KeQueryActiveProcessorCount. */
 extern CCHAR KeNumberProcessors;
 
-/*
- * Returns the current processor's index, 0..active-1. Any IRQL; stable only at
- * >= DISPATCH_LEVEL (below it the caller may in principle migrate).
- */
+/* Defined, each with its contract above it, in kernel/ke/processor.c. */
 ULONG KeGetCurrentProcessorNumber(VOID);
 
-/* As KeGetCurrentProcessorNumber; also fills *ProcNumber (Group 0) when given. Any IRQL. */
 ULONG KeGetCurrentProcessorNumberEx(PPROCESSOR_NUMBER ProcNumber OPTIONAL);
 
-/* Returns the number of active processors; stores their bitmap too if asked. Any IRQL. */
 ULONG KeQueryActiveProcessorCount(PKAFFINITY ActiveProcessors OPTIONAL);
 
-/* Returns the bitmap of active processors. Any IRQL. */
 KAFFINITY KeQueryActiveProcessors(VOID);
 
-/* Stores the number of clock ticks since boot in *CurrentCount. Any IRQL. */
+/* Defined, each with its contract above it, in kernel/ke/clock.c. */
 VOID KeQueryTickCount(PLARGE_INTEGER CurrentCount);
 
-/* Returns the length of one clock tick in 100 ns units. Any IRQL. */
 ULONG KeQueryTimeIncrement(VOID);
 
-/*
- * Returns a monotonic high-resolution counter; stores its rate in counts per
- * second in *PerformanceFrequency when that is given. Any IRQL.
- */
 LARGE_INTEGER KeQueryPerformanceCounter(PLARGE_INTEGER PerformanceFrequency OPTIONAL);
 
-/* Busy-waits at least MicroSeconds (keep it short: <= 50 us is the DDK's advice). Any IRQL. */
 VOID KeStallExecutionProcessor(ULONG MicroSeconds);
 
 typedef ULONG_PTR KIPI_BROADCAST_WORKER(ULONG_PTR Argument);
 typedef KIPI_BROADCAST_WORKER *PKIPI_BROADCAST_WORKER;
 
-/*
- * Runs BroadcastFunction(Context) on every active processor at once, at
- * IPI_LEVEL, and returns when all have finished. IRQL in <= DISPATCH_LEVEL,
- * unchanged. Returns the worker's result on the calling processor.
- */
+/* Defined, each with its contract above it, in kernel/ke/ipi.c. */
 ULONG_PTR KeIpiGenericCall(PKIPI_BROADCAST_WORKER BroadcastFunction, ULONG_PTR Context);
 
 /* ---------------------------------------------------------------- spin locks */
@@ -949,55 +884,27 @@ _Static_assert(offsetof(KLOCK_QUEUE_HANDLE, OldIrql) == 16, "KLOCK_QUEUE_HANDLE.
 
 /* Ordinary spin locks (API.md §3). Never mix them with queued acquisition of the same lock. */
 
-/* Makes *SpinLock free (writes 0). Any IRQL; the lock must be in resident memory. */
+/* Defined, each with its contract above it, in kernel/ke/spinlock.c. */
 VOID KeInitializeSpinLock(PKSPIN_LOCK SpinLock);
 
-/*
- * Raises to DISPATCH_LEVEL, then spins until it holds SpinLock; *OldIrql gets
- * the entry IRQL, written after the lock is held. IRQL in <= DISPATCH_LEVEL,
- * out DISPATCH_LEVEL. A real function on Spindle (a macro in the x64 DDK).
- */
 VOID KeAcquireSpinLock(PKSPIN_LOCK SpinLock, PKIRQL OldIrql);
 
-/*
- * Releases SpinLock, then lowers IRQL to NewIrql. IRQL in DISPATCH_LEVEL
- * (SYNCH_LEVEL after KeAcquireSpinLockRaiseToSynch), out NewIrql.
- */
 VOID KeReleaseSpinLock(PKSPIN_LOCK SpinLock, KIRQL NewIrql);
 
-/* As KeAcquireSpinLock; returns the entry IRQL. IRQL in <= DISPATCH_LEVEL, out DISPATCH_LEVEL. */
 KIRQL KeAcquireSpinLockRaiseToDpc(PKSPIN_LOCK SpinLock);
 
-/*
- * As KeAcquireSpinLock but raises to SYNCH_LEVEL; returns the entry IRQL.
- * IRQL in <= 12, out 12. Release with KeReleaseSpinLock.
- */
 KIRQL KeAcquireSpinLockRaiseToSynch(PKSPIN_LOCK SpinLock);
 
-/* Spins until it holds SpinLock; no IRQL change. IRQL in >= DISPATCH_LEVEL, unchanged. */
 VOID KeAcquireSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock);
 
-/* Releases SpinLock; no IRQL change. IRQL in >= DISPATCH_LEVEL, unchanged. */
 VOID KeReleaseSpinLockFromDpcLevel(PKSPIN_LOCK SpinLock);
 
-/*
- * Takes SpinLock if it is free, without spinning. Returns TRUE if the caller
- * now holds it, FALSE if it was held (even by the caller). IRQL DISPATCH_LEVEL,
- * unchanged.
- */
 BOOLEAN KeTryToAcquireSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock);
 
-/* Returns TRUE iff *SpinLock is 0 (free); never acquires. Any IRQL, unchanged. */
 BOOLEAN KeTestSpinLock(PKSPIN_LOCK SpinLock);
 
-/*
- * For threaded DPCs: takes SpinLock, raising to DISPATCH_LEVEL first only when
- * called from a threaded DPC running below it (elsewhere, no IRQL change, as
- * AtDpcLevel). Returns the entry IRQL, for KeReleaseSpinLockForDpc.
- */
 KIRQL KeAcquireSpinLockForDpc(PKSPIN_LOCK SpinLock);
 
-/* Releases SpinLock and returns to OldIrql (from KeAcquireSpinLockForDpc). */
 VOID KeReleaseSpinLockForDpc(PKSPIN_LOCK SpinLock, KIRQL OldIrql);
 
 /*
@@ -1005,39 +912,19 @@ VOID KeReleaseSpinLockForDpc(PKSPIN_LOCK SpinLock, KIRQL OldIrql);
  * resident until the release; nested queued locks are released in reverse order.
  */
 
-/*
- * Raises to DISPATCH_LEVEL and takes SpinLock as a queued lock through
- * LockHandle; LockHandle->OldIrql gets the entry IRQL. IRQL in <= DISPATCH_LEVEL,
- * out DISPATCH_LEVEL.
- */
+/* Defined, each with its contract above it, in kernel/ke/queuedlock.c. */
 VOID KeAcquireInStackQueuedSpinLock(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle);
 
-/*
- * Releases the queued lock, then lowers to LockHandle->OldIrql. IRQL in
- * DISPATCH_LEVEL (SYNCH_LEVEL after the RaiseToSynch acquire).
- */
 VOID KeReleaseInStackQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle);
 
-/* Takes SpinLock as a queued lock; no IRQL change, OldIrql untouched. IRQL >= DISPATCH_LEVEL. */
 VOID KeAcquireInStackQueuedSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle);
 
-/* Releases the queued lock; no IRQL change. IRQL >= DISPATCH_LEVEL, unchanged. */
 VOID KeReleaseInStackQueuedSpinLockFromDpcLevel(PKLOCK_QUEUE_HANDLE LockHandle);
 
-/*
- * Queued form of KeAcquireSpinLockForDpc: raises to DISPATCH_LEVEL only inside
- * a threaded DPC running below it (elsewhere it acts as the AtDpcLevel form);
- * the entry IRQL is saved in LockHandle.
- */
 VOID KeAcquireInStackQueuedSpinLockForDpc(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle);
 
-/* Releases a lock from KeAcquireInStackQueuedSpinLockForDpc and returns to its entry IRQL. */
 VOID KeReleaseInStackQueuedSpinLockForDpc(PKLOCK_QUEUE_HANDLE LockHandle);
 
-/*
- * As KeAcquireInStackQueuedSpinLock but raises to SYNCH_LEVEL. IRQL in <= 12,
- * out 12. Release with KeReleaseInStackQueuedSpinLock.
- */
 VOID KeAcquireInStackQueuedSpinLockRaiseToSynch(PKSPIN_LOCK SpinLock,
                                                 PKLOCK_QUEUE_HANDLE LockHandle);
 
@@ -1049,19 +936,13 @@ typedef enum _POOL_TYPE
     NonPagedPoolNx = 512,
 } POOL_TYPE;
 
-/*
- * Allocates NumberOfBytes of resident memory tagged Tag, aligned to
- * MEMORY_ALLOCATION_ALIGNMENT (16). Returns NULL on failure. IRQL <= DISPATCH_LEVEL.
- */
+/* Defined, each with its contract above it, in kernel/ex/pool.c. */
 PVOID ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag);
 
-/* As ExAllocatePoolWithTag with the tag 'None'. IRQL <= DISPATCH_LEVEL. */
 PVOID ExAllocatePool(POOL_TYPE PoolType, SIZE_T NumberOfBytes);
 
-/* Frees a pool block; Tag must match its allocation tag. IRQL <= DISPATCH_LEVEL. */
 VOID ExFreePoolWithTag(PVOID P, ULONG Tag);
 
-/* Frees a pool block, whatever its tag. IRQL <= DISPATCH_LEVEL. */
 VOID ExFreePool(PVOID P);
 
 /* Lookaside lists: a depth-limited SLIST cache of equal-sized pool blocks. */
@@ -1101,23 +982,16 @@ _Static_assert(offsetof(NPAGED_LOOKASIDE_LIST, Allocate) == 48,
                "NPAGED_LOOKASIDE_LIST.Allocate@48");
 _Static_assert(sizeof(NPAGED_LOOKASIDE_LIST) == 96, "NPAGED_LOOKASIDE_LIST is 96 bytes");
 
-/*
- * Initialises Lookaside for blocks of Size bytes tagged Tag, allocated with
- * Allocate / freed with Free (NULL: pool defaults). Flags: pass 0. Depth: most
- * cached blocks, 0 = the kernel's default. IRQL <= DISPATCH_LEVEL.
- */
+/* Defined, each with its contract above it, in kernel/ex/lookaside.c. */
 VOID ExInitializeNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside,
                                      PALLOCATE_FUNCTION Allocate OPTIONAL,
                                      PFREE_FUNCTION Free OPTIONAL, ULONG Flags, SIZE_T Size,
                                      ULONG Tag, USHORT Depth);
 
-/* Frees every cached block (with Free); the list must not be used again. IRQL <= DISPATCH_LEVEL. */
 VOID ExDeleteNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside);
 
-/* Returns a cached block, else a new one from Allocate, else NULL. IRQL <= DISPATCH_LEVEL. */
 PVOID ExAllocateFromNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside);
 
-/* Caches Entry, or gives it to Free when Depth blocks are cached. IRQL <= DISPATCH_LEVEL. */
 VOID ExFreeToNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside, PVOID Entry);
 
 /* ---------------------------------------------------------------- zones */
@@ -1149,32 +1023,17 @@ _Static_assert(offsetof(ZONE_HEADER, SegmentList) == 8, "ZONE_HEADER.SegmentList
 _Static_assert(offsetof(ZONE_HEADER, BlockSize) == 16, "ZONE_HEADER.BlockSize@16");
 _Static_assert(offsetof(ZONE_HEADER, TotalSegmentSize) == 20, "ZONE_HEADER.TotalSegmentSize@20");
 
-/*
- * Initialises Zone over InitialSegment (8-aligned): a ZONE_SEGMENT_HEADER, then
- * BlockSize blocks pushed on FreeList (highest address first). Error status if
- * the segment is misaligned, BlockSize is < 8 or not a multiple of 8, the size
- * is not a multiple of 8, or BlockSize > InitialSegmentSize. PASSIVE_LEVEL.
- */
+/* Defined, each with its contract above it, in kernel/ex/zone.c. */
 NTSTATUS ExInitializeZone(PZONE_HEADER Zone, ULONG BlockSize, PVOID InitialSegment,
                           ULONG InitialSegmentSize);
 
-/*
- * Adds Segment (same checks) at the head of Zone's segment list and pushes its
- * blocks. IRQL <= DISPATCH_LEVEL; the caller serialises. Returns a status.
- */
 NTSTATUS ExExtendZone(PZONE_HEADER Zone, PVOID Segment, ULONG SegmentSize);
 
-/* ExExtendZone under Lock (taken with KeAcquireSpinLock). IRQL <= DISPATCH_LEVEL. */
 NTSTATUS ExInterlockedExtendZone(PZONE_HEADER Zone, PVOID Segment, ULONG SegmentSize,
                                  PKSPIN_LOCK Lock);
 
-/* ExInterlockedPopEntryList(&Zone->FreeList, Lock): a block or NULL. Any IRQL. */
 PVOID ExInterlockedAllocateFromZone(PZONE_HEADER Zone, PKSPIN_LOCK Lock);
 
-/*
- * ExInterlockedPushEntryList(&Zone->FreeList, Block, Lock): returns the previous
- * first free block, NULL if the zone was full. Any IRQL.
- */
 PVOID ExInterlockedFreeToZone(PZONE_HEADER Zone, PVOID Block, PKSPIN_LOCK Lock);
 
 /* Pops a free block; NULL if none is left. The caller serialises (a DDK macro). */
@@ -1278,36 +1137,19 @@ _Static_assert(offsetof(KDPC, SystemArgument1) == 40, "KDPC.SystemArgument1@40")
 _Static_assert(offsetof(KDPC, SystemArgument2) == 48, "KDPC.SystemArgument2@48");
 _Static_assert(offsetof(KDPC, DpcData) == 56, "KDPC.DpcData@56");
 
-/*
- * Sets Type = DpcObject, Importance = Medium, Number = 0 (current processor),
- * the routine and context, DpcData = NULL; DpcListEntry and SystemArgument1/2
- * are not touched. Any IRQL.
- */
+/* Defined, each with its contract above it, in kernel/ke/dpc.c. */
 VOID KeInitializeDpc(PRKDPC Dpc, PKDEFERRED_ROUTINE DeferredRoutine, PVOID DeferredContext);
 
-/* As KeInitializeDpc with Type = ThreadedDpcObject. Any IRQL. */
 VOID KeInitializeThreadedDpc(PRKDPC Dpc, PKDEFERRED_ROUTINE DeferredRoutine, PVOID DeferredContext);
 
-/*
- * Queues Dpc on its target processor (head for High importance, else tail)
- * with the two arguments and requests a DISPATCH_LEVEL interrupt there. Returns
- * TRUE if queued, FALSE if it already was (the stored arguments are kept). Any IRQL.
- */
 BOOLEAN KeInsertQueueDpc(PRKDPC Dpc, PVOID SystemArgument1, PVOID SystemArgument2);
 
-/*
- * Unqueues Dpc. TRUE if it was queued and now will not run; FALSE if it was
- * not queued (or is already running; this does not wait for it). Any IRQL.
- */
 BOOLEAN KeRemoveQueueDpc(PRKDPC Dpc);
 
-/* Makes later inserts target processor Number; ignored if Number >= active count. Any IRQL. */
 VOID KeSetTargetProcessorDpc(PRKDPC Dpc, CCHAR Number);
 
-/* Sets Dpc's importance for later inserts (queue position, how soon it is signalled). Any IRQL. */
 VOID KeSetImportanceDpc(PRKDPC Dpc, KDPC_IMPORTANCE Importance);
 
-/* Returns once every DPC queued on any processor before the call has run. PASSIVE_LEVEL. */
 VOID KeFlushQueuedDpcs(VOID);
 
 /*
@@ -1342,23 +1184,15 @@ typedef struct _KEVENT
 
 _Static_assert(sizeof(KEVENT) == 24, "KEVENT is 24 bytes");
 
-/* Initialises Event of the given type, signalled iff State. Any IRQL. */
+/* Defined, each with its contract above it, in kernel/ke/event.c. */
 VOID KeInitializeEvent(PRKEVENT Event, EVENT_TYPE Type, BOOLEAN State);
 
-/*
- * Signals Event and satisfies waits on it; returns its previous state.
- * Increment is the waiters' priority boost (unused). Wait = TRUE promises an
- * immediate wait call (no effect without a scheduler). IRQL <= DISPATCH_LEVEL.
- */
 LONG KeSetEvent(PRKEVENT Event, KPRIORITY Increment, BOOLEAN Wait);
 
-/* Makes Event not signalled; returns its previous state. IRQL <= DISPATCH_LEVEL. */
 LONG KeResetEvent(PRKEVENT Event);
 
-/* Makes Event not signalled. IRQL <= DISPATCH_LEVEL. */
 VOID KeClearEvent(PRKEVENT Event);
 
-/* Returns Event's current state (nonzero = signalled). Any IRQL. */
 LONG KeReadStateEvent(PRKEVENT Event);
 
 typedef enum _TIMER_TYPE
@@ -1382,30 +1216,17 @@ _Static_assert(offsetof(KTIMER, DueTime) == 24, "KTIMER.DueTime@24");
 _Static_assert(offsetof(KTIMER, TimerListEntry) == 32, "KTIMER.TimerListEntry@32");
 _Static_assert(offsetof(KTIMER, Dpc) == 48, "KTIMER.Dpc@48");
 
-/* KeInitializeTimerEx(Timer, NotificationTimer). Any IRQL. */
+/* Defined, each with its contract above it, in kernel/ke/timer.c. */
 VOID KeInitializeTimer(PKTIMER Timer);
 
-/* Initialises Timer as not set and not signalled. Any IRQL. */
 VOID KeInitializeTimerEx(PKTIMER Timer, TIMER_TYPE Type);
 
-/*
- * KeSetTimerEx(Timer, DueTime, 0, Dpc). Returns TRUE if Timer was already set
- * (it is reset with the new time). IRQL <= DISPATCH_LEVEL.
- */
 BOOLEAN KeSetTimer(PKTIMER Timer, LARGE_INTEGER DueTime, PKDPC Dpc OPTIONAL);
 
-/*
- * Sets Timer (not signalled) to expire at DueTime: negative = relative, in
- * 100 ns units; positive = absolute, tick count x KeQueryTimeIncrement.
- * At expiry: signal, queue Dpc if given, re-arm every Period ms if nonzero.
- * Returns TRUE if Timer was already set. IRQL <= DISPATCH_LEVEL.
- */
 BOOLEAN KeSetTimerEx(PKTIMER Timer, LARGE_INTEGER DueTime, LONG Period, PKDPC Dpc OPTIONAL);
 
-/* Unsets Timer (its state is unchanged); TRUE if it was set. IRQL <= DISPATCH_LEVEL. */
 BOOLEAN KeCancelTimer(PKTIMER Timer);
 
-/* Returns TRUE if Timer is signalled. Any IRQL. */
 BOOLEAN KeReadStateTimer(PKTIMER Timer);
 
 typedef enum _KWAIT_REASON
@@ -1420,12 +1241,7 @@ typedef enum _KWAIT_REASON
     WrExecutive,
 } KWAIT_REASON;
 
-/*
- * Waits until Object (a KEVENT or KTIMER) is signalled, consuming the signal of
- * a synchronization object. Timeout: NULL = forever, negative = relative 100 ns
- * units, 0 = poll. Returns STATUS_SUCCESS or STATUS_TIMEOUT. IRQL <= APC_LEVEL
- * (DISPATCH_LEVEL with a zero timeout); never in a DPC (0xB8).
- */
+/* Defined, each with its contract above it, in kernel/ke/event.c. */
 NTSTATUS KeWaitForSingleObject(PVOID Object, KWAIT_REASON WaitReason, KPROCESSOR_MODE WaitMode,
                                BOOLEAN Alertable, PLARGE_INTEGER Timeout OPTIONAL);
 
@@ -1475,36 +1291,20 @@ typedef struct _KINTERRUPT
     ULONG volatile ServiceCount; // ISR calls that returned TRUE (statistics)
 } KINTERRUPT;
 
-/*
- * Raises to Interrupt->SynchronizeIrql and takes *Interrupt->ActualLock;
- * returns the entry IRQL. IRQL in <= SynchronizeIrql, out SynchronizeIrql.
- */
+/* Defined, each with its contract above it, in kernel/ke/intobj.c. */
 KIRQL KeAcquireInterruptSpinLock(PKINTERRUPT Interrupt);
 
-/* Releases *Interrupt->ActualLock and lowers IRQL to OldIrql. IRQL in SynchronizeIrql. */
 VOID KeReleaseInterruptSpinLock(PKINTERRUPT Interrupt, KIRQL OldIrql);
 
-/*
- * Calls SynchronizeRoutine(SynchronizeContext) at SynchronizeIrql holding
- * ActualLock; returns its BOOLEAN unchanged (2 stays 2). IRQL in <=
- * SynchronizeIrql, unchanged on return.
- */
 BOOLEAN KeSynchronizeExecution(PKINTERRUPT Interrupt, PKSYNCHRONIZE_ROUTINE SynchronizeRoutine,
                                PVOID SynchronizeContext);
 
-/*
- * Connects ServiceRoutine to IDT Vector (0x30-0xBF; no HAL translation) at
- * device level Irql = Vector >> 4, synchronised at SynchronizeIrql >= Irql
- * through SpinLock (NULL: the object's own). Stores the new object in
- * *InterruptObject. Returns STATUS_SUCCESS or an error status. PASSIVE_LEVEL.
- */
 NTSTATUS IoConnectInterrupt(PKINTERRUPT *InterruptObject, PKSERVICE_ROUTINE ServiceRoutine,
                             PVOID ServiceContext, PKSPIN_LOCK SpinLock OPTIONAL, ULONG Vector,
                             KIRQL Irql, KIRQL SynchronizeIrql, KINTERRUPT_MODE InterruptMode,
                             BOOLEAN ShareVector, KAFFINITY ProcessorEnableMask,
                             BOOLEAN FloatingSave);
 
-/* Disconnects and frees the object; its ISR is not running on return. PASSIVE_LEVEL. */
 VOID IoDisconnectInterrupt(PKINTERRUPT InterruptObject);
 
 /* ---------------------------------------------------------------- device queues */
@@ -1540,41 +1340,20 @@ _Static_assert(offsetof(KDEVICE_QUEUE_ENTRY, DeviceListEntry) == 0,
 _Static_assert(offsetof(KDEVICE_QUEUE_ENTRY, SortKey) == 16, "KDEVICE_QUEUE_ENTRY.SortKey@16");
 _Static_assert(offsetof(KDEVICE_QUEUE_ENTRY, Inserted) == 20, "KDEVICE_QUEUE_ENTRY.Inserted@20");
 
-/* Type = DeviceQueueObject, Size = 40, empty, Lock = 0, Busy = FALSE. IRQL <= DISPATCH_LEVEL. */
+/* Defined, each with its contract above it, in kernel/ke/devqueue.c. */
 VOID KeInitializeDeviceQueue(PKDEVICE_QUEUE DeviceQueue);
 
-/*
- * Not busy: sets Busy, Entry->Inserted = FALSE, returns FALSE (start it now).
- * Busy: links Entry at the tail, Inserted = TRUE, returns TRUE. DISPATCH_LEVEL.
- */
 BOOLEAN KeInsertDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY DeviceQueueEntry);
 
-/*
- * As KeInsertDeviceQueue, but stores SortKey and, when busy, inserts in
- * ascending key order after equal keys. DISPATCH_LEVEL.
- */
 BOOLEAN KeInsertByKeyDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY DeviceQueueEntry,
                                  ULONG SortKey);
 
-/*
- * Busy queue: unlinks and returns the head (Inserted = FALSE), or, if empty,
- * clears Busy and returns NULL. DISPATCH_LEVEL; a non-busy queue is misuse (0x2).
- */
 PKDEVICE_QUEUE_ENTRY KeRemoveDeviceQueue(PKDEVICE_QUEUE DeviceQueue);
 
-/*
- * As KeRemoveDeviceQueue, but returns the first entry with key >= SortKey, or
- * the head if there is none. DISPATCH_LEVEL; the queue must be busy.
- */
 PKDEVICE_QUEUE_ENTRY KeRemoveByKeyDeviceQueue(PKDEVICE_QUEUE DeviceQueue, ULONG SortKey);
 
-/* NULL with no change if not busy; otherwise KeRemoveByKeyDeviceQueue. DISPATCH_LEVEL. */
 PKDEVICE_QUEUE_ENTRY KeRemoveByKeyDeviceQueueIfBusy(PKDEVICE_QUEUE DeviceQueue, ULONG SortKey);
 
-/*
- * If Entry->Inserted: unlinks it, Inserted = FALSE, returns TRUE; else FALSE.
- * Never changes Busy. IRQL <= DISPATCH_LEVEL.
- */
 BOOLEAN KeRemoveEntryDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY DeviceQueueEntry);
 
 /* ---------------------------------------------------------------- strings */
@@ -1594,10 +1373,7 @@ typedef const UNICODE_STRING *PCUNICODE_STRING;
         sizeof(Literal) - sizeof((Literal)[0]), sizeof(Literal), (PWSTR)(Literal)                  \
     }
 
-/*
- * Points DestinationString at SourceString (NUL-terminated, may be NULL: then
- * an empty string) without copying. IRQL <= DISPATCH_LEVEL on resident data.
- */
+/* Defined, each with its contract above it, in kernel/ex/rtl.c. */
 VOID RtlInitUnicodeString(PUNICODE_STRING DestinationString, PCWSTR SourceString OPTIONAL);
 
 /* ---------------------------------------------------------------- I/O manager types */
@@ -2038,95 +1814,47 @@ _Static_assert(sizeof(DRIVER_OBJECT) == 0x150, "DRIVER_OBJECT is 0x150 bytes");
 
 /* ---------------------------------------------------------------- I/O manager routines */
 
-/*
- * Creates a driver object, calls InitializationFunction(DriverObject, NULL) and
- * returns its status; on failure the object is deleted again. DriverName may
- * be NULL. PASSIVE_LEVEL.
- */
+/* Defined, each with its contract above it, in kernel/io/driver.c. */
 NTSTATUS IoCreateDriver(PUNICODE_STRING DriverName OPTIONAL,
                         PDRIVER_INITIALIZE InitializationFunction);
 
-/* Frees a driver object from IoCreateDriver; delete its devices first. PASSIVE_LEVEL. */
 VOID IoDeleteDriver(PDRIVER_OBJECT DriverObject);
 
-/*
- * Creates a device object with a zeroed DeviceExtensionSize-byte extension,
- * StackSize 1, DO_DEVICE_INITIALIZING set, linked at the head of the driver's
- * list; stores it in *DeviceObject. Returns STATUS_SUCCESS or an error status
- * (STATUS_INSUFFICIENT_RESOURCES). DeviceName may be NULL. PASSIVE_LEVEL.
- */
 NTSTATUS IoCreateDevice(PDRIVER_OBJECT DriverObject, ULONG DeviceExtensionSize,
                         PUNICODE_STRING DeviceName OPTIONAL, DEVICE_TYPE DeviceType,
                         ULONG DeviceCharacteristics, BOOLEAN Exclusive,
                         PDEVICE_OBJECT *DeviceObject);
 
-/* Unlinks and frees DeviceObject (no IRP may still reference it). PASSIVE_LEVEL. */
 VOID IoDeleteDevice(PDEVICE_OBJECT DeviceObject);
 
-/* Allocates and IoInitializeIrp's an IRP with StackSize locations; NULL on failure. <= DISPATCH. */
+/* Defined, each with its contract above it, in kernel/io/irp.c. */
 PIRP IoAllocateIrp(CCHAR StackSize, BOOLEAN ChargeQuota);
 
-/*
- * Zeroes PacketSize bytes at Irp and sets Type, Size, StackCount,
- * CurrentLocation = StackSize + 1, CurrentStackLocation past the last location
- * and an empty ThreadListEntry. <= DISPATCH_LEVEL.
- */
 VOID IoInitializeIrp(PIRP Irp, USHORT PacketSize, CCHAR StackSize);
 
-/* Frees an IRP from IoAllocateIrp. IRQL <= DISPATCH_LEVEL. */
 VOID IoFreeIrp(PIRP Irp);
 
-/* Re-initialises a completed IRP for reuse, with IoStatus.Status = Iostatus. <= DISPATCH_LEVEL. */
 VOID IoReuseIrp(PIRP Irp, NTSTATUS Iostatus);
 
-/*
- * Moves Irp to its next stack location (bug check 0x35 if none is left), sets
- * that location's DeviceObject and calls the driver's MajorFunction routine.
- * Returns the routine's status. IRQL <= DISPATCH_LEVEL, unchanged.
- */
 NTSTATUS IoCallDriver(PDEVICE_OBJECT DeviceObject, PIRP Irp);
 
-/*
- * Completes Irp: walks up its stack calling completion routines whose
- * SL_INVOKE_ON_* flags match, until one returns STATUS_MORE_PROCESSING_REQUIRED.
- * A second completion is bug check 0x44. IRQL <= DISPATCH_LEVEL; hold no spin lock.
- */
 VOID IoCompleteRequest(PIRP Irp, CCHAR PriorityBoost);
 
-/* Takes the system-wide cancel spin lock; *Irql gets the entry IRQL. IRQL <= DISPATCH -> DL. */
+/* Defined, each with its contract above it, in kernel/io/cancel.c. */
 VOID IoAcquireCancelSpinLock(PKIRQL Irql);
 
-/* Releases the cancel spin lock and lowers to Irql (Irp->CancelIrql in a cancel routine). */
 VOID IoReleaseCancelSpinLock(KIRQL Irql);
 
-/*
- * Sets Irp->Cancel and, if a cancel routine was set, calls it (at DISPATCH_LEVEL
- * holding the cancel lock) and returns TRUE; otherwise returns FALSE.
- * IRQL <= DISPATCH_LEVEL, unchanged.
- */
 BOOLEAN IoCancelIrp(PIRP Irp);
 
-/*
- * Starts Irp on DeviceObject's StartIo at DISPATCH_LEVEL if the device is idle,
- * else queues it (by *Key if given) with CancelFunction as its cancel routine.
- * IRQL <= DISPATCH_LEVEL, unchanged.
- */
+/* Defined, each with its contract above it, in kernel/io/startio.c. */
 VOID IoStartPacket(PDEVICE_OBJECT DeviceObject, PIRP Irp, PULONG Key OPTIONAL,
                    PDRIVER_CANCEL CancelFunction OPTIONAL);
 
-/*
- * Dequeues the next IRP for DeviceObject and calls StartIo with it, or marks
- * the device idle. Cancelable: take the cancel lock around the dequeue. DISPATCH_LEVEL.
- */
 VOID IoStartNextPacket(PDEVICE_OBJECT DeviceObject, BOOLEAN Cancelable);
 
-/* As IoStartNextPacket, dequeuing by Key (KeRemoveByKeyDeviceQueue). DISPATCH_LEVEL. */
 VOID IoStartNextPacketByKey(PDEVICE_OBJECT DeviceObject, BOOLEAN Cancelable, ULONG Key);
 
-/*
- * DeferredStartIo: a start-next call from inside StartIo runs after StartIo
- * returns. NonCancelable: the cancel routine is cleared before StartIo. <= DISPATCH.
- */
 VOID IoSetStartIoAttributes(PDEVICE_OBJECT DeviceObject, BOOLEAN DeferredStartIo,
                             BOOLEAN NonCancelable);
 
@@ -2279,40 +2007,22 @@ _Static_assert(offsetof(IO_CSQ_IRP_CONTEXT, Type) == 0, "IO_CSQ_IRP_CONTEXT.Type
 _Static_assert(offsetof(IO_CSQ_IRP_CONTEXT, Irp) == 8, "IO_CSQ_IRP_CONTEXT.Irp@8");
 _Static_assert(offsetof(IO_CSQ_IRP_CONTEXT, Csq) == 16, "IO_CSQ_IRP_CONTEXT.Csq@16");
 
-/* Fills Csq with the callbacks, Type = IO_TYPE_CSQ. Returns STATUS_SUCCESS. <= DISPATCH_LEVEL. */
+/* Defined, each with its contract above it, in kernel/io/csq.c. */
 NTSTATUS IoCsqInitialize(PIO_CSQ Csq, PIO_CSQ_INSERT_IRP CsqInsertIrp,
                          PIO_CSQ_REMOVE_IRP CsqRemoveIrp, PIO_CSQ_PEEK_NEXT_IRP CsqPeekNextIrp,
                          PIO_CSQ_ACQUIRE_LOCK CsqAcquireLock, PIO_CSQ_RELEASE_LOCK CsqReleaseLock,
                          PIO_CSQ_COMPLETE_CANCELED_IRP CsqCompleteCanceledIrp);
 
-/* As IoCsqInitialize with an NTSTATUS-returning insert; Type = IO_TYPE_CSQ_EX. */
 NTSTATUS IoCsqInitializeEx(PIO_CSQ Csq, PIO_CSQ_INSERT_IRP_EX CsqInsertIrp,
                            PIO_CSQ_REMOVE_IRP CsqRemoveIrp, PIO_CSQ_PEEK_NEXT_IRP CsqPeekNextIrp,
                            PIO_CSQ_ACQUIRE_LOCK CsqAcquireLock, PIO_CSQ_RELEASE_LOCK CsqReleaseLock,
                            PIO_CSQ_COMPLETE_CANCELED_IRP CsqCompleteCanceledIrp);
 
-/*
- * Marks Irp pending, queues it (remembering Context if given) and makes it
- * cancelable; an IRP already cancelled is removed and completed at once, never
- * left queued. IRQL <= DISPATCH_LEVEL.
- */
 VOID IoCsqInsertIrp(PIO_CSQ Csq, PIRP Irp, PIO_CSQ_IRP_CONTEXT Context OPTIONAL);
 
-/*
- * As IoCsqInsertIrp; returns the driver's insert status. On failure nothing is
- * queued and no cancel routine is set (Irp stays marked pending). <= DISPATCH_LEVEL.
- */
 NTSTATUS IoCsqInsertIrpEx(PIO_CSQ Csq, PIRP Irp, PIO_CSQ_IRP_CONTEXT Context OPTIONAL,
                           PVOID InsertContext OPTIONAL);
 
-/*
- * Removes and returns the IRP remembered in Context, or NULL if it was already
- * removed or is being cancelled. IRQL <= DISPATCH_LEVEL.
- */
 PIRP IoCsqRemoveIrp(PIO_CSQ Csq, PIO_CSQ_IRP_CONTEXT Context);
 
-/*
- * Removes and returns the first queued IRP matching PeekContext that is not
- * being cancelled, or NULL. IRQL <= DISPATCH_LEVEL.
- */
 PIRP IoCsqRemoveNextIrp(PIO_CSQ Csq, PVOID PeekContext OPTIONAL);

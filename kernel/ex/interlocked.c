@@ -45,7 +45,11 @@ InterlockedCompareExchange128(LONG64 volatile *Destination, LONG64 ExchangeHigh,
     return FALSE;
 }
 
-/* Adds Increment to *Addend under Lock (interrupts off); returns the original value. Any IRQL. */
+/*
+ * Adds Increment to *Addend under Lock (interrupts off); returns the original
+ * value. Any IRQL. Lock must be used only by ExInterlocked routines (they take
+ * it with interrupts off, at any IRQL).
+ */
 ULONG
 ExInterlockedAddUlong(PULONG Addend, ULONG Increment, PKSPIN_LOCK Lock)
 {
@@ -80,7 +84,8 @@ ExInterlockedAddLargeStatistic(PLARGE_INTEGER Addend, ULONG Increment)
                        __ATOMIC_SEQ_CST);
 }
 
-/* Atomically adds 1 to *Addend; returns the sign of the new (wrapped) value. Lock ignored. */
+/* Atomically adds 1 to *Addend; returns the sign of the new (wrapped) value. Lock ignored.
+ * Any IRQL. */
 INTERLOCKED_RESULT
 ExInterlockedIncrementLong(PLONG Addend, PKSPIN_LOCK Lock)
 {
@@ -88,7 +93,8 @@ ExInterlockedIncrementLong(PLONG Addend, PKSPIN_LOCK Lock)
     return ExpSignOf(InterlockedIncrement(Addend));
 }
 
-/* Atomically subtracts 1 from *Addend; returns the sign of the new (wrapped) value. */
+/* Atomically subtracts 1 from *Addend; returns the sign of the new (wrapped) value. Lock
+ * ignored. Any IRQL. */
 INTERLOCKED_RESULT
 ExInterlockedDecrementLong(PLONG Addend, PKSPIN_LOCK Lock)
 {

@@ -289,12 +289,14 @@ ExFreePoolWithTag(PVOID P, ULONG Tag)
     KeReleaseSpinLock(&ExpPoolLock, OldIrql);
 }
 
+/* Frees a pool block, whatever its tag. IRQL <= DISPATCH_LEVEL, unchanged. */
 VOID
 ExFreePool(PVOID P)
 {
     ExFreePoolWithTag(P, 0);
 }
 
+/* As ExAllocatePoolWithTag with the tag 'None'. IRQL <= DISPATCH_LEVEL, unchanged. */
 PVOID
 ExAllocatePool(POOL_TYPE PoolType, SIZE_T NumberOfBytes)
 {

@@ -61,7 +61,10 @@ ExpCarveZoneSegment(PZONE_HEADER Zone, PVOID Segment, ULONG SegmentSize)
 /*
  * Initialises Zone over InitialSegment: BlockSize, one segment, all its
  * blocks free. PASSIVE_LEVEL (any IRQL works: nothing is locked). Returns
- * STATUS_SUCCESS, or STATUS_INVALID_PARAMETER with Zone untouched.
+ * STATUS_SUCCESS, or STATUS_INVALID_PARAMETER with Zone untouched when the
+ * segment or the sizes fail the validation at the top of this file (segment
+ * NULL or not 8-aligned; size not a multiple of 8 or below the header;
+ * BlockSize below 8, not a multiple of 8 or larger than the segment).
  */
 NTSTATUS
 ExInitializeZone(PZONE_HEADER Zone, ULONG BlockSize, PVOID InitialSegment, ULONG InitialSegmentSize)

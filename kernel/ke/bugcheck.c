@@ -206,6 +206,7 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
     HalExitEmulator(HAL_EXIT_BUGCHECK);
 }
 
+/* KeBugCheckEx(BugCheckCode, 0, 0, 0, 0). Any IRQL; never returns (see KeBugCheckEx). */
 VOID
 KeBugCheck(ULONG BugCheckCode)
 {

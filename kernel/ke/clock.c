@@ -117,7 +117,10 @@ KeQueryPerformanceCounter(PLARGE_INTEGER PerformanceFrequency)
     return Counter;
 }
 
-/* Busy-waits at least MicroSeconds on this processor. Any IRQL; IRQL unchanged. */
+/*
+ * Busy-waits at least MicroSeconds on this processor (keep it short: the DDK
+ * advises at most 50 us). Any IRQL; IRQL unchanged.
+ */
 VOID
 KeStallExecutionProcessor(ULONG MicroSeconds)
 {

@@ -84,6 +84,11 @@ vDbgPrintEx(PCSTR Format, va_list Arguments)
     return Buffer.Total;
 }
 
+/*
+ * printf-style output on the kernel debugger port (COM1), the whole message
+ * at once under the console lock; returns the characters written. Any IRQL, any
+ * processor.
+ */
 ULONG
 DbgPrint(PCSTR Format, ...)
 {
@@ -96,6 +101,11 @@ DbgPrint(PCSTR Format, ...)
     return Written;
 }
 
+/*
+ * Reports a failed ASSERT (checked builds) on the debug port, then bug-checks
+ * MANUALLY_INITIATED_CRASH (P1 the expression, P2 the file, P3 the line). Any
+ * IRQL; does not return unless a bug-check catcher takes it.
+ */
 VOID
 RtlAssert(PVOID FailedAssertion, PVOID FileName, ULONG LineNumber, PCHAR Message)
 {

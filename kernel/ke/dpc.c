@@ -134,7 +134,11 @@ KiInitializeDpc(VOID)
     KiConnectVector(KI_VECTOR_DPC, KiDispatchInterrupt, NULL);
 }
 
-/* Any IRQL. See wdm.h for the contract. */
+/*
+ * Initialises Dpc: Type = DpcObject, Importance = MediumImportance, Number = 0
+ * (the inserting processor), the routine and context, DpcData = NULL;
+ * DpcListEntry and SystemArgument1/2 are not touched. Any IRQL.
+ */
 VOID
 KeInitializeDpc(PRKDPC Dpc, PKDEFERRED_ROUTINE DeferredRoutine, PVOID DeferredContext)
 {

@@ -149,8 +149,10 @@ KeReadStateEvent(PRKEVENT Event)
  * negative = relative, in 100 ns units (measured with the performance
  * counter); positive = absolute system time (tick count x time increment).
  * Returns STATUS_SUCCESS or STATUS_TIMEOUT. IRQL <= APC_LEVEL, or
- * DISPATCH_LEVEL with a zero timeout; unchanged. WaitReason, WaitMode and
- * Alertable are accepted and ignored (no threads, no APCs to alert).
+ * DISPATCH_LEVEL with a zero timeout; unchanged. A non-zero timeout inside a
+ * DPC is 0xB8 ATTEMPTED_SWITCH_FROM_DPC, at any other IRQL above APC_LEVEL
+ * 0xA (both builds). WaitReason, WaitMode and Alertable are accepted and
+ * ignored (no threads, no APCs to alert).
  */
 NTSTATUS
 KeWaitForSingleObject(PVOID Object, KWAIT_REASON WaitReason, KPROCESSOR_MODE WaitMode,

@@ -19,8 +19,9 @@ KeGetCurrentIrql(VOID)
 }
 
 /*
- * Raises IRQL to NewIrql and returns the previous level. NewIrql >= current
- * (equal is a no-op). IRQL out: NewIrql.
+ * Raises IRQL to NewIrql and returns the previous level. IRQL in <= NewIrql
+ * (equal is a no-op), out NewIrql. Checked build: a NewIrql below the current
+ * IRQL is 0x9 (P1 current, P2 NewIrql); one above HIGH_LEVEL is 0xC4/0x30.
  */
 KIRQL
 KfRaiseIrql(KIRQL NewIrql)
@@ -42,7 +43,9 @@ KeRaiseIrql(KIRQL NewIrql, PKIRQL OldIrql)
 
 /*
  * Lowers IRQL to NewIrql (<= current), the value the matching raise returned.
- * Pending software and device interrupts above NewIrql are delivered on the way.
+ * Pending software and device interrupts above NewIrql are delivered on the
+ * way. IRQL out: NewIrql. Checked build: a NewIrql above the current IRQL is
+ * 0xA (P1 0, P2 current, P4 caller IP).
  */
 VOID
 KeLowerIrql(KIRQL NewIrql)

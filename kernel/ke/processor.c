@@ -92,7 +92,10 @@ KiAffinityOfCount(ULONG Count)
     return ((KAFFINITY)1 << Count) - 1;
 }
 
-/* Any IRQL. See wdm.h and API.md §6 for the contract. */
+/*
+ * Returns the current processor's number, 0..active-1. Any IRQL; stable only
+ * at >= DISPATCH_LEVEL (below it the caller may in principle migrate).
+ */
 ULONG
 KeGetCurrentProcessorNumber(VOID)
 {
@@ -100,7 +103,10 @@ KeGetCurrentProcessorNumber(VOID)
     return (ULONG)x86_read_gs_qword(offsetof(KPRCB, Number));
 }
 
-/* Any IRQL. See wdm.h and API.md §6 for the contract. */
+/*
+ * As KeGetCurrentProcessorNumber; also fills *ProcNumber (group 0, Number,
+ * Reserved 0) when given. Any IRQL.
+ */
 ULONG
 KeGetCurrentProcessorNumberEx(PPROCESSOR_NUMBER ProcNumber)
 {
@@ -115,7 +121,10 @@ KeGetCurrentProcessorNumberEx(PPROCESSOR_NUMBER ProcNumber)
     return Number;
 }
 
-/* Any IRQL. See wdm.h and API.md §6 for the contract. */
+/*
+ * Returns the number of active processors and stores their bitmap (bits
+ * 0..count-1) in *ActiveProcessors when given. Any IRQL.
+ */
 ULONG
 KeQueryActiveProcessorCount(PKAFFINITY ActiveProcessors)
 {
@@ -129,7 +138,7 @@ KeQueryActiveProcessorCount(PKAFFINITY ActiveProcessors)
     return Count;
 }
 
-/* Any IRQL. See wdm.h and API.md §6 for the contract. */
+/* Returns the bitmap of active processors (bits 0..count-1). Any IRQL. */
 KAFFINITY
 KeQueryActiveProcessors(VOID)
 {

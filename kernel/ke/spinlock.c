@@ -332,7 +332,10 @@ KeAcquireSpinLock(PKSPIN_LOCK SpinLock, PKIRQL OldIrql)
     *OldIrql = Previous;
 }
 
-/* As KeAcquireSpinLock; returns the previous IRQL. */
+/*
+ * As KeAcquireSpinLock; returns the previous IRQL. IRQL in <= DISPATCH_LEVEL
+ * (checked: above it 0xA), out DISPATCH_LEVEL.
+ */
 KIRQL
 KeAcquireSpinLockRaiseToDpc(PKSPIN_LOCK SpinLock)
 {
@@ -399,8 +402,11 @@ KeReleaseSpinLockFromDpcLevel(PKSPIN_LOCK SpinLock)
 
 /*
  * Takes the lock if it is free, without spinning: TRUE if the caller now
- * holds it, FALSE if it was held. IRQL >= DISPATCH_LEVEL (checked: 0x9),
- * unchanged. Checked build: 0xF if the caller already holds it (API.md §3).
+ * holds it, FALSE if it was held (free build: also when the caller holds it).
+ * IRQL DISPATCH_LEVEL, unchanged: the DDK documents exactly DISPATCH_LEVEL;
+ * higher levels are accepted, as by the other AtDpcLevel forms, and below
+ * DISPATCH_LEVEL the checked build bug-checks 0x9. Checked build: 0xF if the
+ * caller already holds it (API.md §3).
  */
 BOOLEAN
 KeTryToAcquireSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock)

@@ -217,7 +217,10 @@ KeInitializeTimerEx(PKTIMER Timer, TIMER_TYPE Type)
     Timer->Period = 0;
 }
 
-/* KeSetTimerEx(Timer, DueTime, 0, Dpc). IRQL <= DISPATCH_LEVEL. */
+/*
+ * KeSetTimerEx(Timer, DueTime, 0, Dpc): TRUE if Timer was already set (it is
+ * re-set). IRQL <= DISPATCH_LEVEL.
+ */
 BOOLEAN
 KeSetTimer(PKTIMER Timer, LARGE_INTEGER DueTime, PKDPC Dpc)
 {
