@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * HAL-private declarations shared among hal/ files. The kernel never includes
- * this; white-box tests (tests/hal_*.c) do, explicitly.
+ * this; the HAL's white-box tests do, explicitly.
  */
 #pragma once
 

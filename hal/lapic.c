@@ -4,9 +4,9 @@
  * firmware handed over with x2APIC already enabled, as on large machines,
  * where xAPIC MMIO no longer answers), per-processor enable, EOI and the
  * interrupt command register used for IPIs, self-IPIs and the freeze NMI.
- * QEMU 7.2's TCG offers xAPIC only, so there the x2APIC path is exercised by
- * its white-box test (tests/hal_lapic.c) and ACCEL=kvm with firmware that
- * enables x2APIC.
+ * QEMU 7.2's TCG offers xAPIC only: there the x2APIC translation is checked
+ * by the HalLapic white-box tests, and the path itself runs on machines whose
+ * firmware hands over in x2APIC mode.
  */
 #include "hal/halp.h"
 

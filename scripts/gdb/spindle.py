@@ -424,13 +424,17 @@ def current_test():
 
 
 def test_on(proc, test):
-    """The test proc is running the code of: it has TestAbortJump set while it runs a
-    test routine (the test itself on processor 0, a KtRunOnProcessors routine elsewhere)."""
+    """The test proc is running the code of: the harness's KtAbortJump[proc] is set while
+    it runs a test routine (the test itself on processor 0, a KtRunOnProcessors routine
+    elsewhere)."""
     if not test:
         return "-"
+    jumps = lookup_static("KtAbortJump")
+    if jumps is None:
+        return "?"
     try:
-        return test if int(proc.field("TestAbortJump")) != 0 else "-"
-    except gdb.error:
+        return test if int(jumps[proc.number]) != 0 else "-"
+    except (gdb.error, gdb.MemoryError):
         return "?"
 
 
