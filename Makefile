@@ -254,13 +254,24 @@ test-gdb: deps
 	    --firmware $(if $(filter uefi,$(FIRMWARE)),uefi,bios)
 
 # Microbenchmarks (tests/bench/): the Bench suite in a free build with bench=1 on the kernel
-# command line, then a table, build/bench.csv and bar charts from the serial log. Speed never
-# fails; the exit status is non-zero only when the run failed or result lines are missing.
-.PHONY: bench
+# command line (BENCH_MS=n sets bench_ms, the contended window), then scripts/bench-report.py
+# writes $(BENCH_OUT)/report.md, results.json and PNG plots. Speed never fails; the exit status
+# is non-zero only when the run failed or result lines are missing.
+BENCH_MS  ?=
+BENCH_OUT ?= build/bench
+.PHONY: bench bench-compare
 bench: deps
-	@rc=0; $(MAKE) --no-print-directory test DBG=0 TESTS='Bench:*' CMDLINE='bench=1 $(CMDLINE)' \
-	    || rc=$$?; bash scripts/bench-report.sh --log $(or $(LOG),build/serial.log) \
-	    --csv build/bench.csv --smp $(SMP) --status $$rc
+	@rc=0; $(MAKE) --no-print-directory test DBG=0 TESTS='Bench:*' \
+	    CMDLINE='bench=1 $(if $(BENCH_MS),bench_ms=$(BENCH_MS) )$(CMDLINE)' || rc=$$?; \
+	    python3 scripts/bench-report.py --log $(LOG) --out $(BENCH_OUT) --smp $(SMP) \
+	    --accel $(ACCEL) --cpu max --status $$rc
+
+# make bench at SMP=8 and SMP=2 and the Linux peer kit (PEER_KIT) on the same QEMU, then
+# $(BENCH_OUT)/compare.md: Spindle's rows next to Linux's (scripts/bench-compare.sh).
+PEER_KIT ?= ../shared/peer/linux-lockbench
+bench-compare: deps
+	@bash scripts/bench-compare.sh --kit $(PEER_KIT) --out $(BENCH_OUT) --accel $(ACCEL) \
+	    $(if $(BENCH_MS),--bench-ms $(BENCH_MS))
 
 # The stress mode (tests/torture/): the Torture suite with torture=1 on the kernel command line,
 # every primitive on every processor for DURATION seconds (5..3000), with interrupt storms.
@@ -311,7 +322,8 @@ help:
 	@echo "  make test-gdb   scripted gdb session: stepping, a breakpoint on the last CPU, spindle-* commands"
 	@echo "  make test-efi-errors  the EFI loader's error and retry paths under OVMF"
 	@echo "  make esp / efi  build the EFI system partition / only the GNU-EFI loader"
-	@echo "  make bench      microbenchmarks (free build, SMP CPUs): table, build/bench.csv, bar charts"
+	@echo "  make bench      lock benchmark (free build, SMP CPUs): build/bench/report.md, results.json, plots"
+	@echo "  make bench-compare  make bench at SMP=8 and 2 and the Linux peer kit: build/bench/compare.md"
 	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s)"
 	@echo "  make test-notests   boot the kernel built without tests/ (NOTESTS=1): it has nothing to run"
 	@echo "  make check-layering  check the include rules of STYLE.md §1"

@@ -44,9 +44,18 @@ KiRunWorkload(PCSTR CommandLine)
  * 64-bit mode, interrupts off, RDI = physical address of the multiboot2
  * information. Never returns.
  */
+/*
+ * The TSC when the boot processor entered KiSystemStartup and when every
+ * processor was online: the boot time `make bench` reports. Written once by
+ * the boot processor before the test suite starts; read-only afterwards.
+ */
+ULONG64 KiStartupTsc;
+ULONG64 KiProcessorsOnlineTsc;
+
 INIT_CODE VOID
 KiSystemStartup(ULONG64 BootInfoPhysical)
 {
+    KiStartupTsc = x86_rdtsc();
     HalInitializeDebugPort();
     /* GS must point at a PRCB before anything (DbgPrint, KeBugCheckEx) reads it. */
     KiInitializeBootProcessor();
@@ -68,6 +77,7 @@ KiSystemStartup(ULONG64 BootInfoPhysical)
     KiInitializeClock();
     x86_sti();
     KiStartSecondaryProcessors();
+    KiProcessorsOnlineTsc = x86_rdtsc();
 
     KiRunWorkload(KiBootInfo.CommandLine);
 }

@@ -32,6 +32,10 @@ PACKAGES=(
     clang
     binutils
     clang-format  # make check-format (STYLE.md §10)
+    # make bench: the report and its plots
+    python3
+    gnuplot-nox
+    cpio  # make bench-compare: the peer kit packs its initramfs
 )
 
 die() {

@@ -144,6 +144,30 @@ x86_rdtsc(void)
     return ((uint64_t)Hi << 32) | Lo;
 }
 
+/*
+ * Serialising TSC reads for timing a region of code (Intel's and Linux's
+ * recipe): lfence; rdtsc; lfence at the start keeps earlier instructions from
+ * finishing after the read and later ones from starting before it; rdtscp;
+ * lfence at the end waits for everything before it and keeps later
+ * instructions from starting early. rdtscp needs CPUID 0x80000001 EDX bit 27;
+ * x86_rdtsc_begin serves as the end read where it is missing.
+ */
+static inline uint64_t
+x86_rdtsc_begin(void)
+{
+    uint32_t Lo, Hi;
+    __asm__ volatile("lfence; rdtsc; lfence" : "=a"(Lo), "=d"(Hi)::"memory");
+    return ((uint64_t)Hi << 32) | Lo;
+}
+
+static inline uint64_t
+x86_rdtscp_end(void)
+{
+    uint32_t Lo, Hi, Aux;
+    __asm__ volatile("rdtscp; lfence" : "=a"(Lo), "=d"(Hi), "=c"(Aux)::"memory");
+    return ((uint64_t)Hi << 32) | Lo;
+}
+
 static inline void
 x86_cpuid(uint32_t Leaf, uint32_t Subleaf, uint32_t Regs[4])
 {

@@ -96,6 +96,9 @@ KiGetPrcb(ULONG Number)
 
 VOID KiInitializeProcessorTables(PKPRCB Prcb);
 VOID KiInitializeBootProcessor(VOID);
+/* TSC at KiSystemStartup's entry and once every processor is online (init.c; make bench). */
+extern ULONG64 KiStartupTsc;
+extern ULONG64 KiProcessorsOnlineTsc;
 
 /* ---- boot information */
 

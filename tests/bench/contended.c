@@ -1,0 +1,440 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * Bench: contended locks, with exactly the loop of the Linux peer module.
+ *
+ * For N = 1, 2, 4, ... and all processors, N processors (0..N-1) arrive at a
+ * gate; the last to arrive stamps t0 (TSC), arms the stop deadline and opens
+ * the gate. Each processor then runs
+ *
+ *     while (stop != this window) {
+ *         acquire;
+ *         counter = counter + 1;      plain volatile read and write, not atomic
+ *         busy(cs_work);              bench_cs=, default 0
+ *         release;
+ *         busy(ncs_work);             bench_ncs=, default 0: re-acquire at once
+ *         n++;                        private, in a register
+ *     }
+ *
+ * and stamps its own end. The stop flag is wall-clock driven, as the module's
+ * hrtimer: the clock interrupt (every 10 ms on every processor, above
+ * DISPATCH_LEVEL) sets it once the deadline has passed, so no processor reads
+ * the TSC in its loop. Reported: total = sum of n, ops_per_s = total / (last
+ * end - t0), cycles_per_op = (last end - t0) / total, min and max of the n
+ * (fairness), and mutex_ok = (counter == total). Each row is the median (by
+ * throughput) of bench_windows (>= 3) windows of bench_ms; every window is
+ * printed too (`# bench window`).
+ *
+ * The locks: the ordinary spin lock at DISPATCH_LEVEL (AtDpcLevel, the shape
+ * of Linux's spin_lock), the raising KeAcquireSpinLock (the shape of
+ * spin_lock_irqsave), both in-stack queued forms, and two references written
+ * here: virt_tas, Linux's virt_spin_lock test-and-set (the lock Linux uses in
+ * a VM without paravirtual spin locks), and the module's own raw_xchg lock.
+ * The AtDpcLevel and reference loops raise to DISPATCH_LEVEL once around the
+ * whole loop, as a DPC routine would run them.
+ */
+#include "tests/bench/bench.h"
+
+#include "kernel/ki.h"
+#include "lib/lib.h"
+
+typedef struct _BENCH_SLOT
+{
+    ULONG64 Acquisitions;
+    ULONG64 End;
+} __attribute__((aligned(BENCH_ALIGN))) BENCH_SLOT;
+
+typedef struct _BENCH_CONTENDED
+{
+    KSPIN_LOCK Lock __attribute__((aligned(BENCH_ALIGN))); // the NT lock under test
+    ULONG TasWord __attribute__((aligned(BENCH_ALIGN)));   // virt_tas reference lock
+    ULONG64 XWord __attribute__((aligned(BENCH_ALIGN)));   // raw_xchg reference lock
+    ULONG64 volatile Counter __attribute__((aligned(BENCH_ALIGN)));
+    LONG volatile Ready __attribute__((aligned(BENCH_ALIGN))); // the gate
+    LONG volatile Go;
+    ULONG Threads;
+    ULONG Window; // this window's number: Stop == Window ends it
+    ULONG64 T0;
+    ULONG CsWork;
+    ULONG NcsWork;
+    ULONG volatile Stop __attribute__((aligned(BENCH_ALIGN))); // read by every processor
+    BENCH_SLOT Slot[BENCH_MAX_CPUS];
+} BENCH_CONTENDED;
+
+static BENCH_CONTENDED BenchC __attribute__((aligned(BENCH_ALIGN)));
+
+/*
+ * The stop deadline, read by the clock hook on every processor. The opener
+ * writes the deadline, then the window number (release); the hook reads the
+ * number (acquire), then the deadline, so a number it sees comes with its
+ * deadline. A hook that read a previous window's number can only store that
+ * number into Stop, which no later window waits for.
+ */
+static ULONG64 volatile BenchStopDeadline;
+static ULONG volatile BenchStopWindow; // 0: not armed
+static KI_CLOCK_HOOK *BenchPreviousHook;
+
+static VOID
+BenchClockHook(struct x86_trap_frame *Frame)
+{
+    ULONG Window;
+
+    if (BenchPreviousHook != NULL)
+    {
+        BenchPreviousHook(Frame);
+    }
+    Window = __atomic_load_n(&BenchStopWindow, __ATOMIC_ACQUIRE);
+    if (Window != 0 && x86_rdtsc() >= __atomic_load_n(&BenchStopDeadline, __ATOMIC_RELAXED))
+    {
+        /* Relaxed: the loops only poll it; their results are published by KtRunOnProcessors. */
+        __atomic_store_n(&BenchC.Stop, Window, __ATOMIC_RELAXED);
+    }
+}
+
+/* ---------------------------------------------------------------- the loops */
+
+static inline BOOLEAN
+BenchRunning(BENCH_CONTENDED *C, ULONG Window)
+{
+    return __atomic_load_n(&C->Stop, __ATOMIC_RELAXED) != Window;
+}
+
+/* The critical section and the rest of one iteration, shared by every loop. */
+#define BENCH_CRITICAL(C, Cs) ((C)->Counter = (C)->Counter + 1, BenchBusy(Cs))
+
+static __attribute__((noinline)) ULONG64
+BenchLoopAtDpcLevel(BENCH_CONTENDED *C)
+{
+    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
+    ULONG64 N = 0;
+    KIRQL Old;
+
+    KeRaiseIrql(DISPATCH_LEVEL, &Old);
+    while (BenchRunning(C, Window))
+    {
+        KeAcquireSpinLockAtDpcLevel(&C->Lock);
+        BENCH_CRITICAL(C, Cs);
+        KeReleaseSpinLockFromDpcLevel(&C->Lock);
+        BenchBusy(Ncs);
+        N++;
+    }
+    KeLowerIrql(Old);
+    return N;
+}
+
+static __attribute__((noinline)) ULONG64
+BenchLoopRaising(BENCH_CONTENDED *C)
+{
+    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
+    ULONG64 N = 0;
+
+    while (BenchRunning(C, Window))
+    {
+        KIRQL Old;
+
+        KeAcquireSpinLock(&C->Lock, &Old);
+        BENCH_CRITICAL(C, Cs);
+        KeReleaseSpinLock(&C->Lock, Old);
+        BenchBusy(Ncs);
+        N++;
+    }
+    return N;
+}
+
+static __attribute__((noinline)) ULONG64
+BenchLoopQueuedAtDpcLevel(BENCH_CONTENDED *C)
+{
+    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
+    ULONG64 N = 0;
+    KIRQL Old;
+
+    KeRaiseIrql(DISPATCH_LEVEL, &Old);
+    while (BenchRunning(C, Window))
+    {
+        KLOCK_QUEUE_HANDLE Handle;
+
+        KeAcquireInStackQueuedSpinLockAtDpcLevel(&C->Lock, &Handle);
+        BENCH_CRITICAL(C, Cs);
+        KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle);
+        BenchBusy(Ncs);
+        N++;
+    }
+    KeLowerIrql(Old);
+    return N;
+}
+
+static __attribute__((noinline)) ULONG64
+BenchLoopQueuedRaising(BENCH_CONTENDED *C)
+{
+    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
+    ULONG64 N = 0;
+
+    while (BenchRunning(C, Window))
+    {
+        KLOCK_QUEUE_HANDLE Handle;
+
+        KeAcquireInStackQueuedSpinLock(&C->Lock, &Handle);
+        BENCH_CRITICAL(C, Cs);
+        KeReleaseInStackQueuedSpinLock(&Handle);
+        BenchBusy(Ncs);
+        N++;
+    }
+    return N;
+}
+
+/*
+ * Linux 6.1's spin_lock() in a VM without paravirtual spin locks: the
+ * qspinlock fast path (cmpxchg 0 -> 1), then virt_spin_lock()'s
+ * test-and-test-and-set loop; unlock is a release store of the locked byte.
+ */
+static inline VOID
+BenchTasAcquire(ULONG *Word)
+{
+    ULONG Expected = 0;
+
+    /* Acquire: pairs with the release store in BenchTasRelease. */
+    if (__atomic_compare_exchange_n(Word, &Expected, 1, FALSE, __ATOMIC_ACQUIRE, __ATOMIC_RELAXED))
+    {
+        return;
+    }
+    do
+    {
+        while (__atomic_load_n(Word, __ATOMIC_RELAXED) != 0)
+        {
+            x86_pause();
+        }
+        Expected = 0;
+    } while (!__atomic_compare_exchange_n(Word, &Expected, 1, FALSE, __ATOMIC_ACQUIRE,
+                                          __ATOMIC_RELAXED));
+}
+
+static inline VOID
+BenchTasRelease(ULONG *Word)
+{
+    /* Release: pairs with the acquiring compare-exchange in BenchTasAcquire. */
+    __atomic_store_n(Word, 0, __ATOMIC_RELEASE);
+}
+
+static __attribute__((noinline)) ULONG64
+BenchLoopVirtTas(BENCH_CONTENDED *C)
+{
+    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
+    ULONG64 N = 0;
+    KIRQL Old;
+
+    KeRaiseIrql(DISPATCH_LEVEL, &Old);
+    while (BenchRunning(C, Window))
+    {
+        BenchTasAcquire(&C->TasWord);
+        BENCH_CRITICAL(C, Cs);
+        BenchTasRelease(&C->TasWord);
+        BenchBusy(Ncs);
+        N++;
+    }
+    KeLowerIrql(Old);
+    return N;
+}
+
+/* The module's raw_xchg lock: xchg, spin reading while held, release store. */
+static __attribute__((noinline)) ULONG64
+BenchLoopRawXchg(BENCH_CONTENDED *C)
+{
+    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
+    ULONG64 N = 0;
+    KIRQL Old;
+
+    KeRaiseIrql(DISPATCH_LEVEL, &Old);
+    while (BenchRunning(C, Window))
+    {
+        /* Acquire: pairs with the release store below on another processor. */
+        while (__atomic_exchange_n(&C->XWord, 1, __ATOMIC_ACQUIRE) != 0)
+        {
+            do
+            {
+                x86_pause();
+            } while (__atomic_load_n(&C->XWord, __ATOMIC_RELAXED) != 0);
+        }
+        BENCH_CRITICAL(C, Cs);
+        __atomic_store_n(&C->XWord, 0, __ATOMIC_RELEASE);
+        BenchBusy(Ncs);
+        N++;
+    }
+    KeLowerIrql(Old);
+    return N;
+}
+
+/* ---------------------------------------------------------------- one window */
+
+typedef ULONG64 BENCH_CONTENDED_LOOP(BENCH_CONTENDED *C);
+
+typedef struct _BENCH_WINDOW
+{
+    ULONG64 Elapsed; // TSC cycles from t0 to the last end
+    ULONG64 Total;
+    ULONG64 Min;
+    ULONG64 Max;
+    ULONG64 Counter;
+    ULONG64 OpsPerSecond;
+} BENCH_WINDOW;
+
+static VOID
+BenchContendWorker(ULONG Index, PVOID Context)
+{
+    BENCH_CONTENDED_LOOP *Loop = (BENCH_CONTENDED_LOOP *)Context;
+    BENCH_CONTENDED *C = &BenchC;
+
+    /* The gate: the last to arrive stamps t0, arms the stop and opens it. */
+    if (__atomic_add_fetch(&C->Ready, 1, __ATOMIC_ACQ_REL) == (LONG)C->Threads)
+    {
+        C->T0 = x86_rdtsc();
+        __atomic_store_n(&BenchStopDeadline, C->T0 + BenchConfig.WindowMs * BenchConfig.KHz,
+                         __ATOMIC_RELAXED);
+        /* Release: pairs with the acquire load in BenchClockHook (deadline before number). */
+        __atomic_store_n(&BenchStopWindow, C->Window, __ATOMIC_RELEASE);
+        /* Release: pairs with the acquire load below; T0 is written before the gate opens. */
+        __atomic_store_n(&C->Go, 1, __ATOMIC_RELEASE);
+    }
+    else
+    {
+        while (!__atomic_load_n(&C->Go, __ATOMIC_ACQUIRE))
+        {
+            x86_pause();
+        }
+    }
+    C->Slot[Index].Acquisitions = Loop(C);
+    C->Slot[Index].End = x86_rdtsc();
+}
+
+static VOID
+BenchWindow(BENCH_CONTENDED_LOOP *Loop, ULONG Threads, BENCH_WINDOW *Result)
+{
+    static ULONG Windows;
+    BENCH_CONTENDED *C = &BenchC;
+    ULONG64 Last = 0;
+
+    memset(C, 0, sizeof(*C));
+    KeInitializeSpinLock(&C->Lock);
+    C->Threads = Threads;
+    C->Window = ++Windows;
+    C->CsWork = BenchConfig.CsWork;
+    C->NcsWork = BenchConfig.NcsWork;
+
+    /* KtRunOnProcessors publishes C to the others and their results back to us. */
+    KtRunOnProcessors(Threads, BenchContendWorker, (PVOID)Loop);
+    __atomic_store_n(&BenchStopWindow, 0, __ATOMIC_RELEASE);
+
+    memset(Result, 0, sizeof(*Result));
+    Result->Min = ~0ull;
+    for (ULONG I = 0; I < Threads; I++)
+    {
+        ULONG64 N = C->Slot[I].Acquisitions;
+
+        Result->Total += N;
+        Result->Min = N < Result->Min ? N : Result->Min;
+        Result->Max = N > Result->Max ? N : Result->Max;
+        Last = C->Slot[I].End > Last ? C->Slot[I].End : Last;
+    }
+    Result->Elapsed = Last > C->T0 ? Last - C->T0 : 1;
+    Result->Counter = C->Counter;
+    Result->OpsPerSecond = Result->Total * BenchConfig.Frequency / Result->Elapsed;
+}
+
+/* ---------------------------------------------------------------- one lock, every N */
+
+static VOID
+BenchPrintWindow(const char *Prefix, const char *Name, ULONG Threads, ULONG Window,
+                 const BENCH_WINDOW *W, BOOLEAN MutexOk)
+{
+    char Text[2][32];
+
+    /* elapsed_ms x100 = cycles * 100 / kHz; cycles_per_op x100 = cycles * 100 / total */
+    DbgPrint("%sname=%s mode=contended cpus=%u dur_ms=%llu elapsed_ms=%s total=%llu ops_per_s=%llu "
+             "cycles_per_op=%s min=%llu max=%llu counter=%llu mutex_ok=%u cs_work=%u ncs_work=%u "
+             "windows=%u window=%u tag=%s\n",
+             Prefix, Name, Threads, BenchConfig.WindowMs,
+             BenchFixed(Text[0], sizeof(Text[0]), W->Elapsed * 100 / BenchConfig.KHz), W->Total,
+             W->OpsPerSecond,
+             BenchFixed(Text[1], sizeof(Text[1]), W->Total == 0 ? 0 : W->Elapsed * 100 / W->Total),
+             W->Min, W->Max, W->Counter, MutexOk, BenchConfig.CsWork, BenchConfig.NcsWork,
+             BenchConfig.Windows, Window, BenchTag());
+}
+
+static VOID
+BenchContendedLock(const char *Name, BENCH_CONTENDED_LOOP *Loop)
+{
+    ULONG Active;
+
+    BenchEnter();
+    Active = BenchConfig.Processors;
+    BenchPreviousHook = __atomic_load_n(&KiClockHook, __ATOMIC_ACQUIRE);
+    /* Release: the hook's data (BenchPreviousHook) is written before any processor calls it. */
+    __atomic_store_n(&KiClockHook, BenchClockHook, __ATOMIC_RELEASE);
+
+    /* N = 1, 2, 4, ... and finally every processor. */
+    for (ULONG Threads = 1;; Threads = Threads * 2 < Active ? Threads * 2 : Active)
+    {
+        BENCH_WINDOW Windows[BENCH_MAX_WINDOWS];
+        ULONG64 Rates[BENCH_MAX_WINDOWS];
+        ULONG Median = 0;
+        BOOLEAN MutexOk = TRUE;
+
+        for (ULONG W = 0; W < BenchConfig.Windows; W++)
+        {
+            BenchWindow(Loop, Threads, &Windows[W]);
+            Rates[W] = Windows[W].OpsPerSecond;
+            MutexOk = MutexOk && Windows[W].Counter == Windows[W].Total;
+            /* Mutual exclusion held: every increment under the lock is there. */
+            KT_EXPECT_EQ(Windows[W].Counter, Windows[W].Total);
+            KT_EXPECT(Windows[W].Total > 0);
+            BenchPrintWindow("# bench window ", Name, Threads, W + 1, &Windows[W],
+                             Windows[W].Counter == Windows[W].Total);
+        }
+        /* The median window by throughput is the row. */
+        BenchSortU64(Rates, BenchConfig.Windows);
+        for (ULONG W = 0; W < BenchConfig.Windows; W++)
+        {
+            if (Windows[W].OpsPerSecond == Rates[BenchConfig.Windows / 2])
+            {
+                Median = W;
+                break;
+            }
+        }
+        BenchPrintWindow("lockbench: ", Name, Threads, Median + 1, &Windows[Median], MutexOk);
+        KT_EXPECT_EQ(BenchC.Lock, 0);
+        KT_EXPECT_EQ(KeGetCurrentIrql(), PASSIVE_LEVEL);
+        if (Threads == Active)
+        {
+            break;
+        }
+    }
+    __atomic_store_n(&KiClockHook, BenchPreviousHook, __ATOMIC_RELEASE);
+}
+
+KTEST_EX(Bench, contended_1_spin_lock_at_dpc_level, KTEST_SLOW, 0)
+{
+    BenchContendedLock("KeAcquireSpinLockAtDpcLevel", BenchLoopAtDpcLevel);
+}
+
+KTEST_EX(Bench, contended_2_spin_lock_raising, KTEST_SLOW, 0)
+{
+    BenchContendedLock("KeAcquireSpinLock", BenchLoopRaising);
+}
+
+KTEST_EX(Bench, contended_3_queued_at_dpc_level, KTEST_SLOW, 0)
+{
+    BenchContendedLock("KeAcquireInStackQueuedSpinLockAtDpcLevel", BenchLoopQueuedAtDpcLevel);
+}
+
+KTEST_EX(Bench, contended_4_queued_raising, KTEST_SLOW, 0)
+{
+    BenchContendedLock("KeAcquireInStackQueuedSpinLock", BenchLoopQueuedRaising);
+}
+
+KTEST_EX(Bench, contended_5_virt_tas, KTEST_SLOW, 0)
+{
+    BenchContendedLock("virt_tas", BenchLoopVirtTas);
+}
+
+KTEST_EX(Bench, contended_6_raw_xchg, KTEST_SLOW, 0)
+{
+    BenchContendedLock("raw_xchg", BenchLoopRawXchg);
+}
