@@ -9,7 +9,7 @@ Usage: scripts/bench-report.py [--log FILE] [--out DIR] [--smp N] [--accel A] [-
                   report.md        environment, boot, uncontended and contended tables
                   results.json     every figure, machine-readable
                   serial.log       the lockbench and `# bench` lines of the run
-                  spindle.meta     key=value lines for the peer kit's report.awk
+                  spindle-smpN.meta  key=value lines for the peer kit's report.awk
                   *.png            gnuplot plots (contended throughput and max/min
                                    against N, uncontended cycles with the floors)
   --smp N       the -smp count of the run; the contended series must reach it
@@ -188,7 +188,7 @@ def write_report(path, res, plots):
     w("| contended | window %s ms, median of %s windows, cs_work=%s ncs_work=%s |" % (
         cfg.get("window_ms"), cfg.get("windows"), cfg.get("cs_work"), cfg.get("ncs_work")))
     w("| uncontended | median of %s batches of about %s ms each |" % (
-        cfg.get("reps"), fmt(cfg.get("window_ms", 200) / 200.0, 1)))
+        cfg.get("reps"), fmt(cfg.get("window_ms", 200) / 800.0, 2)))
     w("")
     if env["overcommit"]:
         w("**Warning: %d vCPUs on %d host cores (%.0f:1 overcommit).** Contended figures with "
@@ -380,7 +380,8 @@ def main():
                 line = line.replace("\r", "")
                 if line.startswith("lockbench: ") or line.startswith("# bench "):
                     f.write(line)
-    with open(os.path.join(args.out, "spindle.meta"), "w") as f:
+    # Named as the kit names its runs: report.awk takes the run's name from the file name.
+    with open(os.path.join(args.out, "spindle-smp%d.meta" % env["vcpus"]), "w") as f:
         f.write("run=spindle-smp%d\nconfig=spindle-smp%d\naccel=%s\nsmp=%d\nvariant=spindle\n"
                 "cpu=%s\nmem=256\nkernel=spindle\nhost_cpu=%s\nhost_cpus=%d\nqemu=%s\n" % (
                     env["vcpus"], env["vcpus"], env["accel"], env["vcpus"], env["cpu"],

@@ -30,7 +30,7 @@
 #define BENCH_MIN_MS          10
 #define BENCH_MAX_MS          5000
 #define BENCH_DEFAULT_WINDOWS 3
-#define BENCH_DEFAULT_REPS    9
+#define BENCH_DEFAULT_REPS    15
 #define BENCH_MAX_WORK        1000000
 
 BENCH_CONFIG BenchConfig;

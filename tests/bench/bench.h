@@ -16,7 +16,7 @@
 
 #define BENCH_ALIGN       128 // hot objects two cache lines apart, as in the peer module
 #define BENCH_MAX_CPUS    64
-#define BENCH_MAX_REPS    15
+#define BENCH_MAX_REPS    31
 #define BENCH_MAX_WINDOWS 9
 
 /* The run's parameters, read from the kernel command line by BenchEnter. */
@@ -24,7 +24,7 @@ typedef struct _BENCH_CONFIG
 {
     ULONG64 WindowMs;   // bench_ms=: one contended window (default 200, the module's dur_ms)
     ULONG Windows;      // bench_windows=: contended windows per row, the median is reported (3)
-    ULONG Reps;         // bench_reps=: timed uncontended batches per row (9)
+    ULONG Reps;         // bench_reps=: timed uncontended batches per row (15)
     ULONG CsWork;       // bench_cs=: empty-loop iterations inside the critical section (0)
     ULONG NcsWork;      // bench_ncs=: empty-loop iterations after the release (0)
     ULONG64 Frequency;  // TSC counts per second

@@ -5,9 +5,9 @@
  * As the peer module measures them: each row is a noinline function with the
  * loop inside it, timed with serialising TSC reads (lfence; rdtsc; lfence ...
  * rdtscp; lfence). A row is calibrated so that one batch lasts about
- * bench_ms / 200 (1 ms by default: short enough that most batches see neither
- * a clock tick nor the host descheduling the vCPU), warmed up with a
- * sixteenth of a batch, then timed over bench_reps (>= 5, default 9)
+ * bench_ms / 800 (250 us by default: short enough that most batches see
+ * neither a clock tick nor the host descheduling the vCPU), warmed up with a
+ * sixteenth of a batch, then timed over bench_reps (>= 5, default 15)
  * batches; the line reports the median, minimum and maximum cycles per
  * iteration. The loops run at PASSIVE_LEVEL with interrupts on (rows that
  * need DISPATCH_LEVEL raise once around the timed loop); the median hides
@@ -496,7 +496,7 @@ static VOID
 BenchRow(const BENCH_UOP *Op)
 {
     BENCH_UNC *U = &BenchU;
-    ULONG64 Target = BenchConfig.WindowMs * BenchConfig.KHz / 200; // cycles of one batch
+    ULONG64 Target = BenchConfig.WindowMs * BenchConfig.KHz / 800; // cycles of one batch
     ULONG64 Iterations = 1, Cycles, Batch[BENCH_MAX_REPS];
     ULONG Reps = BenchConfig.Reps, Cpus;
     char Text[4][32];

@@ -1,0 +1,93 @@
+#!/usr/bin/env bash
+# bench-compare.sh - Spindle's lock benchmark next to Linux's, on the same QEMU.
+#
+# Usage: scripts/bench-compare.sh [--kit DIR] [--out DIR] [--accel A] [--bench-ms N]
+#   --kit DIR      the Linux peer kit linux-lockbench (default ../shared/peer/linux-lockbench,
+#                  relative to the repository root): run.sh, report.awk, module/
+#   --out DIR      where everything goes (default build/bench)
+#   --accel A      tcg (default) or kvm, for both kernels
+#   --bench-ms N   Spindle's contended window (default: the module's 200 ms)
+#
+# Runs, back to back: `make bench SMP=8` and `make bench SMP=2` (into OUT/smp8, OUT/smp2),
+# then the kit's boots of Debian's Linux 6.1 with its lockbench module
+# (SMPS="2 8" VARIANTS="default nohv" LOCKTORTURE=0; WORK and OUTDIR under build/, because
+# the kit's own folder may be read-only; the first run downloads the Debian kernel packages
+# with apt-get download). Then writes
+#   OUT/compare.md     Spindle's rows next to Linux's, each Spindle figure as a ratio of Linux's
+#   OUT/peer-table.md  the kit's report.awk over the Linux and the Spindle logs together
+# Speed never fails: the exit status is 1 only when a run failed or the kit is missing.
+set -euo pipefail
+
+root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$root"
+kit=../shared/peer/linux-lockbench
+out=build/bench
+accel=tcg
+bench_ms=""
+
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --kit | --out | --accel | --bench-ms)
+            [ $# -ge 2 ] || { echo "bench-compare: $1 needs a value" >&2; exit 2; }
+            case "$1" in
+                --kit) kit=$2 ;;
+                --out) out=$2 ;;
+                --accel) accel=$2 ;;
+                --bench-ms) bench_ms=$2 ;;
+            esac
+            shift 2
+            ;;
+        -h | --help) sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"; exit 0 ;;
+        *) echo "bench-compare: unknown argument '$1' (try --help)" >&2; exit 2 ;;
+    esac
+done
+
+if [ ! -f "$kit/run.sh" ] || [ ! -f "$kit/report.awk" ] || [ ! -f "$kit/module/lockbench.c" ]; then
+    echo "bench-compare: error: the Linux peer kit is missing: expected linux-lockbench" \
+        "(run.sh, report.awk, module/lockbench.c) at $kit; pass --kit DIR or PEER_KIT=DIR" >&2
+    exit 1
+fi
+kit=$(cd "$kit" && pwd)
+mkdir -p "$out"
+out=$(cd "$out" && pwd)
+work=$root/build/peer-linux/work
+status=0
+
+# Spindle first: SMP=8, then SMP=2, each with its own log and output folder.
+for smp in 8 2; do
+    echo "bench-compare: make bench SMP=$smp"
+    mkdir -p "$out/smp$smp"
+    make --no-print-directory bench SMP="$smp" ACCEL="$accel" BENCH_OUT="$out/smp$smp" \
+        LOG="$out/smp$smp/full-serial.log" ${bench_ms:+BENCH_MS=$bench_ms} || {
+        echo "bench-compare: make bench SMP=$smp failed" >&2
+        status=1
+    }
+done
+
+# Then Linux, on the same QEMU binary and accelerator.
+echo "bench-compare: the Linux peer kit ($kit), work in $work"
+lb_params=""
+[ -n "$bench_ms" ] && lb_params="dur_ms=$bench_ms"
+if ! WORK="$work" OUTDIR="$out/linux" ACCEL="$accel" SMPS="2 8" VARIANTS="default nohv" \
+    LOCKTORTURE=0 CLEAN_LOGS=1 LB_PARAMS="$lb_params" bash "$kit/run.sh"; then
+    echo "bench-compare: the peer kit failed" >&2
+    status=1
+fi
+
+# The kit's own table over both kernels' logs: proof that Spindle's lines are in its format.
+peer_inputs=()
+for meta in "$work"/logs/*.meta; do
+    [ -f "$meta" ] && peer_inputs+=("$meta" "${meta%.meta}.log")
+done
+for smp in 8 2; do
+    [ -f "$out/smp$smp/spindle-smp$smp.meta" ] &&
+        peer_inputs+=("$out/smp$smp/spindle-smp$smp.meta" "$out/smp$smp/serial.log")
+done
+if [ "${#peer_inputs[@]}" -gt 0 ]; then
+    awk -v csv="$out/peer-table.csv" -f "$kit/report.awk" "${peer_inputs[@]}" \
+        >"$out/peer-table.md" || status=1
+fi
+
+python3 scripts/bench-compare.py --spindle "$out/smp8/results.json" "$out/smp2/results.json" \
+    --linux "$out/linux/results.csv" --out "$out/compare.md" || status=1
+exit "$status"
