@@ -182,8 +182,9 @@ def write_report(path, res, plots):
     w("| `-cpu` | %s (guest sees: %s) |" % (env["cpu"], env["guest_cpu"]))
     w("| vCPUs | %s |" % env["vcpus"])
     w("| host cores | %s (%s) |" % (env["host_cores"], env["host_cpu"]))
-    w("| guest TSC | %.3f GHz, rdtscp %s |" % (env["tsc_khz"] / 1e6,
-                                               "yes" if env["rdtscp"] else "no"))
+    w("| guest TSC | %.3f GHz measured by the bench against the PIT (the kernel's calibration: "
+      "%.3f GHz), rdtscp %s |" % (env["tsc_khz"] / 1e6, cfg.get("tsc_hz_kernel", 0) / 1e9,
+                                  "yes" if env["rdtscp"] else "no"))
     w("| build | %s |" % cfg.get("build", "?"))
     w("| contended | window %s ms, median of %s windows, cs_work=%s ncs_work=%s |" % (
         cfg.get("window_ms"), cfg.get("windows"), cfg.get("cs_work"), cfg.get("ncs_work")))

@@ -22,15 +22,16 @@
 /* The run's parameters, read from the kernel command line by BenchEnter. */
 typedef struct _BENCH_CONFIG
 {
-    ULONG64 WindowMs;   // bench_ms=: one contended window (default 200, the module's dur_ms)
-    ULONG Windows;      // bench_windows=: contended windows per row, the median is reported (3)
-    ULONG Reps;         // bench_reps=: timed uncontended batches per row (15)
-    ULONG CsWork;       // bench_cs=: empty-loop iterations inside the critical section (0)
-    ULONG NcsWork;      // bench_ncs=: empty-loop iterations after the release (0)
-    ULONG64 Frequency;  // TSC counts per second
-    ULONG64 KHz;        // the same in kHz, as the module's tsc_khz
-    BOOLEAN HaveRdtscp; // CPUID 0x80000001 EDX bit 27
-    ULONG Processors;   // active processors (at most BENCH_MAX_CPUS)
+    ULONG64 WindowMs;  // bench_ms=: one contended window (default 200, the module's dur_ms)
+    ULONG Windows;     // bench_windows=: contended windows per row, the median is reported (3)
+    ULONG Reps;        // bench_reps=: timed uncontended batches per row (15)
+    ULONG CsWork;      // bench_cs=: empty-loop iterations inside the critical section (0)
+    ULONG NcsWork;     // bench_ncs=: empty-loop iterations after the release (0)
+    ULONG64 Frequency; // TSC counts per second, measured by the bench (bench.c)
+    ULONG64 KernelFrequency; // the same as the kernel calibrated it (KeQueryPerformanceCounter)
+    ULONG64 KHz;             // the same in kHz, as the module's tsc_khz
+    BOOLEAN HaveRdtscp;      // CPUID 0x80000001 EDX bit 27
+    ULONG Processors;        // active processors (at most BENCH_MAX_CPUS)
 } BENCH_CONFIG;
 
 extern BENCH_CONFIG BenchConfig;
