@@ -300,9 +300,10 @@ set key below
 set grid
 set logscale x 2
 set xtics (%s)
+set xrange [0.8:%f]
 set xlabel "processors contending (N)"
 set datafile missing "?"
-""" % ", ".join(str(n) for n in ns)
+""" % (", ".join(str(n) for n in ns), max(ns) * 1.25)
         lines = ", ".join("'contended.dat' using 1:%d with linespoints lw 2 pt 7 title '%s'" % (
             2 + 2 * i, l) for i, l in enumerate(locks))
         if gnuplot(common + """set output 'contended-throughput.png'
