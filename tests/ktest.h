@@ -89,6 +89,15 @@ VOID KtCheckBugCheck(KT_BUGCHECK_CATCH *Catch, ULONG Expected, BOOLEAN Raised,
 typedef VOID KT_PROCESSOR_ROUTINE(ULONG Index, PVOID Context);
 VOID KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context);
 
+/*
+ * Calls Hook on every clock tick of every processor, at CLOCK_LEVEL with
+ * interrupts off, until KtSetTickHook(NULL) or the end of the test (the
+ * watchdog's tick calls it). For tests whose processors all spin at raised
+ * IRQL and need a deadline noticed by someone (the bench's stop flag).
+ */
+typedef VOID KT_TICK_HOOK(VOID);
+VOID KtSetTickHook(KT_TICK_HOOK *Hook);
+
 /* ---- expectations */
 
 #define KT_EXPECT(Cond)                                                                            \

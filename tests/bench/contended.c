@@ -34,7 +34,7 @@
  */
 #include "tests/bench/bench.h"
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 typedef struct _BENCH_SLOT
@@ -71,17 +71,12 @@ static BENCH_CONTENDED BenchC __attribute__((aligned(BENCH_ALIGN)));
  */
 static ULONG64 volatile BenchStopDeadline;
 static ULONG volatile BenchStopWindow; // 0: not armed
-static KI_CLOCK_HOOK *BenchPreviousHook;
 
 static VOID
-BenchClockHook(struct x86_trap_frame *Frame)
+BenchClockHook(VOID)
 {
     ULONG Window;
 
-    if (BenchPreviousHook != NULL)
-    {
-        BenchPreviousHook(Frame);
-    }
     Window = __atomic_load_n(&BenchStopWindow, __ATOMIC_ACQUIRE);
     if (Window != 0 && x86_rdtsc() >= __atomic_load_n(&BenchStopDeadline, __ATOMIC_RELAXED))
     {
@@ -365,9 +360,7 @@ BenchContendedLock(const char *Name, BENCH_CONTENDED_LOOP *Loop)
 
     BenchEnter();
     Active = BenchConfig.Processors;
-    BenchPreviousHook = __atomic_load_n(&KiClockHook, __ATOMIC_ACQUIRE);
-    /* Release: the hook's data (BenchPreviousHook) is written before any processor calls it. */
-    __atomic_store_n(&KiClockHook, BenchClockHook, __ATOMIC_RELEASE);
+    KtSetTickHook(BenchClockHook);
 
     /* N = 1, 2, 4, ... and finally every processor. */
     for (ULONG Threads = 1;; Threads = Threads * 2 < Active ? Threads * 2 : Active)
@@ -406,7 +399,7 @@ BenchContendedLock(const char *Name, BENCH_CONTENDED_LOOP *Loop)
             break;
         }
     }
-    __atomic_store_n(&KiClockHook, BenchPreviousHook, __ATOMIC_RELEASE);
+    KtSetTickHook(NULL);
 }
 
 KTEST_EX(Bench, contended_1_spin_lock_at_dpc_level, KTEST_SLOW, 0)

@@ -20,7 +20,7 @@
  */
 #include "tests/bench/bench.h"
 
-#include "kernel/ki.h"
+#include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
 #define BENCH_MAX_ITERATIONS 1000000 // the module's iters

@@ -21,6 +21,7 @@
 static volatile ULONG64 KtDeadline; // performance-counter value; 0 = disarmed
 static volatile ULONG KtBudgetMs;
 static volatile LONG KtFired;
+static KT_TICK_HOOK *volatile KtTickHook; // the running test's, or NULL
 
 static VOID
 KtWatchdogTick(struct x86_trap_frame *Frame)
@@ -28,7 +29,13 @@ KtWatchdogTick(struct x86_trap_frame *Frame)
     ULONG64 Deadline = __atomic_load_n(&KtDeadline, __ATOMIC_ACQUIRE);
     const KTEST_CASE *Test = KtCurrentTest();
     LONG Expected = 0;
+    /* Acquire: pairs with the release in KtSetTickHook (the hook's data first). */
+    KT_TICK_HOOK *Hook = __atomic_load_n(&KtTickHook, __ATOMIC_ACQUIRE);
 
+    if (Hook != NULL)
+    {
+        Hook();
+    }
     if (Deadline == 0 || (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart < Deadline ||
         Test == NULL)
     {
@@ -69,7 +76,15 @@ KtWatchdogStart(const KTEST_CASE *Test)
 }
 
 VOID
+KtSetTickHook(KT_TICK_HOOK *Hook)
+{
+    /* Release: whatever Hook reads is written before a tick can call it. */
+    __atomic_store_n(&KtTickHook, Hook, __ATOMIC_RELEASE);
+}
+
+VOID
 KtWatchdogStop(VOID)
 {
+    KtSetTickHook(NULL);
     __atomic_store_n(&KtDeadline, 0, __ATOMIC_RELEASE);
 }
