@@ -1,0 +1,219 @@
+/*
+ * models/queuedlock.pml - the in-stack queued spin lock (kernel/ke/queuedlock.c)
+ * with the spin-then-halt/wake handshake, for spin (make verify).
+ *
+ * NPROC processors each take the lock NACQ times through their own
+ * KLOCK_QUEUE_HANDLE (entry e = processor + 1, reused by every acquisition,
+ * as a stack slot is). Every step names the C line it stands for.
+ *
+ * Checked:
+ *   mutual exclusion   at most one processor between acquire and release;
+ *   FIFO hand-off      the lock is entered in the order of the exchanges on
+ *                      the lock word (a waiter's place in the queue);
+ *   no NULL hand-off   release never stores through a NULL successor;
+ *   no lost wake-up /  every processor finishes: a halted waiter nobody wakes,
+ *   no deadlock        or a waiter whose WAIT nobody clears, is a state with no
+ *                      move left that is not at the end (spin: invalid end state).
+ * The model has no unbounded loop (every loop is bounded by NACQ, the number
+ * of IPIs sent, or blocks), so "eventually" is the same as "no invalid end
+ * state": there is no infinite run in which a processor could starve.
+ *
+ * Spin waits are modelled as blocking guards ((cond)): a spin loop that reads
+ * a word until it changes has the same observable behaviour as waiting for
+ * the change, and a spin that never ends becomes a blocked state.
+ *
+ * The halt/wake handshake (issue 13, spin then halt; being written on branch
+ * overcommit, not yet in kernel/ke/queuedlock.c, which still only spins at
+ * line 80-83), as specified:
+ *   waiter  W1 spin a bounded number of reads of its word;
+ *           W2 interrupts off; Prcb->WaitAddress = &Queue->Lock;
+ *           W3 lock or HaltedMask, bit   (full barrier);
+ *           W4 re-read the word: changed -> unpublish, interrupts on, done;
+ *           W5 sti; hlt   (an IPI pending from before the sti is taken at the
+ *              hlt: hlt = "block until a wake IPI is pending, consume it");
+ *           W6 woken: unpublish (clear bit, WaitAddress = 0), back to W1.
+ *   waker   K1 the hand-off store (queuedlock.c:137);
+ *           K2 full barrier (mfence or a locked instruction);
+ *           K3 read HaltedMask; for each set bit whose Prcb->WaitAddress is
+ *              the word just stored, send the wake IPI.
+ *
+ * Memory model: x86-TSO. Every locked instruction (xchg, cmpxchg, lock or/and)
+ * is a full barrier, and TSO keeps stores in order and loads in order, so the
+ * only reordering x86 can show is a load overtaking an earlier store of the
+ * same processor. In this protocol exactly one such pair matters, K1 -> K3
+ * (the waiter's W3 -> W4 is a locked RMW and cannot reorder): the hand-off
+ * store therefore goes into a per-processor store buffer (sbuf) that drains
+ * at any moment (the Drain process) and that K2 and any later store of the
+ * same processor must wait for. The other plain stores (the entry's
+ * Next/Lock, the successor link) are followed only by stores, locked
+ * instructions or loads of locations no other processor writes at that time,
+ * so executing them at once loses no TSO behaviour.
+ *
+ * Exact simplifications: W2+W3 and the two unpublishing stores are single
+ * steps (the waker reads WaitAddress only for a bit it saw set, and the
+ * waiter stores WaitAddress before setting the bit and after clearing it, so
+ * the states in between are not observable); K3 checks only the successor's
+ * processor (each entry belongs to one processor, so no other WaitAddress can
+ * match). Locals are cleared once dead so that they do not split states.
+ *
+ * Mutants (make verify builds each with spin -D<name> and expects a failure):
+ *   MUTANT_NO_LINK_WAIT      release does not wait for a half-enqueued successor's link
+ *   MUTANT_NO_HALT_RECHECK   the waiter halts without re-reading its word (W4)
+ *   MUTANT_NO_WAKER_FENCE    the waker reads HaltedMask with its hand-off store still buffered (K2)
+ *   MUTANT_WAIT_AFTER_LINK   WAIT is set after publishing Predecessor->Next, not before
+ */
+
+#ifndef NPROC
+#define NPROC 3
+#endif
+#ifndef NACQ
+#define NACQ 2
+#endif
+
+#define NIL   0
+#define WAIT  1 /* LOCK_QUEUE_WAIT */
+#define OWNER 2 /* LOCK_QUEUE_OWNER */
+
+byte tail;               /* *SpinLock: NIL when free, else the last queued entry */
+byte next[NPROC + 1];    /* Queue->Next of entry e (entry 0 unused) */
+byte lockbits[NPROC + 1];/* the flag bits of Queue->Lock of entry e (the address part never changes) */
+
+byte waitaddr[NPROC];    /* Prcb->WaitAddress: the entry whose Lock word the processor halts on, NIL if none */
+byte halted;             /* the global halted mask, bit p = processor p */
+bool ipi[NPROC];         /* a wake IPI is pending at processor p */
+
+byte sbuf[NPROC];        /* processor p's buffered hand-off store: entry whose Lock becomes OWNER, NIL if none */
+
+byte incs;               /* processors inside the critical section */
+byte lastin;             /* the entry that entered the critical section last */
+
+/* Processor p's TSO store buffer drains in its own time. */
+proctype Drain(byte p)
+{
+end:
+    do
+    :: atomic {
+           sbuf[p] != NIL ->
+           lockbits[sbuf[p]] = OWNER; /* queuedlock.c:137 reaches memory */
+           sbuf[p] = NIL
+       }
+    od
+}
+
+proctype Processor(byte me)
+{
+    byte e = me + 1;
+    byte pred, succ, mask, n;
+    bool ok;
+
+    do
+    :: n < NACQ ->
+        /* ---- KxAcquireQueuedSpinLock (queuedlock.c:38) */
+        (sbuf[me] == NIL);        /* TSO: our earlier buffered store is before the stores below */
+        next[e] = NIL;            /* queuedlock.c:51  Queue->Next = NULL */
+        lockbits[e] = 0;          /* queuedlock.c:52  Queue->Lock = SpinLock */
+        atomic {                  /* queuedlock.c:60-61  Predecessor = xchg(*SpinLock, Queue) */
+            pred = tail;
+            tail = e
+        }
+        if
+        :: pred == NIL ->
+            lockbits[e] = OWNER   /* queuedlock.c:64  Lock = SpinLock | OWNER */
+        :: else ->
+#ifndef MUTANT_WAIT_AFTER_LINK
+            lockbits[e] = WAIT;   /* queuedlock.c:70  Lock = SpinLock | WAIT, before the link */
+            next[pred] = e;       /* queuedlock.c:75  Predecessor->Next = Queue (release) */
+#else
+            next[pred] = e;
+            lockbits[e] = WAIT;
+#endif
+            /* queuedlock.c:80-83  wait while WAIT is set: spin, then halt (W1-W6) */
+            do
+            :: (lockbits[e] & WAIT) == 0 -> break           /* W1 / queuedlock.c:80: a spin read sees the hand-off */
+            :: (lockbits[e] & WAIT) != 0 ->                 /* W1: the spin bound is spent */
+                atomic {
+                    waitaddr[me] = e;                       /* W2: interrupts off, publish WaitAddress */
+                    halted = halted | (1 << me)             /* W3: lock or, full barrier */
+                };
+#ifndef MUTANT_NO_HALT_RECHECK
+                if
+                :: (lockbits[e] & WAIT) == 0 ->             /* W4: re-check: changed */
+                    atomic {                                /* W4: unpublish */
+                        halted = halted & ~(1 << me);
+                        waitaddr[me] = NIL
+                    };
+                    break                                   /* interrupts on, owner */
+                :: else -> skip
+                fi;
+#endif
+                atomic { ipi[me] -> ipi[me] = false };      /* W5: sti; hlt until a wake IPI */
+                atomic {                                    /* W6: unpublish, loop */
+                    halted = halted & ~(1 << me);
+                    waitaddr[me] = NIL
+                }
+            od
+        fi;
+
+        /* ---- the critical section */
+        atomic {
+            incs++;
+            assert(incs == 1);          /* mutual exclusion */
+            assert(pred == NIL || lastin == pred); /* FIFO: right after the entry we queued behind */
+            lastin = e;
+            pred = NIL
+        };
+        incs--;
+
+        /* ---- KxReleaseQueuedSpinLock (queuedlock.c:92) */
+        lockbits[e] = 0;                /* queuedlock.c:107  Queue->Lock = SpinLock (OWNER cleared) */
+        succ = next[e];                 /* queuedlock.c:110  Successor = Queue->Next (acquire) */
+        if
+        :: succ == NIL ->
+            atomic {                    /* queuedlock.c:120  cmpxchg(*SpinLock, Queue -> 0) */
+                if
+                :: tail == e -> tail = NIL; ok = true
+                :: else -> ok = false
+                fi
+            };
+            if
+            :: ok -> goto released      /* queuedlock.c:123  lock free, nobody waits */
+            :: else -> skip
+            fi;
+#ifndef MUTANT_NO_LINK_WAIT
+            (next[e] != NIL);           /* queuedlock.c:126-129  wait for the successor's link */
+#endif
+            succ = next[e]              /* queuedlock.c:126  Successor = Queue->Next */
+        :: else -> skip
+        fi;
+        assert(succ != NIL);            /* the hand-off below would store through NULL */
+        next[e] = NIL;                  /* queuedlock.c:131  Queue->Next = NULL */
+        sbuf[me] = succ;                /* queuedlock.c:137  K1: Successor->Lock = SpinLock | OWNER (release store, buffered) */
+#ifndef MUTANT_NO_WAKER_FENCE
+        (sbuf[me] == NIL);              /* K2: full barrier, pairs with the waiter's W3 */
+#endif
+        mask = halted;                  /* K3: read the halted mask */
+        if                              /* K3: bits whose WaitAddress matches: only succ's processor can */
+        :: (mask & (1 << (succ - 1))) != 0 && waitaddr[succ - 1] == succ ->
+            ipi[succ - 1] = true        /* K3: wake IPI */
+        :: else -> skip
+        fi;
+        mask = 0;
+        succ = NIL;
+released:
+        ok = false;
+        n++
+    :: else -> break
+    od
+}
+
+init
+{
+    byte p;
+    atomic {
+        p = 0;
+        do
+        :: p < NPROC -> run Drain(p); run Processor(p); p++
+        :: else -> break
+        od
+    }
+}
