@@ -294,6 +294,12 @@ test-notests: deps
 	    && echo "test-notests: OK (no workload, qemu exit 41)" \
 	    || { echo "test-notests: FAILED (expected the no-workload line and qemu exit 41)" >&2; exit 1; }
 
+# Model checking (models/*.pml, scripts/verify.sh): every model searched exhaustively with
+# spin, and every deliberately broken copy (MUTANT_*) must be rejected. Output in build/verify/.
+.PHONY: verify
+verify: deps
+	@bash scripts/verify.sh --out build/verify
+
 check-layering:
 	@bash scripts/check-layering.sh
 
@@ -326,6 +332,7 @@ help:
 	@echo "  make bench-compare  make bench at SMP=8 and 2 and the Linux peer kit: build/bench/compare.md"
 	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s)"
 	@echo "  make test-notests   boot the kernel built without tests/ (NOTESTS=1): it has nothing to run"
+	@echo "  make verify     model-check models/*.pml with spin; every mutant must be rejected"
 	@echo "  make check-layering  check the include rules of STYLE.md §1"
 	@echo "  make check-headers   check that every header compiles on its own"
 	@echo "  make check-format    check the C formatting against .clang-format (STYLE.md §10)"

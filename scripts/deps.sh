@@ -36,6 +36,7 @@ PACKAGES=(
     python3
     gnuplot-nox
     cpio  # make bench-compare: the peer kit packs its initramfs
+    spin  # make verify (models/*.pml)
 )
 
 die() {

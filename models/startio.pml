@@ -1,0 +1,298 @@
+/*
+ * models/startio.pml - IoStartPacket / IoStartNextPacket over the device
+ * queue (kernel/io/startio.c, kernel/ke/devqueue.c) against IoCancelIrp
+ * (kernel/io/cancel.c), with a cancelable StartIo driver, for spin (make verify).
+ *
+ * The driver is the one of tests/io_startio.c, which follows API.md §11.2:
+ *   cancel routine  (io_startio.c:63-79) the current IRP is left to StartIo;
+ *                   a queued one is taken out with KeRemoveEntryDeviceQueue
+ *                   and completed as cancelled;
+ *   StartIo         under the cancel lock, claim the IRP with
+ *                   IoSetCancelRoutine(Irp, NULL) and read Irp->Cancel; if it
+ *                   was cancelled, complete it and call IoStartNextPacket
+ *                   (from inside StartIo, not deferred: a tail call, modelled
+ *                   as a loop); else start the hardware;
+ *   the DPC         when the hardware is done: complete the IRP, then
+ *                   IoStartNextPacket(Device, TRUE) (io_startio.c:167-).
+ * Processors 1..NSUB each IoStartPacket one IRP (IRP p) with that cancel
+ * routine; a canceller cancels every subset of the IRPs; the DPC runs until
+ * every IRP is completed. Deferred StartIo (IoSetStartIoAttributes) and
+ * start-by-key are not modelled.
+ *
+ * Checked:
+ *   mutual exclusion   one IRP on the hardware at a time; StartIo runs on the current IRP;
+ *   FIFO hand-off      IRPs reach the hardware in the order the device queue granted them;
+ *   exactly once       no second completion (0x44), no cancel routine on a completed
+ *                      IRP (0x48), completion holds no spin lock;
+ *   nothing lost /     the DPC waits until every IRP is completed, so an IRP
+ *   no deadlock        nobody completes, or a device left busy with IRPs
+ *                      queued, leaves it stuck (invalid end state); at the end
+ *                      the device is idle, its queue empty, CurrentIrp NULL.
+ *
+ * Mutants (make verify builds each with spin -D<name> and expects a failure):
+ *   MUTANT_STARTIO_KEEPS_ROUTINE  StartIo starts the IRP without clearing its
+ *                                 cancel routine: the DPC completes it with the routine set
+ *   MUTANT_STARTIO_CANCELLED_RETURNS  StartIo returns on a cancelled IRP without
+ *                                 completing it or starting the next
+ *   MUTANT_EMPTY_QUEUE_STAYS_BUSY KeRemoveDeviceQueue on an empty queue leaves it busy
+ *                                 (devqueue.c:198-201)
+ */
+
+#ifndef NSUB
+#define NSUB 3
+#endif
+#define NIRP NSUB
+
+byte Busy;                /* DeviceQueue.Busy */
+byte dq[NIRP];            /* DeviceQueue.DeviceListHead, FIFO: dq[0] is the head */
+byte dqlen;
+bool inserted[NIRP + 1];  /* Tail.Overlay.DeviceQueueEntry.Inserted */
+byte CurrentIrp;          /* DeviceObject->CurrentIrp */
+byte grant[NIRP + 1];     /* order in which the device queue granted or queued the IRP */
+byte ngrant;
+byte hw;                  /* the IRP the hardware is working on */
+byte lastgrant;           /* grant number of the IRP the hardware started last */
+
+#define HOLDS_NO_OTHER_LOCK true /* the device queue lock is taken and released inside one step */
+#include "iomgr.inc"
+
+/*
+ * devqueue.c:133  KeInsertDeviceQueue: one step under the queue's queued lock
+ * (models/queuedlock.pml checks that lock). queued = FALSE: granted, not queued.
+ */
+inline KeInsertDeviceQueue(irp, queuedres)
+{
+    d_step {
+        ngrant++;
+        grant[irp] = ngrant;
+        if
+        :: !Busy -> Busy = 1; inserted[irp] = false; queuedres = false  /* devqueue.c:141 KiGrantOrQueue */
+        :: else ->
+            dq[dqlen] = irp; dqlen++;                                   /* devqueue.c:144 InsertTailList */
+            inserted[irp] = true;
+            queuedres = true
+        fi
+    }
+}
+
+/* devqueue.c:190  KeRemoveDeviceQueue; entry = the head IRP or NIL */
+inline KeRemoveDeviceQueue(entry)
+{
+    d_step {
+        assert(Busy);                          /* devqueue.c:197  0x2 DEVICE_QUEUE_NOT_BUSY */
+        if
+        :: dqlen == 0 ->
+#ifndef MUTANT_EMPTY_QUEUE_STAYS_BUSY
+            Busy = 0;                          /* devqueue.c:198-200 */
+#endif
+            entry = NIL
+        :: else ->
+            entry = dq[0];                     /* devqueue.c:204-206 RemoveHeadList */
+            j = 0;
+            do
+            :: j + 1 < dqlen -> dq[j] = dq[j + 1]; j++
+            :: else -> break
+            od;
+            dqlen--;
+            dq[dqlen] = NIL;
+            inserted[entry] = false;
+            j = 0
+        fi
+    }
+}
+
+/* KeRemoveEntryDeviceQueue: removed = whether the entry was queued */
+inline KeRemoveEntryDeviceQueue(irp, removed)
+{
+    d_step {
+        removed = inserted[irp];
+        if
+        :: inserted[irp] ->
+            j = 0;
+            do
+            :: dq[j] == irp -> break
+            :: else -> j++
+            od;
+            do
+            :: j + 1 < dqlen -> dq[j] = dq[j + 1]; j++
+            :: else -> break
+            od;
+            dqlen--;
+            dq[dqlen] = NIL;
+            inserted[irp] = false;
+            j = 0
+        :: else -> skip
+        fi
+    }
+}
+
+/* tests/io_startio.c:63-79  the driver's cancel routine, entered holding the cancel lock */
+inline CancelRoutineCall(irp)
+{
+    if
+    :: irp == CurrentIrp ->
+        IoReleaseCancelSpinLock()          /* io_startio.c:67-71  StartIo's (or the DPC's) to finish */
+    :: else ->
+        KeRemoveEntryDeviceQueue(irp, ok); /* io_startio.c:72 */
+        IoReleaseCancelSpinLock();         /* io_startio.c:74 / :78 */
+        if
+        :: ok -> ok = false; IoCompleteRequest(irp)  /* io_startio.c:75  STATUS_CANCELLED */
+        :: else -> skip
+        fi
+    fi
+}
+
+/*
+ * The driver's StartIo, at DISPATCH_LEVEL: claim under the cancel lock, then
+ * start the hardware, or complete a cancelled IRP and ask for the next
+ * (chain = TRUE: IoStartNextPacket from inside StartIo, run by the caller's loop).
+ */
+inline StartIo(irp)
+{
+    IoAcquireCancelSpinLock();
+    assert(irp == CurrentIrp);             /* StartIo runs on the current IRP */
+#ifndef MUTANT_STARTIO_KEEPS_ROUTINE
+    IoSetCancelRoutine(irp, NIL, r);       /* claim: from now on no cancel routine runs */
+    r = NIL;
+#endif
+    c = Cancel[irp];
+    IoReleaseCancelSpinLock();
+    if
+    :: c ->
+        c = false;
+#ifndef MUTANT_STARTIO_CANCELLED_RETURNS
+        IoCompleteRequest(irp);            /* STATUS_CANCELLED */
+        chain = true                       /* IoStartNextPacket(DeviceObject, TRUE) */
+#endif
+    :: else ->
+        d_step {
+            assert(hw == NIL);             /* one IRP on the hardware */
+            assert(grant[irp] > lastgrant);/* FIFO */
+            lastgrant = grant[irp];
+            hw = irp
+        }
+    fi
+}
+
+/*
+ * startio.c:226 IoStartNextPacket(Device, TRUE) -> :123 IopRequestNextPacket
+ * (not deferred: :129-131) -> :59 IopStartNextPacket, then StartIo; repeated
+ * while StartIo asks for the next packet itself.
+ */
+inline IoStartNextPacket()
+{
+    do
+    :: true ->
+        chain = false;
+        IoAcquireCancelSpinLock();         /* startio.c:65-67  Cancelable */
+        CurrentIrp = NIL;                  /* startio.c:69 */
+        KeRemoveDeviceQueue(e);            /* startio.c:70-71 */
+        if
+        :: e != NIL -> CurrentIrp = e      /* startio.c:72-75 */
+        :: else -> skip
+        fi;
+        IoReleaseCancelSpinLock();         /* startio.c:81-84 */
+        if
+        :: e != NIL ->
+            StartIo(e);                    /* startio.c:85-88  DriverStartIo */
+            e = NIL
+        :: else -> skip
+        fi;
+        if
+        :: chain -> skip
+        :: else -> break
+        fi
+    od;
+    chain = false
+}
+
+/* startio.c:159  IoStartPacket(Device, Irp, NULL, CancelFunction) at DISPATCH_LEVEL */
+inline IoStartPacket(irp)
+{
+    IoAcquireCancelSpinLock();             /* startio.c:169-171 */
+    IoSetCancelRoutine(irp, ROUTINE, r);   /* startio.c:172 */
+    r = NIL;
+    KeInsertDeviceQueue(irp, q);           /* startio.c:174-175 */
+    if
+    :: !q ->
+        CurrentIrp = irp;                  /* startio.c:178 */
+        IoReleaseCancelSpinLock();         /* startio.c:185  (no DOE_SIO_NO_CANCEL: :181-184) */
+        StartIo(irp);                      /* startio.c:195 */
+        if
+        :: chain -> IoStartNextPacket()    /* StartIo's own IoStartNextPacket */
+        :: else -> skip
+        fi
+    :: else ->
+        if
+        :: Cancel[irp] ->                  /* startio.c:204  cancelled before it was cancelable */
+            IoSetCancelRoutine(irp, NIL, r);   /* startio.c:206-207 */
+            r = NIL;
+            CancelRoutineCall(irp)         /* startio.c:208  releases the cancel lock */
+        :: else ->
+            IoReleaseCancelSpinLock()      /* startio.c:212 */
+        fi
+    fi;
+    q = false
+}
+
+proctype Submitter(byte irp)
+{
+    byte r, e, j;
+    bool q, c, ok, chain;
+    IoStartPacket(irp)
+}
+
+proctype Canceller()
+{
+    byte r, e, j, irp = 1;
+    bool c, ok, chain;
+    do
+    :: irp <= NIRP ->
+        if
+        :: IoCancelIrp(irp)
+        :: skip
+        fi;
+        irp++
+    :: else -> break
+    od
+}
+
+/* The device's DPC: the hardware finished its IRP (tests/io_startio.c:167-). */
+proctype Dpc()
+{
+    byte r, e, j, irp;
+    bool c, ok, chain;
+    do
+    :: hw != NIL ->
+        d_step {
+            irp = hw;
+            assert(CurrentIrp == irp);     /* a started IRP stays current until completed */
+            hw = NIL
+        };
+        IoCompleteRequest(irp);
+        irp = NIL;
+        IoStartNextPacket()
+    :: ndone == NIRP -> break
+    od
+}
+
+init
+{
+    byte i;
+    atomic {
+        i = 1;
+        do
+        :: i <= NSUB -> run Submitter(i); i++
+        :: else -> break
+        od;
+        run Canceller();
+        run Dpc()
+    }
+    (_nr_pr == 1);
+    i = 1;
+    do
+    :: i <= NIRP -> assert(completed[i] == 1 && CancelRoutine[i] == NIL); i++
+    :: else -> break
+    od;
+    assert(!Busy && dqlen == 0 && CurrentIrp == NIL && hw == NIL && CancelLock == 0)
+}
