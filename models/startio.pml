@@ -16,11 +16,15 @@
  *                   IoStartNextPacket(Device, TRUE) (io_startio.c:167-).
  * Processors 1..NSUB each IoStartPacket one IRP (IRP p) with that cancel
  * routine; a canceller cancels every subset of the IRPs; the DPC runs until
- * every IRP is completed. Deferred StartIo (IoSetStartIoAttributes) and
- * start-by-key are not modelled.
+ * every IRP is completed. With -DDEFERRED the device has deferred StartIo
+ * (IoSetStartIoAttributes(Device, TRUE, FALSE)): a start-next request made
+ * while some StartIo runs is recorded in StartIoFlags and run by whoever
+ * brings StartIoCount back to 0 (startio.c:12-21, 97-149). Start-by-key and
+ * NonCancelable are not modelled.
  *
  * Checked:
  *   mutual exclusion   one IRP on the hardware at a time; StartIo runs on the current IRP;
+ *                      deferred: StartIo never re-entered from inside itself;
  *   FIFO hand-off      IRPs reach the hardware in the order the device queue granted them;
  *   exactly once       no second completion (0x44), no cancel routine on a completed
  *                      IRP (0x48), completion holds no spin lock;
@@ -36,6 +40,11 @@
  *                                 completing it or starting the next
  *   MUTANT_EMPTY_QUEUE_STAYS_BUSY KeRemoveDeviceQueue on an empty queue leaves it busy
  *                                 (devqueue.c:198-201)
+ *   MUTANT_LEAVE_READS_FIRST      (DEFERRED) IopLeaveStartIo reads the recorded request
+ *                                 before its decrement instead of after (startio.c:102-105)
+ *   MUTANT_LEAVE_STALE_REQUEST    (DEFERRED) IopLeaveStartIo runs the request it read before
+ *                                 its increment without claiming it (startio.c:121-127): the
+ *                                 code before this model found that a request can run twice
  */
 
 #ifndef NSUB
@@ -52,6 +61,10 @@ byte grant[NIRP + 1];     /* order in which the device queue granted or queued t
 byte ngrant;
 byte hw;                  /* the IRP the hardware is working on */
 byte lastgrant;           /* grant number of the IRP the hardware started last */
+#ifdef DEFERRED
+byte StartIoCount;        /* DeviceObjectExtension->StartIoCount */
+bool SioRequest;          /* a start-next request recorded in StartIoFlags */
+#endif
 
 #define HOLDS_NO_OTHER_LOCK true /* the device queue lock is taken and released inside one step */
 #include "iomgr.inc"
@@ -101,7 +114,7 @@ inline KeRemoveDeviceQueue(entry)
     }
 }
 
-/* KeRemoveEntryDeviceQueue: removed = whether the entry was queued */
+/* devqueue.c:256  KeRemoveEntryDeviceQueue (under the queue lock: one step); removed = whether the entry was queued */
 inline KeRemoveEntryDeviceQueue(irp, removed)
 {
     d_step {
@@ -144,8 +157,10 @@ inline CancelRoutineCall(irp)
 
 /*
  * The driver's StartIo, at DISPATCH_LEVEL: claim under the cancel lock, then
- * start the hardware, or complete a cancelled IRP and ask for the next
- * (chain = TRUE: IoStartNextPacket from inside StartIo, run by the caller's loop).
+ * start the hardware, or complete a cancelled IRP and call IoStartNextPacket
+ * from inside StartIo. Not deferred, that call recurses into StartIo: a tail
+ * call, which the caller's loop runs (chain = TRUE). Deferred, it is recorded
+ * (IopRequestNextPacketInStartIo) and run when StartIo returns.
  */
 inline StartIo(irp)
 {
@@ -162,7 +177,11 @@ inline StartIo(irp)
         c = false;
 #ifndef MUTANT_STARTIO_CANCELLED_RETURNS
         IoCompleteRequest(irp);            /* STATUS_CANCELLED */
+#ifdef DEFERRED
+        IopRequestNextPacketInStartIo()    /* IoStartNextPacket(DeviceObject, TRUE) */
+#else
         chain = true                       /* IoStartNextPacket(DeviceObject, TRUE) */
+#endif
 #endif
     :: else ->
         d_step {
@@ -174,9 +193,100 @@ inline StartIo(irp)
     fi
 }
 
+/* startio.c:60  IopStartNextPacket(Device, Cancelable = TRUE, no key) */
+inline IopStartNextPacket()
+{
+    IoAcquireCancelSpinLock();             /* startio.c:66-68 */
+    CurrentIrp = NIL;                      /* startio.c:70 */
+    KeRemoveDeviceQueue(e);                /* startio.c:71-72 */
+    if
+    :: e != NIL -> CurrentIrp = e          /* startio.c:73-76 (no DOE_SIO_NO_CANCEL: :77-80) */
+    :: else -> skip
+    fi;
+    IoReleaseCancelSpinLock();             /* startio.c:82-85 */
+    if
+    :: e != NIL ->
+        StartIo(e);                        /* startio.c:86-89  DriverStartIo */
+        e = NIL
+    :: else -> skip
+    fi
+}
+
+#ifdef DEFERRED
+/* startio.c:98  IopLeaveStartIo: whoever brings StartIoCount to 0 runs the recorded request. */
+inline IopLeaveStartIo()
+{
+    do
+    :: true ->
+#ifdef MUTANT_LEAVE_READS_FIRST
+        rq = SioRequest;                   /* the request read before the decrement */
+#endif
+        atomic { StartIoCount--; t = StartIoCount };  /* startio.c:102  InterlockedDecrement */
+        if
+        :: t != 0 -> break
+        :: else -> skip
+        fi;
+#ifndef MUTANT_LEAVE_READS_FIRST
+        rq = SioRequest;                   /* startio.c:104-105  read the recorded request */
+#endif
+        if
+        :: !rq -> break                    /* startio.c:107-110  none */
+        :: else -> skip
+        fi;
+        atomic { StartIoCount++; t = StartIoCount };  /* startio.c:111  InterlockedIncrement */
+        if
+        :: t == 1 ->
+#ifndef MUTANT_LEAVE_STALE_REQUEST
+            atomic {                       /* startio.c:121-123  claim: InterlockedAnd returns the old bits */
+                rq = SioRequest;
+                SioRequest = false
+            };
+            if
+            :: rq -> IopStartNextPacket()  /* startio.c:124-127 */
+            :: else -> skip                /* run by another processor since our read */
+            fi
+#else
+            SioRequest = false;            /* the code before the fix: clear, then run what */
+            IopStartNextPacket()           /* was read before the increment, even if stale */
+#endif
+        :: else -> skip                    /* startio.c:130  another StartIo began: it runs it */
+        fi
+    od;
+    t = 0;
+    rq = false
+}
+
 /*
- * startio.c:226 IoStartNextPacket(Device, TRUE) -> :123 IopRequestNextPacket
- * (not deferred: :129-131) -> :59 IopStartNextPacket, then StartIo; repeated
+ * startio.c:136  IopRequestNextPacket, deferred, from inside StartIo: this
+ * processor's own count is held, so the increment finds another (:147) and
+ * the request is recorded (:152-154); the leave (:161) cannot reach 0.
+ */
+inline IopRequestNextPacketInStartIo()
+{
+    atomic { StartIoCount++; t = StartIoCount };      /* startio.c:147 */
+    assert(t > 1);
+    SioRequest = true;                                /* startio.c:152-154  InterlockedOr */
+    atomic { StartIoCount--; t = StartIoCount };      /* startio.c:161 -> :102 */
+    assert(t != 0);
+    t = 0
+}
+
+/* startio.c:239 IoStartNextPacket(Device, TRUE) -> :136 IopRequestNextPacket (deferred) */
+inline IoStartNextPacket()
+{
+    atomic { StartIoCount++; t = StartIoCount };      /* startio.c:147  InterlockedIncrement */
+    if
+    :: t > 1 -> SioRequest = true                     /* startio.c:152-154  record it */
+    :: else ->
+        SioRequest = false;                           /* startio.c:158  InterlockedAnd */
+        IopStartNextPacket()                          /* startio.c:159 */
+    fi;
+    IopLeaveStartIo()                                 /* startio.c:161 */
+}
+#else
+/*
+ * startio.c:239 IoStartNextPacket(Device, TRUE) -> :136 IopRequestNextPacket
+ * (not deferred: :142-145) -> :60 IopStartNextPacket, then StartIo; repeated
  * while StartIo asks for the next packet itself.
  */
 inline IoStartNextPacket()
@@ -184,20 +294,7 @@ inline IoStartNextPacket()
     do
     :: true ->
         chain = false;
-        IoAcquireCancelSpinLock();         /* startio.c:65-67  Cancelable */
-        CurrentIrp = NIL;                  /* startio.c:69 */
-        KeRemoveDeviceQueue(e);            /* startio.c:70-71 */
-        if
-        :: e != NIL -> CurrentIrp = e      /* startio.c:72-75 */
-        :: else -> skip
-        fi;
-        IoReleaseCancelSpinLock();         /* startio.c:81-84 */
-        if
-        :: e != NIL ->
-            StartIo(e);                    /* startio.c:85-88  DriverStartIo */
-            e = NIL
-        :: else -> skip
-        fi;
+        IopStartNextPacket();
         if
         :: chain -> skip
         :: else -> break
@@ -205,31 +302,38 @@ inline IoStartNextPacket()
     od;
     chain = false
 }
+#endif
 
-/* startio.c:159  IoStartPacket(Device, Irp, NULL, CancelFunction) at DISPATCH_LEVEL */
+/* startio.c:172  IoStartPacket(Device, Irp, NULL, CancelFunction) at DISPATCH_LEVEL */
 inline IoStartPacket(irp)
 {
-    IoAcquireCancelSpinLock();             /* startio.c:169-171 */
-    IoSetCancelRoutine(irp, ROUTINE, r);   /* startio.c:172 */
+    IoAcquireCancelSpinLock();             /* startio.c:182-184 */
+    IoSetCancelRoutine(irp, ROUTINE, r);   /* startio.c:185 */
     r = NIL;
-    KeInsertDeviceQueue(irp, q);           /* startio.c:174-175 */
+    KeInsertDeviceQueue(irp, q);           /* startio.c:187-188 */
     if
     :: !q ->
-        CurrentIrp = irp;                  /* startio.c:178 */
-        IoReleaseCancelSpinLock();         /* startio.c:185  (no DOE_SIO_NO_CANCEL: :181-184) */
-        StartIo(irp);                      /* startio.c:195 */
+        CurrentIrp = irp;                  /* startio.c:191 */
+        IoReleaseCancelSpinLock();         /* startio.c:198  (no DOE_SIO_NO_CANCEL: :194-197) */
+#ifdef DEFERRED
+        atomic { StartIoCount++ };         /* startio.c:202 */
+        StartIo(irp);                      /* startio.c:203 */
+        IopLeaveStartIo()                  /* startio.c:204 */
+#else
+        StartIo(irp);                      /* startio.c:208 */
         if
         :: chain -> IoStartNextPacket()    /* StartIo's own IoStartNextPacket */
         :: else -> skip
         fi
+#endif
     :: else ->
         if
-        :: Cancel[irp] ->                  /* startio.c:204  cancelled before it was cancelable */
-            IoSetCancelRoutine(irp, NIL, r);   /* startio.c:206-207 */
+        :: Cancel[irp] ->                  /* startio.c:217  cancelled before it was cancelable */
+            IoSetCancelRoutine(irp, NIL, r);   /* startio.c:219-220 */
             r = NIL;
-            CancelRoutineCall(irp)         /* startio.c:208  releases the cancel lock */
+            CancelRoutineCall(irp)         /* startio.c:221  releases the cancel lock */
         :: else ->
-            IoReleaseCancelSpinLock()      /* startio.c:212 */
+            IoReleaseCancelSpinLock()      /* startio.c:225 */
         fi
     fi;
     q = false
@@ -237,15 +341,15 @@ inline IoStartPacket(irp)
 
 proctype Submitter(byte irp)
 {
-    byte r, e, j;
-    bool q, c, ok, chain;
+    byte r, e, j, t;
+    bool q, c, ok, chain, rq;
     IoStartPacket(irp)
 }
 
 proctype Canceller()
 {
-    byte r, e, j, irp = 1;
-    bool c, ok, chain;
+    byte r, e, j, t, irp = 1;
+    bool c, ok, chain, rq;
     do
     :: irp <= NIRP ->
         if
@@ -260,8 +364,8 @@ proctype Canceller()
 /* The device's DPC: the hardware finished its IRP (tests/io_startio.c:167-). */
 proctype Dpc()
 {
-    byte r, e, j, irp;
-    bool c, ok, chain;
+    byte r, e, j, t, irp;
+    bool c, ok, chain, rq;
     do
     :: hw != NIL ->
         d_step {
@@ -294,5 +398,8 @@ init
     :: i <= NIRP -> assert(completed[i] == 1 && CancelRoutine[i] == NIL); i++
     :: else -> break
     od;
-    assert(!Busy && dqlen == 0 && CurrentIrp == NIL && hw == NIL && CancelLock == 0)
+    assert(!Busy && dqlen == 0 && CurrentIrp == NIL && hw == NIL && CancelLock == 0);
+#ifdef DEFERRED
+    assert(StartIoCount == 0 && !SioRequest)
+#endif
 }

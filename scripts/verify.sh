@@ -4,7 +4,7 @@
 #
 # Usage: scripts/verify.sh [--out DIR] [--only NAME]
 #   --out DIR   where spin's pan.c and the verifiers are built (default build/verify)
-#   --only NAME check one model (queuedlock, csq, startio) and its mutants
+#   --only NAME check one model (queuedlock, csq, startio, startio-deferred) and its mutants
 #
 # Every model is searched exhaustively twice, each with a verifier compiled
 # from spin's pan.c with gcc:
@@ -31,11 +31,12 @@ while [ $# -gt 0 ]; do
     esac
 done
 
-# model name | source | mutants that must be rejected
+# name | source | spin -D options of this configuration | mutants that must be rejected
 MODELS=(
-    "queuedlock|models/queuedlock.pml|NO_LINK_WAIT NO_HALT_RECHECK NO_WAKER_FENCE WAIT_AFTER_LINK"
-    "csq|models/csq.pml|COMPLETE_WITH_ROUTINE NO_INSERT_RECHECK REMOVE_NO_CLAIM"
-    "startio|models/startio.pml|STARTIO_KEEPS_ROUTINE STARTIO_CANCELLED_RETURNS EMPTY_QUEUE_STAYS_BUSY"
+    "queuedlock|models/queuedlock.pml||NO_LINK_WAIT NO_HALT_RECHECK NO_WAKER_FENCE WAIT_AFTER_LINK"
+    "csq|models/csq.pml||COMPLETE_WITH_ROUTINE NO_INSERT_RECHECK REMOVE_NO_CLAIM"
+    "startio|models/startio.pml||STARTIO_KEEPS_ROUTINE STARTIO_CANCELLED_RETURNS EMPTY_QUEUE_STAYS_BUSY"
+    "startio-deferred|models/startio.pml|-DDEFERRED -DNSUB=2|LEAVE_STALE_REQUEST LEAVE_READS_FIRST"
 )
 
 for tool in spin gcc; do
@@ -88,15 +89,16 @@ incomplete() {
     grep -qE 'max search depth too small|Search not completed|out of memory|pan: reached -DMEMLIM' "$1"
 }
 
-# run NAME SRC MODE: one exhaustive search of the real model.
+# run_model NAME SRC MODE OPTIONS: one exhaustive search of the real model.
 run_model() {
-    local name=$1 src=$2 mode=$3 dir cflags panargs log errs
+    local name=$1 src=$2 mode=$3 options=$4 dir cflags panargs log errs
     dir="$out/$name-$mode"
     case "$mode" in
         safety) cflags="-DSAFETY"; panargs="-m200000" ;;
         cycles) cflags="-DNP"; panargs="-l -m200000" ;;
     esac
-    if ! build "$dir" "$src" "$cflags"; then
+    # shellcheck disable=SC2086
+    if ! build "$dir" "$src" "$cflags" $options; then
         failures=$((failures + 1))
         return
     fi
@@ -111,16 +113,17 @@ run_model() {
         echo "verify: FAIL     $name ($mode): errors ${errs:-?}; $(stats "$log"); see $log"
         grep -E '^pan:|error' "$log" | head -5 | sed 's/^/verify:   /'
         [ -f "$dir/$(basename "$src").trail" ] &&
-            echo "verify:   replay: (cd $dir && spin -t -p $(pwd)/$src)"
+            echo "verify:   replay: (cd $dir && spin $options -t -p $(pwd)/$src)"
         failures=$((failures + 1))
     fi
 }
 
-# run_mutant NAME SRC MUTANT: the model with -DMUTANT_<MUTANT> must fail its safety search.
+# run_mutant NAME SRC OPTIONS MUTANT: the model with -DMUTANT_<MUTANT> must fail its safety search.
 run_mutant() {
-    local name=$1 src=$2 mutant=$3 dir log errs why
+    local name=$1 src=$2 options=$3 mutant=$4 dir log errs why
     dir="$out/$name-mutant-$mutant"
-    if ! build "$dir" "$src" "-DSAFETY" "-DMUTANT_$mutant"; then
+    # shellcheck disable=SC2086
+    if ! build "$dir" "$src" "-DSAFETY" $options "-DMUTANT_$mutant"; then
         failures=$((failures + 1))
         return
     fi
@@ -139,20 +142,24 @@ run_mutant() {
 
 mkdir -p "$out"
 start=$SECONDS
-for entry in "${MODELS[@]}"; do
-    IFS='|' read -r name src mutants <<<"$entry"
-    [ -z "$only" ] || [ "$only" = "$name" ] || continue
-    # Every MUTANT_ the source tests is in the list above, and every listed one is in the source.
+# Every MUTANT_ a source tests is listed above for one of its configurations, and every listed one is in it.
+for src in $(printf '%s\n' "${MODELS[@]}" | cut -d'|' -f2 | sort -u); do
     found=$(grep -ho 'MUTANT_[A-Z_]*' "$src" | sed 's/^MUTANT_//' | sort -u | tr '\n' ' ')
-    listed=$(printf '%s\n' $mutants | sort -u | tr '\n' ' ')
+    listed=$(printf '%s\n' "${MODELS[@]}" | awk -F'|' -v s="$src" '$2 == s { print $4 }' |
+        tr ' ' '\n' | sed '/^$/d' | sort -u | tr '\n' ' ')
     if [ "$found" != "$listed" ]; then
-        echo "verify: FAIL     $name: mutants in $src ($found) differ from scripts/verify.sh's list ($listed)"
+        echo "verify: FAIL     $src: its mutants ($found) differ from scripts/verify.sh's list ($listed)"
         failures=$((failures + 1))
     fi
-    run_model "$name" "$src" safety
-    run_model "$name" "$src" cycles
+done
+
+for entry in "${MODELS[@]}"; do
+    IFS='|' read -r name src options mutants <<<"$entry"
+    [ -z "$only" ] || [ "$only" = "$name" ] || continue
+    run_model "$name" "$src" safety "$options"
+    run_model "$name" "$src" cycles "$options"
     for mutant in $mutants; do
-        run_mutant "$name" "$src" "$mutant"
+        run_mutant "$name" "$src" "$options" "$mutant"
     done
 done
 

@@ -15,7 +15,8 @@
  * StartIoKey, DOE_SIO_CANCELABLE) instead of recursing into StartIo; whoever
  * brings the count back to 0 runs the recorded request (NT's protocol):
  *   enter:  InterlockedIncrement(Count) > 1 ? record the request : run it now
- *   leave:  InterlockedDecrement(Count) == 0 and a request is recorded ? run it
+ *   leave:  InterlockedDecrement(Count) == 0 and a request is recorded ?
+ *           InterlockedIncrement(Count) == 1 ? claim it (InterlockedAnd) and run it
  * Both steps are full barriers, so a request recorded before the other side's
  * decrement is seen by the read that follows that decrement.
  */
@@ -86,7 +87,6 @@ IopLeaveStartIo(PDEVICE_OBJECT DeviceObject)
     {
         ULONG Request =
             __atomic_load_n(&Extension->StartIoFlags, __ATOMIC_ACQUIRE) & IOP_SIO_REQUEST_MASK;
-        ULONG Key = Extension->StartIoKey;
 
         if ((Request & (DOE_SIO_NO_KEY | DOE_SIO_WITH_KEY)) == 0)
         {
@@ -94,9 +94,22 @@ IopLeaveStartIo(PDEVICE_OBJECT DeviceObject)
         }
         if (InterlockedIncrement(&Extension->StartIoCount) == 1)
         {
-            InterlockedAnd((LONG volatile *)&Extension->StartIoFlags, ~IOP_SIO_REQUEST_MASK);
-            IopStartNextPacket(DeviceObject, (Request & DOE_SIO_CANCELABLE) != 0,
-                               (Request & DOE_SIO_WITH_KEY) != 0, Key);
+            /*
+             * Claim the request with the RMW that clears it. The read above may be
+             * stale: another processor that also brought the count to 0 may have
+             * run this request since, and running it again would take the device
+             * from the IRP it granted meanwhile (models/startio.pml, -DDEFERRED,
+             * mutant LEAVE_STALE_REQUEST). The full barrier also orders the read
+             * of StartIoKey after the bit (pairs with IopRequestNextPacket's OR).
+             */
+            Request = (ULONG)InterlockedAnd((LONG volatile *)&Extension->StartIoFlags,
+                                            ~IOP_SIO_REQUEST_MASK) &
+                      IOP_SIO_REQUEST_MASK;
+            if ((Request & (DOE_SIO_NO_KEY | DOE_SIO_WITH_KEY)) != 0)
+            {
+                IopStartNextPacket(DeviceObject, (Request & DOE_SIO_CANCELABLE) != 0,
+                                   (Request & DOE_SIO_WITH_KEY) != 0, Extension->StartIoKey);
+            }
         }
         /* Else another StartIo began meanwhile; the request stays recorded for it. */
     }
