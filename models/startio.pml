@@ -19,7 +19,7 @@
  * every IRP is completed. With -DDEFERRED the device has deferred StartIo
  * (IoSetStartIoAttributes(Device, TRUE, FALSE)): a start-next request made
  * while some StartIo runs is recorded in StartIoFlags and run by whoever
- * brings StartIoCount back to 0 (startio.c:12-21, 97-149). Start-by-key and
+ * brings StartIoCount back to 0 (startio.c:12-21, 98-162). Start-by-key and
  * NonCancelable are not modelled.
  *
  * Checked:
