@@ -64,7 +64,7 @@ build() {
         return 1
     }
     # pan.c is generated code; its warnings are not ours.
-    gcc -O2 -w -DMEMLIM="$MEMLIM" $cflags -o "$dir/pan" "$dir/pan.c" 2>"$dir/gcc.log" || {
+    gcc -w -DMEMLIM="$MEMLIM" $cflags -o "$dir/pan" "$dir/pan.c" 2>"$dir/gcc.log" || {
         echo "verify: gcc on $dir/pan.c failed:" >&2
         cat "$dir/gcc.log" >&2
         return 1
@@ -94,8 +94,8 @@ run_model() {
     local name=$1 src=$2 mode=$3 options=$4 dir cflags panargs log errs
     dir="$out/$name-$mode"
     case "$mode" in
-        safety) cflags="-DSAFETY"; panargs="-m200000" ;;
-        cycles) cflags="-DNP"; panargs="-l -m200000" ;;
+        safety) cflags="-O2 -DSAFETY"; panargs="-m200000" ;;
+        cycles) cflags="-O2 -DNP"; panargs="-l -m200000" ;;
     esac
     # shellcheck disable=SC2086
     if ! build "$dir" "$src" "$cflags" $options; then
@@ -123,7 +123,8 @@ run_mutant() {
     local name=$1 src=$2 options=$3 mutant=$4 dir log errs why
     dir="$out/$name-mutant-$mutant"
     # shellcheck disable=SC2086
-    if ! build "$dir" "$src" "-DSAFETY" $options "-DMUTANT_$mutant"; then
+    # -O0: a mutant's search is short, its compile is not.
+    if ! build "$dir" "$src" "-O0 -DSAFETY" $options "-DMUTANT_$mutant"; then
         failures=$((failures + 1))
         return
     fi
