@@ -32,6 +32,11 @@
  *           W5 sti; hlt   (an IPI pending from before the sti is taken at the
  *              hlt: hlt = "block until a wake IPI is pending, consume it");
  *           W6 woken: unpublish (clear bit, WaitAddress = 0), back to W1.
+ *   A wake IPI that arrives while the processor's interrupts are on (outside
+ *   W2-W5) is taken at once and only counted (the Interrupts process), so a
+ *   stale IPI from an earlier wait may or may not still be pending at a hlt.
+ *   No other interrupt ends a hlt: a wake-up the protocol loses is not hidden
+ *   by a clock tick.
  *   waker   K1 the hand-off store (queuedlock.c:137);
  *           K2 full barrier (mfence or a locked instruction);
  *           K3 read HaltedMask; for each set bit whose Prcb->WaitAddress is
@@ -81,6 +86,7 @@ byte lockbits[NPROC + 1];/* the flag bits of Queue->Lock of entry e (the address
 byte waitaddr[NPROC];    /* Prcb->WaitAddress: the entry whose Lock word the processor halts on, NIL if none */
 byte halted;             /* the global halted mask, bit p = processor p */
 bool ipi[NPROC];         /* a wake IPI is pending at processor p */
+bool cli[NPROC];         /* processor p is in its interrupts-off window W2-W5 */
 
 byte sbuf[NPROC];        /* processor p's buffered hand-off store: entry whose Lock becomes OWNER, NIL if none */
 
@@ -97,6 +103,19 @@ end:
            lockbits[sbuf[p]] = OWNER; /* queuedlock.c:137 reaches memory */
            sbuf[p] = NIL
        }
+    od
+}
+
+/*
+ * Processor p takes a pending wake IPI whenever its interrupts are on (its
+ * handler only counts). Without this, a stale IPI from an earlier wait would
+ * always survive to the next hlt and could hide a lost wake-up.
+ */
+proctype Interrupts(byte p)
+{
+end:
+    do
+    :: atomic { ipi[p] && !cli[p] -> ipi[p] = false }
     od
 }
 
@@ -132,21 +151,23 @@ proctype Processor(byte me)
             :: (lockbits[e] & WAIT) == 0 -> break           /* W1 / queuedlock.c:80: a spin read sees the hand-off */
             :: (lockbits[e] & WAIT) != 0 ->                 /* W1: the spin bound is spent */
                 atomic {
-                    waitaddr[me] = e;                       /* W2: interrupts off, publish WaitAddress */
+                    cli[me] = true;                         /* W2: interrupts off */
+                    waitaddr[me] = e;                       /* W2: publish WaitAddress */
                     halted = halted | (1 << me)             /* W3: lock or, full barrier */
                 };
 #ifndef MUTANT_NO_HALT_RECHECK
                 if
                 :: (lockbits[e] & WAIT) == 0 ->             /* W4: re-check: changed */
-                    atomic {                                /* W4: unpublish */
+                    atomic {                                /* W4: unpublish, interrupts on */
                         halted = halted & ~(1 << me);
-                        waitaddr[me] = NIL
+                        waitaddr[me] = NIL;
+                        cli[me] = false
                     };
                     break                                   /* interrupts on, owner */
                 :: else -> skip
                 fi;
 #endif
-                atomic { ipi[me] -> ipi[me] = false };      /* W5: sti; hlt until a wake IPI */
+                atomic { ipi[me] -> ipi[me] = false; cli[me] = false }; /* W5: sti; hlt until a wake IPI */
                 atomic {                                    /* W6: unpublish, loop */
                     halted = halted & ~(1 << me);
                     waitaddr[me] = NIL
@@ -212,7 +233,7 @@ init
     atomic {
         p = 0;
         do
-        :: p < NPROC -> run Drain(p); run Processor(p); p++
+        :: p < NPROC -> run Drain(p); run Interrupts(p); run Processor(p); p++
         :: else -> break
         od
     }
