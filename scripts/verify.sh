@@ -63,7 +63,8 @@ build() {
         cat "$dir/spin.log" >&2
         return 1
     }
-    # pan.c is generated code; its warnings are not ours.
+    # pan.c is generated code; its warnings are not ours. ($cflags is a word list.)
+    # shellcheck disable=SC2086
     gcc -w -DMEMLIM="$MEMLIM" $cflags -o "$dir/pan" "$dir/pan.c" 2>"$dir/gcc.log" || {
         echo "verify: gcc on $dir/pan.c failed:" >&2
         cat "$dir/gcc.log" >&2
