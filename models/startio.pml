@@ -19,7 +19,7 @@
  * every IRP is completed. With -DDEFERRED the device has deferred StartIo
  * (IoSetStartIoAttributes(Device, TRUE, FALSE)): a start-next request made
  * while some StartIo runs is recorded in StartIoFlags and run by whoever
- * brings StartIoCount back to 0 (startio.c:12-21, 98-162). Start-by-key and
+ * brings StartIoCount back to 0 (startio.c:12-21, 82-146). Start-by-key and
  * NonCancelable are not modelled.
  *
  * Checked:
@@ -39,11 +39,11 @@
  *   MUTANT_STARTIO_CANCELLED_RETURNS  StartIo returns on a cancelled IRP without
  *                                 completing it or starting the next
  *   MUTANT_EMPTY_QUEUE_STAYS_BUSY KeRemoveDeviceQueue on an empty queue leaves it busy
- *                                 (devqueue.c:198-201)
+ *                                 (devqueue.c:185-188)
  *   MUTANT_LEAVE_READS_FIRST      (DEFERRED) IopLeaveStartIo reads the recorded request
- *                                 before its decrement instead of after (startio.c:102-105)
+ *                                 before its decrement instead of after (startio.c:86-89)
  *   MUTANT_LEAVE_STALE_REQUEST    (DEFERRED) IopLeaveStartIo runs the request it read before
- *                                 its increment without claiming it (startio.c:121-127): the
+ *                                 its increment without claiming it (startio.c:105-111): the
  *                                 code before this model found that a request can run twice
  */
 
@@ -70,7 +70,7 @@ bool SioRequest;          /* a start-next request recorded in StartIoFlags */
 #include "iomgr.inc"
 
 /*
- * devqueue.c:133  KeInsertDeviceQueue: one step under the queue's queued lock
+ * devqueue.c:120  KeInsertDeviceQueue: one step under the queue's queued lock
  * (models/queuedlock.pml checks that lock). queued = FALSE: granted, not queued.
  */
 inline KeInsertDeviceQueue(irp, queuedres)
@@ -79,28 +79,28 @@ inline KeInsertDeviceQueue(irp, queuedres)
         ngrant++;
         grant[irp] = ngrant;
         if
-        :: !Busy -> Busy = 1; inserted[irp] = false; queuedres = false  /* devqueue.c:141 KiGrantOrQueue */
+        :: !Busy -> Busy = 1; inserted[irp] = false; queuedres = false  /* devqueue.c:128 KiGrantOrQueue */
         :: else ->
-            dq[dqlen] = irp; dqlen++;                                   /* devqueue.c:144 InsertTailList */
+            dq[dqlen] = irp; dqlen++;                                   /* devqueue.c:131 InsertTailList */
             inserted[irp] = true;
             queuedres = true
         fi
     }
 }
 
-/* devqueue.c:190  KeRemoveDeviceQueue; entry = the head IRP or NIL */
+/* devqueue.c:177  KeRemoveDeviceQueue; entry = the head IRP or NIL */
 inline KeRemoveDeviceQueue(entry)
 {
     d_step {
-        assert(Busy);                          /* devqueue.c:197  0x2 DEVICE_QUEUE_NOT_BUSY */
+        assert(Busy);                          /* devqueue.c:184  0x2 DEVICE_QUEUE_NOT_BUSY */
         if
         :: dqlen == 0 ->
 #ifndef MUTANT_EMPTY_QUEUE_STAYS_BUSY
-            Busy = 0;                          /* devqueue.c:198-200 */
+            Busy = 0;                          /* devqueue.c:185-187 */
 #endif
             entry = NIL
         :: else ->
-            entry = dq[0];                     /* devqueue.c:204-206 RemoveHeadList */
+            entry = dq[0];                     /* devqueue.c:191-193 RemoveHeadList */
             j = 0;
             do
             :: j + 1 < dqlen -> dq[j] = dq[j + 1]; j++
@@ -114,7 +114,7 @@ inline KeRemoveDeviceQueue(entry)
     }
 }
 
-/* devqueue.c:256  KeRemoveEntryDeviceQueue (under the queue lock: one step); removed = whether the entry was queued */
+/* devqueue.c:243  KeRemoveEntryDeviceQueue (under the queue lock: one step); removed = whether the entry was queued */
 inline KeRemoveEntryDeviceQueue(irp, removed)
 {
     d_step {
@@ -193,27 +193,27 @@ inline StartIo(irp)
     fi
 }
 
-/* startio.c:60  IopStartNextPacket(Device, Cancelable = TRUE, no key) */
+/* startio.c:44  IopStartNextPacket(Device, Cancelable = TRUE, no key) */
 inline IopStartNextPacket()
 {
-    IoAcquireCancelSpinLock();             /* startio.c:66-68 */
-    CurrentIrp = NIL;                      /* startio.c:70 */
-    KeRemoveDeviceQueue(e);                /* startio.c:71-72 */
+    IoAcquireCancelSpinLock();             /* startio.c:50-52 */
+    CurrentIrp = NIL;                      /* startio.c:54 */
+    KeRemoveDeviceQueue(e);                /* startio.c:55-56 */
     if
-    :: e != NIL -> CurrentIrp = e          /* startio.c:73-76 (no DOE_SIO_NO_CANCEL: :77-80) */
+    :: e != NIL -> CurrentIrp = e          /* startio.c:57-60 (no DOE_SIO_NO_CANCEL: :61-64) */
     :: else -> skip
     fi;
-    IoReleaseCancelSpinLock();             /* startio.c:82-85 */
+    IoReleaseCancelSpinLock();             /* startio.c:66-69 */
     if
     :: e != NIL ->
-        StartIo(e);                        /* startio.c:86-89  DriverStartIo */
+        StartIo(e);                        /* startio.c:70-73  DriverStartIo */
         e = NIL
     :: else -> skip
     fi
 }
 
 #ifdef DEFERRED
-/* startio.c:98  IopLeaveStartIo: whoever brings StartIoCount to 0 runs the recorded request. */
+/* startio.c:82  IopLeaveStartIo: whoever brings StartIoCount to 0 runs the recorded request. */
 inline IopLeaveStartIo()
 {
     do
@@ -221,35 +221,35 @@ inline IopLeaveStartIo()
 #ifdef MUTANT_LEAVE_READS_FIRST
         rq = SioRequest;                   /* the request read before the decrement */
 #endif
-        atomic { StartIoCount--; t = StartIoCount };  /* startio.c:102  InterlockedDecrement */
+        atomic { StartIoCount--; t = StartIoCount };  /* startio.c:86  InterlockedDecrement */
         if
         :: t != 0 -> break
         :: else -> skip
         fi;
 #ifndef MUTANT_LEAVE_READS_FIRST
-        rq = SioRequest;                   /* startio.c:104-105  read the recorded request */
+        rq = SioRequest;                   /* startio.c:88-89  read the recorded request */
 #endif
         if
-        :: !rq -> break                    /* startio.c:107-110  none */
+        :: !rq -> break                    /* startio.c:91-94  none */
         :: else -> skip
         fi;
-        atomic { StartIoCount++; t = StartIoCount };  /* startio.c:111  InterlockedIncrement */
+        atomic { StartIoCount++; t = StartIoCount };  /* startio.c:95  InterlockedIncrement */
         if
         :: t == 1 ->
 #ifndef MUTANT_LEAVE_STALE_REQUEST
-            atomic {                       /* startio.c:121-123  claim: InterlockedAnd returns the old bits */
+            atomic {                       /* startio.c:105-107  claim: InterlockedAnd returns the old bits */
                 rq = SioRequest;
                 SioRequest = false
             };
             if
-            :: rq -> IopStartNextPacket()  /* startio.c:124-127 */
+            :: rq -> IopStartNextPacket()  /* startio.c:108-111 */
             :: else -> skip                /* run by another processor since our read */
             fi
 #else
             SioRequest = false;            /* the code before the fix: clear, then run what */
             IopStartNextPacket()           /* was read before the increment, even if stale */
 #endif
-        :: else -> skip                    /* startio.c:130  another StartIo began: it runs it */
+        :: else -> skip                    /* startio.c:114  another StartIo began: it runs it */
         fi
     od;
     t = 0;
@@ -257,36 +257,36 @@ inline IopLeaveStartIo()
 }
 
 /*
- * startio.c:136  IopRequestNextPacket, deferred, from inside StartIo: this
- * processor's own count is held, so the increment finds another (:147) and
- * the request is recorded (:152-154); the leave (:161) cannot reach 0.
+ * startio.c:120  IopRequestNextPacket, deferred, from inside StartIo: this
+ * processor's own count is held, so the increment finds another (:131) and
+ * the request is recorded (:136-138); the leave (:145) cannot reach 0.
  */
 inline IopRequestNextPacketInStartIo()
 {
-    atomic { StartIoCount++; t = StartIoCount };      /* startio.c:147 */
+    atomic { StartIoCount++; t = StartIoCount };      /* startio.c:131 */
     assert(t > 1);
-    SioRequest = true;                                /* startio.c:152-154  InterlockedOr */
-    atomic { StartIoCount--; t = StartIoCount };      /* startio.c:161 -> :102 */
+    SioRequest = true;                                /* startio.c:136-138  InterlockedOr */
+    atomic { StartIoCount--; t = StartIoCount };      /* startio.c:145 -> :86 */
     assert(t != 0);
     t = 0
 }
 
-/* startio.c:239 IoStartNextPacket(Device, TRUE) -> :136 IopRequestNextPacket (deferred) */
+/* startio.c:223 IoStartNextPacket(Device, TRUE) -> :120 IopRequestNextPacket (deferred) */
 inline IoStartNextPacket()
 {
-    atomic { StartIoCount++; t = StartIoCount };      /* startio.c:147  InterlockedIncrement */
+    atomic { StartIoCount++; t = StartIoCount };      /* startio.c:131  InterlockedIncrement */
     if
-    :: t > 1 -> SioRequest = true                     /* startio.c:152-154  record it */
+    :: t > 1 -> SioRequest = true                     /* startio.c:136-138  record it */
     :: else ->
-        SioRequest = false;                           /* startio.c:158  InterlockedAnd */
-        IopStartNextPacket()                          /* startio.c:159 */
+        SioRequest = false;                           /* startio.c:142  InterlockedAnd */
+        IopStartNextPacket()                          /* startio.c:143 */
     fi;
-    IopLeaveStartIo()                                 /* startio.c:161 */
+    IopLeaveStartIo()                                 /* startio.c:145 */
 }
 #else
 /*
- * startio.c:239 IoStartNextPacket(Device, TRUE) -> :136 IopRequestNextPacket
- * (not deferred: :142-145) -> :60 IopStartNextPacket, then StartIo; repeated
+ * startio.c:223 IoStartNextPacket(Device, TRUE) -> :120 IopRequestNextPacket
+ * (not deferred: :126-129) -> :44 IopStartNextPacket, then StartIo; repeated
  * while StartIo asks for the next packet itself.
  */
 inline IoStartNextPacket()
@@ -304,23 +304,23 @@ inline IoStartNextPacket()
 }
 #endif
 
-/* startio.c:172  IoStartPacket(Device, Irp, NULL, CancelFunction) at DISPATCH_LEVEL */
+/* startio.c:156  IoStartPacket(Device, Irp, NULL, CancelFunction) at DISPATCH_LEVEL */
 inline IoStartPacket(irp)
 {
-    IoAcquireCancelSpinLock();             /* startio.c:182-184 */
-    IoSetCancelRoutine(irp, ROUTINE, r);   /* startio.c:185 */
+    IoAcquireCancelSpinLock();             /* startio.c:166-168 */
+    IoSetCancelRoutine(irp, ROUTINE, r);   /* startio.c:169 */
     r = NIL;
-    KeInsertDeviceQueue(irp, q);           /* startio.c:187-188 */
+    KeInsertDeviceQueue(irp, q);           /* startio.c:171-172 */
     if
     :: !q ->
-        CurrentIrp = irp;                  /* startio.c:191 */
-        IoReleaseCancelSpinLock();         /* startio.c:198  (no DOE_SIO_NO_CANCEL: :194-197) */
+        CurrentIrp = irp;                  /* startio.c:175 */
+        IoReleaseCancelSpinLock();         /* startio.c:182  (no DOE_SIO_NO_CANCEL: :178-181) */
 #ifdef DEFERRED
-        atomic { StartIoCount++ };         /* startio.c:202 */
-        StartIo(irp);                      /* startio.c:203 */
-        IopLeaveStartIo()                  /* startio.c:204 */
+        atomic { StartIoCount++ };         /* startio.c:186 */
+        StartIo(irp);                      /* startio.c:187 */
+        IopLeaveStartIo()                  /* startio.c:188 */
 #else
-        StartIo(irp);                      /* startio.c:208 */
+        StartIo(irp);                      /* startio.c:192 */
         if
         :: chain -> IoStartNextPacket()    /* StartIo's own IoStartNextPacket */
         :: else -> skip
@@ -328,12 +328,12 @@ inline IoStartPacket(irp)
 #endif
     :: else ->
         if
-        :: Cancel[irp] ->                  /* startio.c:217  cancelled before it was cancelable */
-            IoSetCancelRoutine(irp, NIL, r);   /* startio.c:219-220 */
+        :: Cancel[irp] ->                  /* startio.c:201  cancelled before it was cancelable */
+            IoSetCancelRoutine(irp, NIL, r);   /* startio.c:203-204 */
             r = NIL;
-            CancelRoutineCall(irp)         /* startio.c:221  releases the cancel lock */
+            CancelRoutineCall(irp)         /* startio.c:205  releases the cancel lock */
         :: else ->
-            IoReleaseCancelSpinLock()      /* startio.c:225 */
+            IoReleaseCancelSpinLock()      /* startio.c:209 */
         fi
     fi;
     q = false
