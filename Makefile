@@ -25,8 +25,61 @@ NOTESTS     ?= 0
 ifeq ($(origin CC),default)
 CC := gcc
 endif
-ifneq ($(filter 0 1,$(DBG)),$(DBG))
-$(error DBG must be 0 or 1)
+GDB_PORT    ?= 1234
+DURATION    ?= 60
+
+# ---- every variable is checked before anything builds: a bad value is a one-line error.
+# uint(x): x when it is one word of decimal digits, else empty (no shell involved).
+uint = $(if $(filter 1,$(words $(1))),$(if $(subst 0,,$(subst 1,,$(subst 2,,$(subst 3,,$(subst \
+    4,,$(subst 5,,$(subst 6,,$(subst 7,,$(subst 8,,$(subst 9,,$(1))))))))))),,$(1)))
+# in_range(NAME,LO,HI): an error unless $(NAME) is a whole number from LO to HI.
+in_range = $(if $(and $(call uint,$($(1))),$(shell [ $($(1)) -ge $(2) ] 2>/dev/null && \
+    [ $($(1)) -le $(3) ] 2>/dev/null && echo y)),,$(error \
+    $(1) must be a whole number from $(2) to $(3), not '$($(1))'))
+# one_of(NAME,WORDS): an error unless $(NAME) is one of WORDS.
+one_of = $(if $(and $(filter 1,$(words $($(1)))),$(filter $(WORDS_$(1)),$($(1)))),,$(error \
+    $(1) must be one of $(WORDS_$(1)), not '$($(1))'))
+WORDS_DBG      := 0 1
+WORDS_VERBOSE  := 0 1
+WORDS_ACCEL    := tcg kvm
+WORDS_FIRMWARE := bios uefi efi
+$(call one_of,DBG)
+$(call one_of,VERBOSE)
+$(call one_of,ACCEL)
+$(call one_of,FIRMWARE)
+$(call in_range,SMP,1,16)
+$(call in_range,REPEAT,1,100000)
+$(call in_range,MEM,64,16384)
+$(call in_range,TIMEOUT,0,604800)
+$(call in_range,GDB_PORT,1024,65535)
+$(call in_range,DURATION,5,3000)
+# SEED: any 64-bit value the kernel reads (lib's parse_u64); 19 digits always fit.
+$(if $(and $(call uint,$(SEED)),$(filter-out 11111111111111111111%,$(subst \
+    0,1,$(subst 2,1,$(subst 3,1,$(subst 4,1,$(subst 5,1,$(subst 6,1,$(subst 7,1,$(subst \
+    8,1,$(subst 9,1,$(SEED)))))))))))),,$(error SEED must be a whole number from 0 to \
+    9999999999999999999, not '$(SEED)'))
+# TESTS: comma-separated globs over Suite:case names (* and ? only, lib/glob.c).
+comma := ,
+strip_chars = $(if $(2),$(call strip_chars,$(subst $(firstword $(2)),,$(1)),$(wordlist 2,999,$(2))),$(1))
+TESTS_CHARS := a b c d e f g h i j k l m n o p q r s t u v w x y z A B C D E F G H I J K L M N O P \
+    Q R S T U V W X Y Z 0 1 2 3 4 5 6 7 8 9 * ? : _ - $(comma)
+ifneq ($(words $(TESTS))$(strip $(call strip_chars,$(TESTS),$(TESTS_CHARS))),$(words $(TESTS)))
+$(error TESTS must be comma-separated globs over Suite:case names (letters, digits, _ - : * ?), not '$(TESTS)')
+endif
+ifneq ($(filter-out 0 1,$(words $(TESTS))),)
+$(error TESTS must be comma-separated globs over Suite:case names (letters, digits, _ - : * ?), not '$(TESTS)')
+endif
+# CMDLINE reaches grub.cfg through sed and a shell: no quotes, |, &, \, $$ or ;, and not the keys
+# that have their own variable.
+ifneq ($(strip $(foreach c,' " | & \ $$ ; `,$(findstring $(c),$(CMDLINE)))),)
+$(error CMDLINE must not contain quotes, |, &, \, $$, ; or backquotes: '$(CMDLINE)')
+endif
+ifneq ($(filter tests=% seed=% repeat=% verbose=% smp=%,$(CMDLINE)),)
+$(error CMDLINE must not set $(firstword $(filter tests=% seed=% repeat=% verbose=% smp=%,$(CMDLINE))): \
+    use TESTS, SEED, REPEAT, VERBOSE or SMP)
+endif
+ifneq ($(words $(LOG)),1)
+$(error LOG must be one path without spaces, not '$(LOG)')
 endif
 
 FLAVOUR := $(if $(filter 1,$(DBG)),checked,free)$(if $(filter clang%,$(notdir $(CC))),-clang,)
@@ -36,6 +89,12 @@ FLAVOUR := $(FLAVOUR)-notests
 EXTRA_TESTS :=
 endif
 B       := build/$(FLAVOUR)
+ifneq ($(words $(B)),1)
+$(error B must be one folder path without spaces, not '$(B)')
+endif
+ifneq ($(filter / . .. ./ ../ ~ ~/,$(B)),)
+$(error B must be a build folder such as build/mine, not '$(B)')
+endif
 NASM    ?= nasm
 NM      ?= nm
 OBJCOPY ?= objcopy
@@ -73,7 +132,16 @@ C_SRCS   := $(sort $(wildcard arch/x86_64/*.c hal/*.c kernel/*.c kernel/*/*.c li
               tests/bench/*.c tests/torture/*.c)))
 ASM_SRCS := $(sort $(wildcard boot/*.asm arch/x86_64/*.asm))
 OBJS     := $(C_SRCS:%.c=$(B)/obj/%.o) $(ASM_SRCS:%.asm=$(B)/obj/%.asm.o)
-EXTRA_OBJS := $(foreach f,$(EXTRA_TESTS),$(B)/extra/$(subst /,_,$(basename $(abspath $(f)))).o)
+# EXTRA_TESTS: files and globs, each file compiled on its own into $(B)/extra/ (named after its
+# absolute path). The set is not part of the configuration stamp: changing it relinks the
+# kernel and compiles only new extra files; they are compiled first, so their errors come first.
+EXTRA_FILES := $(sort $(foreach g,$(EXTRA_TESTS),$(or $(wildcard $(g)),$(error \
+    EXTRA_TESTS: '$(g)' matches no file))))
+ifneq ($(filter-out %.c,$(EXTRA_FILES)),)
+$(error EXTRA_TESTS must name C files (.c), not '$(firstword $(filter-out %.c,$(EXTRA_FILES)))')
+endif
+extra_obj = $(B)/extra/$(subst /,_,$(basename $(abspath $(1)))).o
+EXTRA_OBJS := $(foreach f,$(EXTRA_FILES),$(call extra_obj,$(f)))
 
 KERNEL   := $(B)/kernel.elf
 ISO      := $(B)/spindle.iso
@@ -83,9 +151,11 @@ KCMDLINE := tests=$(TESTS) seed=$(SEED) repeat=$(REPEAT) verbose=$(VERBOSE) smp=
 
 # A stamp that changes whenever the configuration that shapes the image changes.
 CONFIG_STAMP := $(B)/config.stamp
-CONFIG_TEXT  := CC=$(CC) DBG=$(DBG) EXTRA_TESTS=$(abspath $(EXTRA_TESTS))
+CONFIG_TEXT  := CC=$(CC) DBG=$(DBG)
 $(shell mkdir -p $(B) && { [ -f $(CONFIG_STAMP) ] && [ "$$(cat $(CONFIG_STAMP))" = "$(CONFIG_TEXT)" ] || echo "$(CONFIG_TEXT)" > $(CONFIG_STAMP); })
 CMDLINE_STAMP := $(B)/cmdline.stamp
+EXTRA_STAMP := $(B)/extra.stamp
+$(shell mkdir -p $(B) && { [ -f $(EXTRA_STAMP) ] && [ "$$(cat $(EXTRA_STAMP))" = "$(EXTRA_OBJS)" ] || echo "$(EXTRA_OBJS)" > $(EXTRA_STAMP); })
 $(shell mkdir -p $(B) && { [ -f $(CMDLINE_STAMP) ] && [ "$$(cat $(CMDLINE_STAMP))" = "$(KCMDLINE)" ] || echo "$(KCMDLINE)" > $(CMDLINE_STAMP); })
 
 .PHONY: all kernel iso run test debug gdb clean help deps check-layering check-headers check-format
@@ -105,17 +175,19 @@ $(B)/obj/%.asm.o: %.asm $(CONFIG_STAMP)
 	@$(NASM) $(NASMFLAGS) -MD $(@:.o=.d) -MP -Iboot/ -Iarch/x86_64/ $< -o $@
 
 define EXTRA_RULE
-$(B)/extra/$(subst /,_,$(basename $(abspath $(1)))).o: $(1) $(CONFIG_STAMP)
+$(call extra_obj,$(1)): $(1) $(CONFIG_STAMP)
 	@mkdir -p $$(@D)
 	@echo "  CC      $(1)"
 	@$$(CC) $$(CFLAGS) -c $(1) -o $$@
 endef
-$(foreach f,$(EXTRA_TESTS),$(eval $(call EXTRA_RULE,$(f))))
+$(foreach f,$(EXTRA_FILES),$(eval $(call EXTRA_RULE,$(f))))
+.PHONY: extra-tests
+extra-tests: $(EXTRA_OBJS)
 
 # Two links: the first gives the function addresses, from which the symbol table for
 # backtraces is generated; the table sits after all code, so the second link moves no
 # function (checked below).
-$(KERNEL): $(OBJS) $(EXTRA_OBJS) linker.ld scripts/gen-ksyms.sh $(CONFIG_STAMP)
+$(KERNEL): $(EXTRA_OBJS) $(OBJS) linker.ld scripts/gen-ksyms.sh $(CONFIG_STAMP) $(EXTRA_STAMP)
 	@echo "  LD      $@"
 	@$(LD) $(LDFLAGS) -o $(B)/kernel.pass1.elf $(OBJS) $(EXTRA_OBJS)
 	@bash scripts/gen-ksyms.sh $(NM) $(B)/kernel.pass1.elf > $(B)/ksyms.c
@@ -218,19 +290,36 @@ RUN_IMAGE := $(if $(filter efi,$(FIRMWARE)),$(ESPDIR),$(ISO))
 RUN_DEPS  := $(if $(filter efi,$(FIRMWARE)),esp,$(ISO))
 
 # ---- host commands
+# Every run also leaves results.ktap and results.xml beside the serial log (scripts/ktap-results.py).
+RESULTS := $(dir $(LOG))results
 RUNNER := bash scripts/run-qemu.sh --image $(RUN_IMAGE) --firmware $(FIRMWARE) --smp $(SMP) \
-    --mem $(MEM) --accel $(ACCEL) --log $(LOG)
+    --mem $(MEM) --accel $(ACCEL) --log $(LOG) --results $(RESULTS)
+# Before boot: the kernel (extra tests first), then TESTS must select at least one of its tests.
+SELECT_CHECK = $(MAKE) --no-print-directory $(KERNEL) && \
+    python3 scripts/ktest-list.py --kernel $(KERNEL) --tests '$(TESTS)' --check
 
 deps:
 	@bash scripts/deps.sh
 
 run: deps
+	@$(SELECT_CHECK)
 	@$(MAKE) --no-print-directory $(RUN_DEPS)
 	@$(RUNNER) --mode run
 
+# The runner's status (scripts/run-qemu.sh: 0 pass, 1 test failed, 3 bug check, 4 watchdog,
+# 5 no exit code, 6 lying log, 124 timeout) ends the recipe: GNU make itself then exits 2 and
+# names it in its `Error N` line; STATUS_FILE=path also keeps it (scripts/test.sh does).
 test: deps
+	@$(SELECT_CHECK)
 	@$(MAKE) --no-print-directory $(RUN_DEPS)
-	@$(RUNNER) --mode test --timeout $(TIMEOUT)
+	@rc=0; $(RUNNER) --mode test --timeout $(TIMEOUT) || rc=$$?; \
+	    $(if $(STATUS_FILE),echo $$rc > '$(STATUS_FILE)';) exit $$rc
+
+# The tests the kernel holds (Suite:case), and those TESTS selects.
+.PHONY: list-tests
+list-tests:
+	@$(MAKE) --no-print-directory $(KERNEL)
+	@python3 scripts/ktest-list.py --kernel $(KERNEL) --tests '$(TESTS)'
 
 # QEMU halted on its gdb stub (localhost:GDB_PORT, default 1234); `make gdb` attaches.
 debug: deps
@@ -276,7 +365,6 @@ bench-compare: deps
 # The stress mode (tests/torture/): the Torture suite with torture=1 on the kernel command line,
 # every primitive on every processor for DURATION seconds (5..3000), with interrupt storms.
 .PHONY: torture
-DURATION ?= 60
 torture: deps
 	@$(MAKE) --no-print-directory test TESTS='Torture:*' TIMEOUT=$$(( $(DURATION) + $(TIMEOUT) )) \
 	    CMDLINE='torture=1 duration=$(DURATION) $(CMDLINE)'

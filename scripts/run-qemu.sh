@@ -23,6 +23,9 @@
 #                       writable OVMF variables copy goes beside it for
 #                       the run (OVMF_VARS.<random>.fd, removed at exit)
 #   --gdb-port N        debug mode: gdb stub port (default 1234)
+#   --results PREFIX    after the run, write PREFIX.ktap (nested KTAP, as
+#                       Linux's KUnit prints it) and PREFIX.xml (JUnit) from
+#                       the serial log (scripts/ktap-results.py)
 #   --dry-run           print the QEMU command and exit
 #   -h, --help          this text
 # Environment: QEMU overrides the emulator binary (qemu-system-x86_64).
@@ -30,10 +33,18 @@
 # The kernel ends a run by writing to isa-debug-exit (port 0xf4); QEMU then
 # exits with (value << 1) | 1. This script prints one final line
 #   run-qemu: <meaning> (qemu exit N)
-# and exits 0 only when QEMU exited 33 (all tests passed) AND the serial log
-# holds the summary line `N passed, 0 failed[, N skipped]` (see
-# scripts/ktap-summary.sh). Otherwise it exits 1; 124 on a host timeout, 130
-# when interrupted (Ctrl-C).
+# and exits with one status per outcome:
+#     0  all tests passed: QEMU exited 33 AND the serial log holds the summary
+#        line `N passed, 0 failed[, N skipped]` (scripts/ktap-summary.sh)
+#     1  a test failed (QEMU exit 35)
+#     2  usage error, or nothing to boot (bad option, missing image or QEMU)
+#     3  bug check (QEMU exit 37)
+#     4  the test watchdog fired (QEMU exit 39)
+#     5  QEMU ended without the kernel's exit code (triple fault, power-off,
+#        QEMU error) or with a value the kernel never writes
+#     6  QEMU exit 33 but the log has no clean summary line (a lying run)
+#   124  the host timeout expired
+#   130  interrupted (Ctrl-C)
 set -euo pipefail
 
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -49,6 +60,7 @@ accel=tcg
 timeout_s=""
 log="$root/build/serial.log"
 gdb_port=1234
+results=""
 dry_run=0
 extra=()
 
@@ -58,7 +70,7 @@ usage() {
 
 die() {
     echo "run-qemu: $*" >&2
-    exit 1
+    exit 2
 }
 
 need_arg() {
@@ -82,6 +94,7 @@ while [ $# -gt 0 ]; do
         --timeout) need_arg "$@"; timeout_s=$2; shift 2 ;;
         --log) need_arg "$@"; log=$2; shift 2 ;;
         --gdb-port) need_arg "$@"; gdb_port=$2; shift 2 ;;
+        --results) need_arg "$@"; results=$2; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         -h | --help) usage; exit 0 ;;
         --) shift; extra=("$@"); break ;;
@@ -293,27 +306,39 @@ meaning_of() {
 if [ -s "$log" ] && [ -n "$(tail -c 1 "$log")" ]; then
     echo
 fi
+
+# finish STATUS TEXT: the results files, the last line, the exit status.
+finish() {
+    if [ -n "$results" ] && [ -f "$log" ]; then
+        python3 "$here/ktap-results.py" --log "$log" --ktap "$results.ktap" --xml "$results.xml" \
+            --verdict "$2" || echo "run-qemu: could not write $results.ktap / $results.xml"
+    fi
+    echo "run-qemu: $2"
+    exit "$1"
+}
+
 if [ "$timeout_s" -gt 0 ] && { [ "$status" -eq 124 ] || [ "$status" -eq 137 ]; }; then
-    echo "run-qemu: TIMEOUT after $timeout_s s (no exit from the kernel)"
-    exit 124
+    finish 124 "TIMEOUT after $timeout_s s (no exit from the kernel)"
 fi
 if [ "$interrupted" -eq 1 ]; then
-    echo "run-qemu: interrupted (qemu exit $status)"
-    exit 130
+    finish 130 "interrupted (qemu exit $status)"
 fi
 
 if [ "$status" -eq 33 ]; then
     if "$here/ktap-summary.sh" -q "$log"; then
-        echo "run-qemu: all tests passed (qemu exit $status)"
-        exit 0
+        finish 0 "all tests passed (qemu exit $status)"
     fi
     "$here/ktap-summary.sh" "$log" | sed 's/^/run-qemu: /' || true
-    echo "run-qemu: FAILED: the kernel reported success but the log has no clean summary line (qemu exit $status)"
-    exit 1
+    finish 6 "FAILED: the kernel reported success but the log has no clean summary line (qemu exit $status)"
 fi
 
 if [ -f "$log" ]; then
     "$here/ktap-summary.sh" "$log" | sed 's/^/run-qemu: /' || true
 fi
-echo "run-qemu: $(meaning_of "$status") (qemu exit $status)"
-exit 1
+case "$status" in
+    35) code=1 ;;
+    37) code=3 ;;
+    39) code=4 ;;
+    *) code=5 ;;
+esac
+finish "$code" "$(meaning_of "$status") (qemu exit $status)"

@@ -425,6 +425,8 @@ KtRunOne(const KTEST_CASE *Test, ULONG Number, ULONG Repetition)
     PKPRCB Prcb = KeGetCurrentPrcb();
     KT_JMP_BUF Abort;
     ULONG PoolTagsBefore;
+    LARGE_INTEGER Frequency;
+    ULONG64 Start, Elapsed;
 
     KtState.Failures = 0;
     KtState.Skipped = FALSE;
@@ -442,6 +444,7 @@ KtRunOne(const KTEST_CASE *Test, ULONG Number, ULONG Repetition)
     }
 
     PoolTagsBefore = ExpQueryPoolTags(KtPoolBefore, KT_MAX_TAGS);
+    Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
     KtState.Current = Test;
     KtWatchdogStart(Test);
     KtAbortJump[Prcb->Number] = &Abort;
@@ -453,6 +456,10 @@ KtRunOne(const KTEST_CASE *Test, ULONG Number, ULONG Repetition)
     KtWatchdogStop();
     KtCheckHygiene(Test, PoolTagsBefore);
     KtState.Current = NULL;
+
+    /* A KTAP diagnostic the host's results (scripts/ktap-results.py) give each test. */
+    Elapsed = (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Start;
+    DbgPrint("# duration_ms %llu\n", Elapsed * 1000 / (ULONG64)Frequency.QuadPart);
 
     if (KtState.Failures != 0)
     {
