@@ -43,7 +43,9 @@ WORDS_DBG      := 0 1
 WORDS_VERBOSE  := 0 1
 WORDS_ACCEL    := tcg kvm
 WORDS_FIRMWARE := bios uefi efi
+WORDS_NOTESTS  := 0 1
 $(call one_of,DBG)
+$(call one_of,NOTESTS)
 $(call one_of,VERBOSE)
 $(call one_of,ACCEL)
 $(call one_of,FIRMWARE)
@@ -324,13 +326,13 @@ list-tests:
 # QEMU halted on its gdb stub (localhost:GDB_PORT, default 1234); `make gdb` attaches.
 debug: deps
 	@$(MAKE) --no-print-directory $(RUN_DEPS)
-	@$(RUNNER) --mode debug --gdb-port $(or $(GDB_PORT),1234)
+	@$(RUNNER) --mode debug --gdb-port $(GDB_PORT)
 
 # gdb on the ELF64 kernel (same DBG and CC as `make debug`), attached, stopped at
 # KiSystemStartup, with Spindle's commands (scripts/gdb/spindle.gdb; `help spindle`).
 gdb:
 	@test -f $(KERNEL) || { echo "error: $(KERNEL) not built: run 'make debug' first" >&2; exit 1; }
-	@gdb -q -ex 'set $$spindle_gdb_port = $(or $(GDB_PORT),1234)' -x scripts/gdb/spindle.gdb \
+	@gdb -q -ex 'set $$spindle_gdb_port = $(GDB_PORT)' -x scripts/gdb/spindle.gdb \
 	    $(KERNEL)
 
 # The scripted gdb session: the GdbTarget tests (tests/gdb_targets.c) run under gdb, which
@@ -411,9 +413,11 @@ help:
 	@echo "  make            build $(B)/kernel.elf and the GRUB ISO"
 	@echo "  make run        boot in QEMU (serial on this terminal); the suite runs and the kernel exits"
 	@echo "  make test       the same, non-interactive, with a timeout; exit 0 iff every test passed"
-	@echo "  make debug      boot with QEMU halted on its gdb stub (localhost:1234)"
+	@echo "                  (scripts/test.sh VAR=...: the same with the runner's own exit status)"
+	@echo "  make list-tests the tests in the kernel (Suite:case) that TESTS selects"
+	@echo "  make debug      boot with QEMU halted on its gdb stub (localhost:GDB_PORT)"
 	@echo "  make gdb        gdb with symbols, attached to 'make debug', stopped at KiSystemStartup"
-	@echo "  make test-gdb   scripted gdb session: stepping, a breakpoint on the last CPU, spindle-* commands"
+	@echo "  make test-gdb   scripted gdb session: stepping, breakpoints, bt through traps, spindle-* commands"
 	@echo "  make test-efi-errors  the EFI loader's error and retry paths under OVMF"
 	@echo "  make esp / efi  build the EFI system partition / only the GNU-EFI loader"
 	@echo "  make bench      lock benchmark (free build, SMP CPUs): build/bench/report.md, results.json, plots"
@@ -421,12 +425,26 @@ help:
 	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s)"
 	@echo "  make test-notests   boot the kernel built without tests/ (NOTESTS=1): it has nothing to run"
 	@echo "  make verify     model-check models/*.pml with spin; every mutant must be rejected"
-	@echo "  make check-layering  check the include rules of STYLE.md §1"
+	@echo "  make check-layering  check the include rules"
 	@echo "  make check-headers   check that every header compiles on its own"
-	@echo "  make check-format    check the C formatting against .clang-format (STYLE.md §10)"
+	@echo "  make check-format    check the C formatting against .clang-format"
 	@echo "  make clean      remove build/"
-	@echo "Variables: SMP=$(SMP) DBG=$(DBG) TESTS='glob,glob' REPEAT=$(REPEAT) SEED=$(SEED)"
-	@echo "  VERBOSE=$(VERBOSE) TIMEOUT=$(TIMEOUT) ACCEL=tcg|kvm FIRMWARE=bios|uefi|efi MEM=$(MEM)"
-	@echo "  GDB_PORT=1234 (the gdb stub port of make debug / make gdb)"
-	@echo "  EXTRA_TESTS='dir/*.c' CMDLINE='extra kernel arguments' CC=gcc|clang"
-	@echo "  B=build/<dir> LOG=<serial log>: separate build and log, for runs side by side"
+	@echo "Variables (checked before anything builds; now):"
+	@echo "  SMP=$(SMP)          processors, 1..16"
+	@echo "  DBG=$(DBG)          1 checked build, 0 free build"
+	@echo "  TESTS='$(TESTS)'    comma-separated globs over Suite:case (* and ?); empty = all"
+	@echo "  REPEAT=$(REPEAT)       run the selection this many times, 1..100000"
+	@echo "  SEED=$(SEED)         KtRandom seed, 0..9999999999999999999"
+	@echo "  VERBOSE=$(VERBOSE)      1: a '# running' line before each test"
+	@echo "  TIMEOUT=$(TIMEOUT)    host timeout of make test in seconds, 0..604800 (0 = none)"
+	@echo "  ACCEL=$(ACCEL)      tcg | kvm"
+	@echo "  FIRMWARE=$(FIRMWARE)  bios | uefi | efi"
+	@echo "  MEM=$(MEM)        guest memory in MiB, 64..16384"
+	@echo "  GDB_PORT=$(GDB_PORT)  gdb stub port of make debug / gdb / test-gdb, 1024..65535"
+	@echo "  EXTRA_TESTS='$(EXTRA_TESTS)'  more test files and globs, e.g. 'mytests/*.c'"
+	@echo "  CMDLINE='$(CMDLINE)'  extra kernel arguments (not tests= seed= repeat= verbose= smp=)"
+	@echo "  CC=$(CC)        gcc | clang"
+	@echo "  B=$(B)  build folder; LOG=$(LOG): serial log, results.ktap/.xml beside it"
+	@echo "  DURATION=$(DURATION)     seconds of make torture, 5..3000"
+	@echo "  NOTESTS=$(NOTESTS)      1: the kernel without tests/ (build/<flavour>-notests)"
+	@echo "  STATUS_FILE=path  make test writes the runner's exit status there"

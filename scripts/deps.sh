@@ -37,6 +37,11 @@ PACKAGES=(
     gnuplot-nox
     cpio  # make bench-compare: the peer kit packs its initramfs
     spin  # make verify (models/*.pml)
+    # the independent consumers CI reads the results files with
+    perl                 # prove (TAP::Parser) reads results.ktap
+    nodejs
+    node-tap-parser      # a second TAP/KTAP consumer, with subtests
+    python3-junitparser  # a JUnit consumer for results.xml
 )
 
 die() {

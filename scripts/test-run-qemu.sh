@@ -124,8 +124,8 @@ expect() {
     fi
 }
 
-ok_text='ok 1 Fake:first\r\nok 2 Fake:second # SKIP no reason\r\n1 passed, 0 failed, 1 skipped\r\n'
-fail_text='ok 1 Fake:first\r\n# KT_EXPECT_EQ(a, b): a = 1, b = 2 at tests/fake.c:10\r\nnot ok 2 Fake:second\r\n1 passed, 1 failed, 0 skipped\r\n'
+ok_text='KTAP version 1\r\n1..2\r\nok 1 Fake:first\r\nok 2 Fake:second # SKIP no reason\r\n1 passed, 0 failed, 1 skipped\r\n'
+fail_text='KTAP version 1\r\n1..2\r\nok 1 Fake:first\r\n# KT_EXPECT_EQ(a, b): a = 1, b = 2 at tests/fake.c:10\r\nnot ok 2 Fake:second\r\n1 passed, 1 failed, 0 skipped\r\n'
 
 make_iso pass "$ok_text" -DEXITVAL=0x10
 make_iso fail "$fail_text" -DEXITVAL=0x11
@@ -133,26 +133,48 @@ make_iso bugcheck '*** STOP: 0x0000000A (0, 0, 0, 0) IRQL_NOT_LESS_OR_EQUAL\r\n'
 make_iso watchdog 'ok 1 Fake:first\r\n# watchdog: Fake:second hung\r\n' -DEXITVAL=0x13
 make_iso nosummary 'ok 1 Fake:first\r\n' -DEXITVAL=0x10
 make_iso liar 'not ok 1 Fake:first\r\n0 passed, 1 failed\r\n' -DEXITVAL=0x10
-make_iso triple 'ok 1 Fake:first\r\n' -DTRIPLE
+make_iso triple 'KTAP version 1\r\n1..2\r\nok 1 Fake:first\r\n' -DTRIPLE
 make_iso hang 'ok 1 Fake:first\r\n'
 make_iso oddvalue 'x\r\n' -DEXITVAL=0x21
 
 expect pass 0 "all tests passed (qemu exit 33)" -- --image "$work/pass/k.iso"
 expect pass-smp1 0 "all tests passed (qemu exit 33)" -- --image "$work/pass/k.iso" --smp 1 --mem 64
 expect fail 1 "a test failed (qemu exit 35)" -- --image "$work/fail/k.iso"
-expect bugcheck 1 "bug check (qemu exit 37)" -- --image "$work/bugcheck/k.iso"
-expect watchdog 1 "watchdog fired (qemu exit 39)" -- --image "$work/watchdog/k.iso"
-expect no-summary 1 "no clean summary line (qemu exit 33)" -- --image "$work/nosummary/k.iso"
-expect summary-says-failed 1 "no clean summary line (qemu exit 33)" -- --image "$work/liar/k.iso"
-expect triple-fault 1 "without the kernel's exit code (triple fault or power-off) (qemu exit 0)" -- --image "$work/triple/k.iso"
-expect unknown-value 1 "unknown kernel exit value 0x21 (qemu exit 67)" -- --image "$work/oddvalue/k.iso"
+expect bugcheck 3 "bug check (qemu exit 37)" -- --image "$work/bugcheck/k.iso"
+expect watchdog 4 "watchdog fired (qemu exit 39)" -- --image "$work/watchdog/k.iso"
+expect no-summary 6 "no clean summary line (qemu exit 33)" -- --image "$work/nosummary/k.iso"
+expect summary-says-failed 6 "no clean summary line (qemu exit 33)" -- --image "$work/liar/k.iso"
+expect triple-fault 5 "without the kernel's exit code (triple fault or power-off) (qemu exit 0)" -- --image "$work/triple/k.iso"
+expect unknown-value 5 "unknown kernel exit value 0x21 (qemu exit 67)" -- --image "$work/oddvalue/k.iso"
 expect timeout 124 "run-qemu: TIMEOUT after 3 s (no exit from the kernel)" -- --image "$work/hang/k.iso" --timeout 3
 expect run-mode 0 "all tests passed (qemu exit 33)" -- --mode run --image "$work/pass/k.iso"
-expect missing-image 1 "not found" -- --image "$work/nonexistent.iso"
-expect bad-mode 1 "--mode must be" -- --mode bogus --image "$work/pass/k.iso"
+expect missing-image 2 "not found" -- --image "$work/nonexistent.iso"
+expect bad-mode 2 "--mode must be" -- --mode bogus --image "$work/pass/k.iso"
 expect efi-dry-run 0 "fat:rw:$work/pass/iso" -- --firmware efi --image "$work/pass/iso" --dry-run
 if [ "$with_uefi" -eq 1 ]; then
     expect uefi 0 "all tests passed (qemu exit 33)" -- --firmware uefi --image "$work/pass/k.iso"
+fi
+
+# Every run writes the results files: the failing run's name its failed test, and the
+# triple fault's end in the not-ok item for an incomplete run.
+"$runner" --log "$work/results.serial.log" --results "$work/results" --image "$work/fail/k.iso" \
+    >"$work/results.out" 2>&1 </dev/null || true
+if grep -qx '    not ok 2 second' "$work/results.ktap" && grep -qx 'not ok 1 Fake' "$work/results.ktap" &&
+    grep -q '<failure' "$work/results.xml" && ! grep -q $'\r' "$work/results.ktap"; then
+    echo "ok: --results writes results.ktap and results.xml naming the failed test"
+    passed=$((passed + 1))
+else
+    echo "FAIL: --results: results.ktap/xml do not name Fake:second"
+    failed=$((failed + 1))
+fi
+"$runner" --log "$work/results2.serial.log" --results "$work/results2" --image "$work/triple/k.iso" \
+    >"$work/results2.out" 2>&1 </dev/null || true
+if grep -q '^not ok 2 spindle_run # the kernel printed no summary line' "$work/results2.ktap"; then
+    echo "ok: a cut-off run's results.ktap ends in not ok spindle_run"
+    passed=$((passed + 1))
+else
+    echo "FAIL: the triple fault's results.ktap has no failing spindle_run item"
+    failed=$((failed + 1))
 fi
 
 # The serial log of the failing run must name the failed test.
