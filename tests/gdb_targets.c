@@ -328,3 +328,84 @@ KTEST(GdbTarget, device_queue_holds_cancelable_irps)
         IoFreeIrp(Irp);
     }
 }
+
+/* ---------------------------------------------------------------- objects for spindle-* views */
+
+#define GDB_TARGET_POOL_TAG    'TbdG' // shows as "GdbT" (spindle-pool)
+#define GDB_TARGET_POOL_BLOCKS 3
+
+static NTSTATUS
+GdbTargetDriverEntry(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath)
+{
+    DriverObject->DriverStartIo = NULL;
+    return STATUS_SUCCESS;
+}
+
+static PDRIVER_OBJECT GdbTargetDriver;
+
+static NTSTATUS
+GdbTargetKeepDriver(PDRIVER_OBJECT DriverObject, PUNICODE_STRING RegistryPath)
+{
+    GdbTargetDriver = DriverObject;
+    return GdbTargetDriverEntry(DriverObject, RegistryPath);
+}
+
+/*
+ * Break site: a timer is set (due in an hour, with a DPC), GDB_TARGET_POOL_BLOCKS
+ * blocks of tag 'GdbT' are allocated and a driver has one device.
+ */
+GDB_BREAK_SITE static VOID
+GdbTargetObjectsReady(PKTIMER Timer, PKDPC Dpc, PDRIVER_OBJECT Driver, PDEVICE_OBJECT Device,
+                      PVOID *Blocks)
+{
+    KT_EXPECT_EQ(Timer->Dpc, Dpc);
+    KT_EXPECT_EQ(Driver->DeviceObject, Device);
+    KT_EXPECT(Blocks[0] != NULL);
+}
+
+KTEST(GdbTarget, timer_pool_driver_and_device_to_inspect)
+{
+    KTIMER Timer;
+    KDPC Dpc;
+    GDB_TARGET_RECORD Record = {0};
+    PDEVICE_OBJECT Device = NULL;
+    PVOID Blocks[GDB_TARGET_POOL_BLOCKS];
+    LARGE_INTEGER DueTime;
+
+    KeInitializeTimer(&Timer);
+    KeInitializeDpc(&Dpc, GdbTargetCountDpc, &Record);
+    DueTime.QuadPart = -36000000000ll; // an hour from now: never expires during the run
+    KT_EXPECT_EQ(KeSetTimer(&Timer, DueTime, &Dpc), FALSE);
+    for (ULONG i = 0; i < GDB_TARGET_POOL_BLOCKS; i++)
+    {
+        Blocks[i] = ExAllocatePoolWithTag(NonPagedPool, 100 + 100 * i, GDB_TARGET_POOL_TAG);
+    }
+    KT_ASSERT_EQ(IoCreateDriver(NULL, GdbTargetKeepDriver), STATUS_SUCCESS);
+    KT_EXPECT_EQ(IoCreateDevice(GdbTargetDriver, 64, NULL, FILE_DEVICE_UNKNOWN, 0, FALSE, &Device),
+                 STATUS_SUCCESS);
+    if (Device != NULL && Blocks[0] != NULL)
+    {
+        GdbTargetObjectsReady(&Timer, &Dpc, GdbTargetDriver, Device, Blocks);
+    }
+    KT_EXPECT_EQ(KeCancelTimer(&Timer), TRUE);
+    if (Device != NULL)
+    {
+        IoDeleteDevice(Device);
+    }
+    IoDeleteDriver(GdbTargetDriver);
+    for (ULONG i = 0; i < GDB_TARGET_POOL_BLOCKS; i++)
+    {
+        if (Blocks[i] != NULL)
+        {
+            ExFreePoolWithTag(Blocks[i], GDB_TARGET_POOL_TAG);
+        }
+    }
+    KT_EXPECT_EQ(Record.Runs, 0);
+}
+
+/* A bug check raised and caught: the session stops in the catcher and reads spindle-stop. */
+KTEST(GdbTarget, caught_bug_check_for_spindle_stop)
+{
+    KT_EXPECT_BUGCHECK(MANUALLY_INITIATED_CRASH,
+                       KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0x5b1, 0x5b2, 0x5b3, 0x5b4));
+}

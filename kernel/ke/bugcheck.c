@@ -53,6 +53,22 @@ static volatile ULONG KiBugCheckOwner;
 /* Where the trap that led to the bug check happened, per processor (trap.c). */
 static const struct x86_trap_frame *KiBugCheckFrame[MAXIMUM_PROCESSORS];
 
+/*
+ * The last bug check raised, caught by a KT_EXPECT_BUGCHECK or not, for a
+ * debugger (scripts/gdb's spindle-stop); nothing in the kernel reads it.
+ * Written by the raising processor first thing in KeBugCheckEx; Stopping is
+ * set once the bug check stops the system.
+ */
+typedef struct _KI_BUGCHECK_DATA
+{
+    ULONG Code;
+    ULONG Processor;
+    ULONG_PTR Parameter[4];
+    const struct x86_trap_frame *Frame; // the trap it came from, or NULL
+    volatile BOOLEAN Stopping;
+} KI_BUGCHECK_DATA;
+__attribute__((used)) static KI_BUGCHECK_DATA KiBugCheckData;
+
 const char *
 KiBugCheckName(ULONG Code)
 {
@@ -168,6 +184,16 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
     const KI_BUGCHECK_CATCHER *Catcher = __atomic_load_n(&KiBugCheckCatcher, __ATOMIC_ACQUIRE);
     ULONG Expected = 0;
 
+    if (!KiBugCheckInProgress())
+    {
+        KiBugCheckData.Code = BugCheckCode;
+        KiBugCheckData.Processor = Prcb->Number;
+        for (int i = 0; i < 4; i++)
+        {
+            KiBugCheckData.Parameter[i] = Parameters[i];
+        }
+        KiBugCheckData.Frame = KiBugCheckFrame[Prcb->Number];
+    }
     if (Catcher != NULL && !KiBugCheckInProgress())
     {
         KiBugCheckFrame[Prcb->Number] = NULL;
@@ -188,6 +214,7 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
     }
 
     KiDebugConsoleBusted = TRUE;
+    KiBugCheckData.Stopping = TRUE;
     HalFreezeOtherProcessors();
     DbgPrint("\n*** STOP: 0x%08X (0x%016llX, 0x%016llX, 0x%016llX, 0x%016llX) %s\n", BugCheckCode,
              (ULONG64)Parameters[0], (ULONG64)Parameters[1], (ULONG64)Parameters[2],

@@ -23,6 +23,16 @@ typedef struct _CONSOLE_BUFFER
 static volatile LONG KiConsoleLock;
 volatile BOOLEAN KiDebugConsoleBusted;
 
+/*
+ * The last KI_LOG_RING_SIZE characters printed, for a debugger (scripts/gdb's
+ * spindle-log, as Linux's lx-dmesg): character number N of the run is at
+ * KiLogRing[N % KI_LOG_RING_SIZE], and KiLogRingWritten counts every character
+ * ever printed. Nothing in the kernel reads them.
+ */
+#define KI_LOG_RING_SIZE 16384
+__attribute__((used)) static char KiLogRing[KI_LOG_RING_SIZE];
+__attribute__((used)) static volatile ULONG64 KiLogRingWritten;
+
 static BOOLEAN
 KiAcquireConsole(VOID)
 {
@@ -54,7 +64,11 @@ static void
 KiConsolePut(char Character, void *Context)
 {
     CONSOLE_BUFFER *Buffer = Context;
+    /* Relaxed: a slot per character even when a bug check broke the console lock open; no
+     * ordering is needed, the only reader is a debugger with every processor stopped. */
+    ULONG64 At = __atomic_fetch_add(&KiLogRingWritten, 1, __ATOMIC_RELAXED);
 
+    KiLogRing[At % KI_LOG_RING_SIZE] = Character;
     Buffer->Text[Buffer->Length++] = Character;
     Buffer->Total++;
     if (Buffer->Length == sizeof(Buffer->Text))
