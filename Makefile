@@ -162,8 +162,11 @@ $(shell mkdir -p $(B) && { [ -f $(CMDLINE_STAMP) ] && [ "$$(cat $(CMDLINE_STAMP)
 
 .PHONY: all kernel iso run test debug gdb clean help deps check-layering check-headers check-format
 
-all: $(KERNEL) $(ISO)
-kernel: $(KERNEL)
+# gdb's auto-load script beside the kernel (scripts/gdb/kernel-gdb.py.in).
+GDB_AUTOLOAD := $(KERNEL)-gdb.py
+
+all: $(KERNEL) $(ISO) $(GDB_AUTOLOAD)
+kernel: $(KERNEL) $(GDB_AUTOLOAD)
 iso: $(ISO)
 
 $(B)/obj/%.o: %.c $(CONFIG_STAMP)
@@ -199,6 +202,10 @@ $(KERNEL): $(EXTRA_OBJS) $(OBJS) linker.ld scripts/gen-ksyms.sh $(CONFIG_STAMP) 
 	    || { echo "error: the symbol table moved code; fix linker.ld" >&2; mv $@ $@.bad; exit 1; }
 	@if command -v grub-file >/dev/null; then grub-file --is-x86-multiboot2 $@ \
 	    || { echo "error: $@ is not a multiboot2 image" >&2; rm -f $@; exit 1; }; fi
+
+$(GDB_AUTOLOAD): scripts/gdb/kernel-gdb.py.in
+	@mkdir -p $(@D)
+	@sed 's|@ROOT@|$(CURDIR)|g' $< > $@
 
 $(ISO): $(KERNEL) boot/grub.cfg $(CMDLINE_STAMP)
 	@echo "  ISO     $@"
@@ -332,16 +339,18 @@ debug: deps
 # KiSystemStartup, with Spindle's commands (scripts/gdb/spindle.gdb; `help spindle`).
 gdb:
 	@test -f $(KERNEL) || { echo "error: $(KERNEL) not built: run 'make debug' first" >&2; exit 1; }
-	@gdb -q -ex 'set $$spindle_gdb_port = $(GDB_PORT)' -x scripts/gdb/spindle.gdb \
-	    $(KERNEL)
+	@$(MAKE) --no-print-directory $(GDB_AUTOLOAD)
+	@gdb -q -iex 'add-auto-load-safe-path $(abspath $(B))' -ex 'set $$spindle_gdb_port = $(GDB_PORT)' \
+	    -x scripts/gdb/spindle.gdb $(KERNEL)
 
 # The scripted gdb session: the GdbTarget tests (tests/gdb_targets.c) run under gdb, which
 # checks stepping, a breakpoint on the last processor and the spindle-* commands, then
 # detaches; the kernel must finish its run (scripts/test-gdb.sh).
 .PHONY: test-gdb
 test-gdb: deps
-	@$(MAKE) --no-print-directory $(ISO) TESTS='GdbTarget:*'
+	@$(MAKE) --no-print-directory $(ISO) $(GDB_AUTOLOAD) TESTS='GdbTarget:*'
 	@bash scripts/test-gdb.sh --kernel $(KERNEL) --image $(ISO) --smp $(SMP) --dbg $(DBG) \
+	    $(if $(filter-out file default,$(origin GDB_PORT)),--port $(GDB_PORT)) \
 	    --firmware $(if $(filter uefi,$(FIRMWARE)),uefi,bios)
 
 # Microbenchmarks (tests/bench/): the Bench suite in a free build with bench=1 on the kernel

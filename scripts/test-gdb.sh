@@ -14,6 +14,7 @@
 #   --timeout S      bound on the whole run (default 420); each resumption of
 #                    the target inside gdb is bounded by a third of it
 #   --dir DIR        logs: serial.log, qemu.out, gdb.log (default build/test-gdb)
+#   --port N         the gdb stub's TCP port (default: a free one)
 #   -h, --help       this text
 #
 # Starts QEMU halted on its gdb stub (scripts/run-qemu.sh --mode debug) on a
@@ -34,6 +35,7 @@ dbg=1
 firmware=bios
 timeout_s=420
 dir="$root/build/test-gdb"
+port=""
 
 usage() {
     sed -n '2,/^set -euo/{/^set -euo/d;s/^# \{0,1\}//;p}' "$0"
@@ -53,6 +55,7 @@ while [ $# -gt 0 ]; do
         --firmware) firmware=${2:?}; shift 2 ;;
         --timeout) timeout_s=${2:?}; shift 2 ;;
         --dir) dir=${2:?}; shift 2 ;;
+        --port) port=${2:?}; shift 2 ;;
         -h | --help) usage; exit 0 ;;
         *) die "unknown argument '$1' (try --help)" ;;
     esac
@@ -82,7 +85,7 @@ print(s.getsockname()[1])'
 
 mkdir -p "$dir"
 rm -f "$dir/serial.log" "$dir/qemu.out" "$dir/gdb.log"
-port=$(free_port)
+[ -n "$port" ] || port=$(free_port)
 step_timeout=$((timeout_s / 3))
 gdb_timeout=$((timeout_s - 30))
 
@@ -109,6 +112,7 @@ echo "test-gdb: QEMU ($smp CPUs, $firmware) halted on its gdb stub at :$port; lo
 gdb_status=0
 timeout -k 5 "$gdb_timeout" gdb -q -batch -nx \
     -iex "set tcp connect-timeout 30" \
+    -iex "add-auto-load-safe-path $(cd "$(dirname "$kernel")" && pwd)" \
     -ex "set \$spindle_gdb_port = $port" \
     -ex "set \$spindle_expected_cpus = $smp" \
     -ex "set \$spindle_checked = $dbg" \
@@ -120,11 +124,13 @@ timeout -k 5 "$gdb_timeout" gdb -q -batch -nx \
 grep -E '^(PASS|FAIL): ' "$dir/gdb.log" || true
 
 # Every check the session must report as passed.
-expected=(boot-64bit spindle-lock-free step next processors-online dpc-last-cpu spindle-cpus
-    info-threads spindle-dpcs stepi-queued spindle-lock-queued spindle-lock-held spindle-devq
-    spindle-irp spindle-list breakpoints detach)
+expected=(auto-load boot-64bit spindle-lock-free step next processors-online dpc-last-cpu
+    spindle-cpus info-threads spindle-dpcs stepi-queued spindle-lock-queued spindle-lock-held
+    spindle-locks bt-through-trap spindle-prcb spindle-devq spindle-irp spindle-list
+    spindle-timers spindle-pool spindle-devobj spindle-drvobj spindle-stop spindle-log
+    breakpoints detach target-gone)
 if [ "$smp" -ge 2 ]; then
-    expected+=(spindle-lock-waiter)
+    expected+=(spindle-lock-waiter spindle-locks-waiter)
 fi
 for name in "${expected[@]}"; do
     grep -Eq "^(PASS|FAIL): $name: " "$dir/gdb.log" || fail "$name: the session did not get to it"

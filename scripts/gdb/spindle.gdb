@@ -15,7 +15,11 @@
 
 set confirm off
 set architecture i386:x86-64
-source scripts/gdb/spindle.py
+# Opening kernel.elf normally auto-loads kernel.elf-gdb.py, which loads spindle.py
+# (it sets $spindle_autoloaded); without it (auto-load not allowed), load it here.
+if $_isvoid($spindle_autoloaded)
+  source scripts/gdb/spindle.py
+end
 
 if $_isvoid($spindle_gdb_port)
   set $spindle_gdb_port = 1234

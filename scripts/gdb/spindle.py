@@ -19,6 +19,7 @@ import re
 
 import gdb
 import gdb.printing
+import gdb.unwinder
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(os.path.dirname(HERE))
@@ -821,10 +822,29 @@ def devq_lines(queue):
 # ---------------------------------------------------------------- commands
 
 
+def target_alive():
+    """True while gdb is attached to a live target (QEMU's stub) with at least one vCPU."""
+    inf = inferior()
+    try:
+        return inf.pid != 0 and len(inf.threads()) > 0
+    except gdb.error:
+        return False
+
+
+NO_TARGET = ("no live target: QEMU has exited or gdb is not attached, and the kernel's "
+             "memory is no longer there to read (gdb would show the ELF file's initial "
+             "data instead); start `make debug` and run `spindle-attach`")
+
+
 def readable_errors(invoke):
-    """A command's invoke with unreadable memory reported as one clean error line."""
+    """
+    A command's invoke that refuses to run without a live target (rather than show
+    the ELF file's stale contents) and reports unreadable memory as one clean line.
+    """
 
     def wrapper(self, argument, from_tty):
+        if getattr(self, "_needs_target", True) and not target_alive():
+            raise gdb.GdbError("%s: %s" % (self._command, NO_TARGET))
         try:
             return invoke(self, argument, from_tty)
         except gdb.MemoryError as error:
@@ -853,12 +873,26 @@ spindle-devq ADDR          a KDEVICE_QUEUE: Busy, lock, entries (and their IRPs)
 spindle-irp ADDR           an IRP: status, cancel flag and routine, stack locations
 spindle-list ADDR [TYPE FIELD] [-p]
                            the entries of a LIST_ENTRY ring, as TYPE records via FIELD
+spindle-locks              every lock held or awaited on every processor, with the
+                           acquire's call site (the checked build's lock table)
+spindle-log [N]            the last N lines (default 40) of the kernel's output, from its
+                           in-memory log ring (also after the serial console is gone)
+spindle-stop               the last bug check: code, name, parameters, the raising
+                           processor's registers and stack, every other processor's RIP
+spindle-timers             the timer list: due tick, period, DPC routine, processor
+spindle-pool               pool usage per tag (outstanding allocations and bytes)
+spindle-prcb N             processor N's KPRCB, field by field
+spindle-devobj ADDR        a DEVICE_OBJECT: driver, flags, StartIo queue, current IRP
+spindle-drvobj ADDR        a DRIVER_OBJECT: its devices, StartIo, Unload, dispatch table
+bt                         unwinds through interrupt and exception frames: the frame
+                           after isr_common is the interrupted code (arch/x86_64/isr.asm)
 $spindle_cpu()             convenience function: the selected vCPU's processor number
                            (break Routine if $spindle_cpu() == 3)
 print of a LIST_ENTRY       shows how many entries share its ring (print/r: raw)"""
 
     def __init__(self):
         self._command = "spindle"
+        self._needs_target = False
         super().__init__("spindle", gdb.COMMAND_USER)
 
     @readable_errors
@@ -1099,6 +1133,7 @@ Usage: spindle-attach [PORT]"""
 
     def __init__(self):
         self._command = "spindle-attach"
+        self._needs_target = False
         super().__init__("spindle-attach", gdb.COMMAND_RUNNING)
 
     @readable_errors
@@ -1109,6 +1144,507 @@ Usage: spindle-attach [PORT]"""
             value = gdb.convenience_variable("spindle_gdb_port")
             port = int(value) if value is not None else 1234
         connect(port)
+
+
+# ---------------------------------------------------------------- unwinding through traps
+
+# struct x86_trap_frame (arch/x86_64/isr.asm, x86.h): isr_common pushes rax..r15, so at the
+# `call KiTrapDispatch` RSP points at r15; then the vector, the error code and what the CPU
+# pushed (RIP, CS, RFLAGS, RSP, SS). 176 bytes.
+TRAP_FRAME_GPRS = ("r15", "r14", "r13", "r12", "r11", "r10", "r9", "r8", "rbp", "rdi", "rsi",
+                   "rdx", "rcx", "rbx", "rax")
+TRAP_FRAME = {"vector": 120, "error": 128, "rip": 136, "cs": 144, "eflags": 152, "rsp": 160,
+              "ss": 168}
+TRAP_FRAME_SIZE = 176
+
+
+class _FrameId:
+    def __init__(self, sp, pc):
+        self.sp = sp
+        self.pc = pc
+
+
+def trap_return_address():
+    """The address after `call KiTrapDispatch` in isr_common (None when not found)."""
+    try:
+        start = int(gdb.parse_and_eval("(unsigned long)&isr_common"))
+        arch = gdb.selected_inferior().architecture()
+    except (gdb.error, RuntimeError):
+        return None, None
+    try:
+        for insn in arch.disassemble(start, start + 96):
+            if insn["asm"].startswith("call") and "KiTrapDispatch" in insn["asm"]:
+                return start, insn["addr"] + insn["length"]
+    except gdb.MemoryError:
+        pass
+    return start, None
+
+
+class TrapFrameUnwinder(gdb.unwinder.Unwinder):
+    """
+    Unwinds isr_common's frame: the caller of an interrupt or exception is the
+    interrupted code, whose registers are all in the trap frame on the stack.
+    """
+
+    def __init__(self):
+        super().__init__("spindle-trap-frame")
+        self.cache = None
+
+    def __call__(self, pending_frame):
+        if self.cache is None:
+            found = trap_return_address()
+            if found[1] is None:
+                return None  # not loaded yet (gdb attaches before GRUB loads the kernel)
+            self.cache = found
+        start, return_address = self.cache
+        if return_address is None:
+            return None
+        pc = int(pending_frame.read_register("rip")) & 0xFFFFFFFFFFFFFFFF
+        if pc != return_address:
+            return None
+        sp = int(pending_frame.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
+        try:
+            data = read(sp, TRAP_FRAME_SIZE)
+        except gdb.MemoryError:
+            return None
+
+        def at(offset):
+            return int.from_bytes(data[offset:offset + 8], "little")
+
+        u64_type = gdb.lookup_type("unsigned long")
+        info = pending_frame.create_unwind_info(_FrameId(gdb.Value(sp).cast(u64_type),
+                                                         gdb.Value(start).cast(u64_type)))
+        for index, name in enumerate(TRAP_FRAME_GPRS):
+            info.add_saved_register(name, gdb.Value(at(index * 8)).cast(u64_type))
+        u32_type = gdb.lookup_type("unsigned int")  # gdb's eflags, cs and ss are 32-bit
+        for name in ("rip", "rsp"):
+            info.add_saved_register(name, gdb.Value(at(TRAP_FRAME[name])).cast(u64_type))
+        for name in ("eflags", "cs", "ss"):
+            info.add_saved_register(name, gdb.Value(at(TRAP_FRAME[name]) & 0xFFFFFFFF)
+                                    .cast(u32_type))
+        return info
+
+
+def register_unwinder():
+    """Registers the trap-frame unwinder for the kernel's objfile (or globally)."""
+    gdb.unwinder.register_unwinder(gdb.current_objfile(), TrapFrameUnwinder(), replace=True)
+
+
+# ---------------------------------------------------------------- lock table, log, stop
+
+
+def lock_table():
+    """[(processor, lock, rip, owner)] from the checked build's KiLockTrack, or None."""
+    table = lookup_static("KiLockTrack")
+    if table is None:
+        return None
+    row_type = table.type.strip_typedefs().target()
+    slot_type = row_type.strip_typedefs().target()
+    slots = row_type.sizeof // slot_type.sizeof
+    fields = {field.name: field.bitpos // 8 for field in slot_type.strip_typedefs().fields()}
+    rows = min(active_count(), table.type.sizeof // row_type.sizeof)
+    data = read(int(table.address), rows * row_type.sizeof)
+    entries = []
+    for number in range(rows):
+        for index in range(slots):
+            at = number * row_type.sizeof + index * slot_type.sizeof
+
+            def field(name, size=8):
+                return int.from_bytes(data[at + fields[name]:at + fields[name] + size], "little")
+
+            lock = field("Lock")
+            if lock:
+                entries.append((number, lock, field("Rip"), field("Owner", 1) != 0))
+    return entries
+
+
+class LocksCommand(gdb.Command):
+    """List every spin lock held or awaited on every processor, from the checked
+build's per-processor lock table (kernel/ke/spinlock.c, KiLockTrack): the lock
+with its symbol, held or waiting (queued acquirers wait in the table too), and
+the call site of the acquire. A free build (DBG=0) keeps no table.
+Usage: spindle-locks"""
+
+    def __init__(self):
+        self._command = "spindle-locks"
+        super().__init__("spindle-locks", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        entries = lock_table()
+        if entries is None:
+            raise gdb.GdbError("spindle-locks: no KiLockTrack: a free build (DBG=0) keeps no "
+                               "lock table; spindle-lock ADDR still decodes one lock")
+        procs, _ = processors(with_threads=False)
+        held = {proc.number: int(proc.field("SpinLocksHeld")) for proc in procs}
+        print("%d lock(s) in the table of %d processor(s)" % (len(entries), len(procs)))
+        for proc in procs:
+            mine = [entry for entry in entries if entry[0] == proc.number]
+            print("processor %d: SpinLocksHeld %d" % (proc.number, held[proc.number]))
+            for _, lock, rip, owner in mine:
+                word = u64(lock)
+                print("  %-8s %s  word 0x%x  acquire called from %s" % (
+                    "holds" if owner else "waits", pointer(lock), word, pointer(rip)))
+
+
+def log_text():
+    ring = lookup_static("KiLogRing")
+    written = lookup_static("KiLogRingWritten")
+    if ring is None or written is None:
+        raise gdb.GdbError("spindle-log: no KiLogRing in this kernel")
+    size = ring.type.sizeof
+    total = int(written)
+    data = read(int(ring.address), size)
+    if total <= size:
+        text = data[:total]
+    else:
+        start = total % size
+        text = data[start:] + data[:start]
+    return text.decode("utf-8", "replace").replace("\r", ""), total, size
+
+
+class LogCommand(gdb.Command):
+    """Show the kernel's recent output from its in-memory log ring (KiLogRing in
+kernel/ke/dbgprint.c, every character DbgPrint wrote), as Linux's lx-dmesg.
+Usage: spindle-log [N]     the last N lines (default 40; 0 = the whole ring)"""
+
+    def __init__(self):
+        self._command = "spindle-log"
+        super().__init__("spindle-log", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        count = int(gdb.parse_and_eval(argument)) if argument.strip() else 40
+        text, total, size = log_text()
+        lines = text.split("\n")
+        if total > size:
+            lines = lines[1:]  # the oldest line was cut by the ring
+        if lines and lines[-1] == "":
+            lines = lines[:-1]
+        shown = lines if count == 0 else lines[-count:]
+        print("-- kernel log: %d character(s) printed, the last %d kept; %d line(s) shown --" % (
+            total, min(total, size), len(shown)))
+        for line in shown:
+            print(line)
+
+
+def bugcheck_name(code):
+    names = lookup_static("KiBugCheckNames")
+    if names is not None:
+        low, high = names.type.strip_typedefs().range()
+        for i in range(low, high + 1):
+            if int(names[i]["Code"]) == code:
+                return names[i]["Name"].string()
+    return "?"
+
+
+class StopCommand(gdb.Command):
+    """Show the last bug check (WinDbg's !analyze -v in spirit): the code and its name,
+the four parameters, whether it is stopping the system, the raising processor's
+registers (from the trap frame when it came from an exception) and stack, and
+every other processor's RIP. The kernel records it first thing in KeBugCheckEx
+(KiBugCheckData), so `break KeBugCheckEx`, a stop in a KT_EXPECT_BUGCHECK catcher
+or in HalExitEmulator all show it; QEMU exits after the report, so stop before.
+Usage: spindle-stop"""
+
+    def __init__(self):
+        self._command = "spindle-stop"
+        super().__init__("spindle-stop", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        data = lookup_static("KiBugCheckData")
+        if data is None:
+            raise gdb.GdbError("spindle-stop: no KiBugCheckData in this kernel")
+        code = int(data["Code"])
+        if code == 0:
+            print("no bug check has been raised")
+            return
+        params = [int(data["Parameter"][i]) & 0xFFFFFFFFFFFFFFFF for i in range(4)]
+        number = int(data["Processor"])
+        frame = int(data["Frame"])
+        stopping = int(data["Stopping"]) != 0
+        print("*** STOP: 0x%08X (0x%016x, 0x%016x, 0x%016x, 0x%016x) %s" % (
+            code, params[0], params[1], params[2], params[3], bugcheck_name(code)))
+        print("    raised on processor %d; %s" % (number, "stopping the system" if stopping else
+                                                  "not (yet) stopping the system: a "
+                                                  "KT_EXPECT_BUGCHECK may catch it"))
+        procs, _ = processors()
+        raiser = [proc for proc in procs if proc.number == number]
+        if frame:
+            print("  registers (trap frame at 0x%x, vector %d, error code 0x%x):" % (
+                frame, u64(frame + TRAP_FRAME["vector"]), u64(frame + TRAP_FRAME["error"])))
+            regs = [(name, u64(frame + 8 * i)) for i, name in enumerate(TRAP_FRAME_GPRS)]
+            regs += [(name, u64(frame + off)) for name, off in TRAP_FRAME.items()
+                     if name not in ("vector", "error")]
+        elif raiser and raiser[0].thread is not None:
+            print("  registers (processor %d's vCPU, thread %d, now):" % (
+                number, raiser[0].thread.num))
+            regs = []
+            with ThreadSelection():
+                raiser[0].thread.switch()
+                for name in ("rip", "rsp", "rbp", "rax", "rbx", "rcx", "rdx", "rsi", "rdi",
+                             "r8", "r9", "r10", "r11", "r12", "r13", "r14", "r15", "eflags",
+                             "cr8"):
+                    try:
+                        regs.append((name, register(name)))
+                    except (gdb.error, ValueError):
+                        pass
+        else:
+            regs = []
+            print("  registers: processor %d has no vCPU thread" % number)
+        for index in range(0, len(regs), 4):
+            print("    " + "  ".join("%-6s 0x%016x" % pair for pair in regs[index:index + 4]))
+        if regs and dict(regs).get("rip"):
+            print("    at %s" % pointer(dict(regs)["rip"]))
+        if raiser and raiser[0].thread is not None:
+            print("  stack of processor %d (bt):" % number)
+            with ThreadSelection():
+                raiser[0].thread.switch()
+                try:
+                    text = gdb.execute("bt 24", to_string=True)
+                except gdb.error as error:
+                    text = "(bt failed: %s)\n" % error
+            for line in text.rstrip("\n").splitlines():
+                print("    " + line)
+        print("  other processors:")
+        for proc in procs:
+            if proc.number == number:
+                continue
+            rip = proc.state["rip"] if proc.thread is not None else None
+            frozen = int(proc.field("FrozenRip"))
+            print("    processor %d: RIP %s%s" % (
+                proc.number, pointer(rip) if rip is not None else "? (no vCPU thread)",
+                ", frozen by the bug check's NMI at %s" % pointer(frozen) if frozen else ""))
+
+
+# ---------------------------------------------------------------- timers, pool, PRCB, I/O objects
+
+
+class TimersCommand(gdb.Command):
+    """List the kernel's timer list (KiTimerListHead, kernel/ke/timer.c), in expiry
+order: each KTIMER with its due tick and how far away it is, the period, the DPC
+and its routine, the processor whose list holds it. Clock ticks are KiTickCount's.
+Usage: spindle-timers"""
+
+    def __init__(self):
+        self._command = "spindle-timers"
+        super().__init__("spindle-timers", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        head = lookup_static("KiTimerListHead")
+        tick = lookup_static("KiTickCount")
+        if head is None:
+            raise gdb.GdbError("spindle-timers: no KiTimerListHead in this kernel")
+        now = int(tick) if tick is not None else None
+        walk = ListWalk(int(head.address))
+        lock = lookup_static("KiTimerLock")
+        print("timer list 0x%x: %d timer(s); clock tick %s%s" % (
+            int(head.address), len(walk.entries), now if now is not None else "?",
+            "; KiTimerLock word 0x%x" % int(lock) if lock is not None else ""))
+        for entry in walk.entries:
+            timer = entry - 32  # KTIMER.TimerListEntry (include/wdm.h)
+            due = u64(timer + 24)
+            dpc = u64(timer + 48)
+            processor = u32(timer + 56)
+            period = u32(timer + 60)
+            routine = u64(dpc + offset("KDPC", "DeferredRoutine")) if dpc else 0
+            print("  KTIMER 0x%x  due tick %d (%s)  period %s  processor %d  DPC %s%s" % (
+                timer, due, "in %d ticks" % (due - now) if now is not None and due >= now else
+                "due", "%d ms" % period if period else "none (one-shot)", processor,
+                pointer(dpc), " routine %s" % pointer(routine) if dpc else ""))
+        if walk.error:
+            print("  walk stopped: %s" % walk.error)
+
+
+def tag_text(tag):
+    chars = "".join(chr((tag >> shift) & 0xFF) for shift in (0, 8, 16, 24))
+    return "".join(c if 32 <= ord(c) < 127 else "." for c in chars)
+
+
+class PoolCommand(gdb.Command):
+    """Show pool usage per tag (as WinDbg's !poolused): outstanding allocations and
+bytes requested, from the allocator's tag table (ExpTags in kernel/ex/pool.c),
+most bytes first.
+Usage: spindle-pool"""
+
+    def __init__(self):
+        self._command = "spindle-pool"
+        super().__init__("spindle-pool", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        tags = lookup_static("ExpTags")
+        used = lookup_static("ExpTagUsed")
+        if tags is None or used is None:
+            raise gdb.GdbError("spindle-pool: no ExpTags/ExpTagUsed in this kernel")
+        low, high = tags.type.strip_typedefs().range()
+        rows = []
+        for i in range(low, high + 1):
+            if int(used[i]):
+                rows.append((int(tags[i]["Tag"]), int(tags[i]["Allocations"]),
+                             int(tags[i]["Bytes"])))
+        rows.sort(key=lambda row: (-row[2], row[0]))
+        print("%-6s %-10s %12s %14s" % ("Tag", "(hex)", "Allocations", "Bytes"))
+        for tag, allocations, size in rows:
+            print("%-6s 0x%08x %12d %14d" % (tag_text(tag), tag, allocations, size))
+        print("%d tag(s); %d allocation(s), %d byte(s) outstanding" % (
+            len(rows), sum(r[1] for r in rows), sum(r[2] for r in rows)))
+
+
+def value_text(value):
+    kind = value.type.strip_typedefs().code
+    if kind == gdb.TYPE_CODE_PTR:
+        return pointer(int(value) & 0xFFFFFFFFFFFFFFFF)
+    if kind in (gdb.TYPE_CODE_INT, gdb.TYPE_CODE_BOOL, gdb.TYPE_CODE_ENUM, gdb.TYPE_CODE_CHAR):
+        number = int(value)
+        return "%d (0x%x)" % (number, number & 0xFFFFFFFFFFFFFFFF) if number > 9 else str(number)
+    text = str(value)
+    return text if len(text) < 200 else text[:200] + " ..."
+
+
+class PrcbCommand(gdb.Command):
+    """Show processor N's KPRCB (kernel/ki.h) field by field, with symbols for pointers,
+and its vCPU thread and IRQL.
+Usage: spindle-prcb N"""
+
+    def __init__(self):
+        self._command = "spindle-prcb"
+        super().__init__("spindle-prcb", gdb.COMMAND_STATUS)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        if not argument.strip():
+            raise gdb.GdbError("usage: spindle-prcb N")
+        proc = processor_by_number(parse_cpu(argument))
+        print("KPRCB 0x%x (processor %d)%s" % (
+            proc.address, proc.number,
+            ", vCPU thread %d, IRQL %s" % (proc.thread.num, proc.state["cr8"])
+            if proc.thread is not None else ", no vCPU thread yet"))
+        for field in proc.prcb.type.strip_typedefs().fields():
+            if field.name is None:
+                continue
+            value = proc.prcb[field.name]
+            if field.name == "DpcData":
+                for index in range(2):
+                    data = value[index]
+                    print("  %-18s [%d] depth %d, DPCs run %s, lock word 0x%x" % (
+                        "DpcData", index, int(data["DpcQueueDepth"]),
+                        value_text(data["DpcCount"]) if "DpcCount" in
+                        [f.name for f in data.type.strip_typedefs().fields()] else "?",
+                        int(data["DpcLock"])))
+                continue
+            print("  %-18s %s" % (field.name, value_text(value)))
+
+
+def device_type_name(device_type):
+    for name, number in (("FILE_DEVICE_UNKNOWN", 0x22), ("FILE_DEVICE_DISK", 0x07),
+                         ("FILE_DEVICE_SERIAL_PORT", 0x1B), ("FILE_DEVICE_NULL", 0x15)):
+        if device_type == number:
+            return name
+    return ""
+
+
+def unicode_text(value):
+    try:
+        length = int(value["Length"]) // 2
+        buffer = int(value["Buffer"])
+        if length == 0 or buffer == 0:
+            return '""'
+        raw = read(buffer, length * 2)
+        return '"%s"' % raw.decode("utf-16-le", "replace")
+    except (gdb.error, gdb.MemoryError):
+        return "?"
+
+
+def typed(address, type_name):
+    object_type = lookup_type(type_name) or lookup_type("struct _" + type_name)
+    if object_type is None:
+        raise gdb.GdbError("no type %s in the debug information" % type_name)
+    return gdb.Value(address).cast(object_type.pointer()).dereference()
+
+
+class DevobjCommand(gdb.Command):
+    """Describe the DEVICE_OBJECT at ADDR: type check, driver, next and attached
+devices, flags, extension, type, stack size, the StartIo device queue (busy,
+entries), the current IRP and the I/O manager's per-device flags.
+Usage: spindle-devobj ADDR"""
+
+    def __init__(self):
+        self._command = "spindle-devobj"
+        super().__init__("spindle-devobj", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        address = address_of(argument, ("DEVICE_OBJECT",))
+        device = typed(address, "DEVICE_OBJECT")
+        kind = int(device["Type"])
+        print("DEVICE_OBJECT 0x%x: Type %d%s, Size 0x%x, ReferenceCount %d" % (
+            address, kind, "" if kind == 3 else " (not IO_TYPE_DEVICE 3: not a device object?)",
+            int(device["Size"]), int(device["ReferenceCount"])))
+        driver = int(device["DriverObject"])
+        print("  DriverObject   %s" % pointer(driver))
+        print("  NextDevice     %s" % pointer(int(device["NextDevice"])))
+        print("  AttachedDevice %s" % pointer(int(device["AttachedDevice"])))
+        print("  Flags 0x%x, Characteristics 0x%x, DeviceType 0x%x %s, StackSize %d" % (
+            int(device["Flags"]), int(device["Characteristics"]), int(device["DeviceType"]),
+            device_type_name(int(device["DeviceType"])), int(device["StackSize"])))
+        print("  DeviceExtension %s" % pointer(int(device["DeviceExtension"])))
+        print("  CurrentIrp     %s" % pointer(int(device["CurrentIrp"])))
+        queue = address + field_offset(device.type.strip_typedefs(), "DeviceQueue")[0]
+        lines = devq_lines(queue)
+        print("  DeviceQueue:   " + lines[0])
+        for line in lines[1:]:
+            print("  " + line)
+        extension = int(device["DeviceObjectExtension"])
+        if extension:
+            ext = typed(extension, "DEVOBJ_EXTENSION")
+            print("  DeviceObjectExtension 0x%x: ExtensionFlags 0x%x, StartIoFlags 0x%x, "
+                  "StartIoCount %d" % (extension, int(ext["ExtensionFlags"]),
+                                       int(ext["StartIoFlags"]), int(ext["StartIoCount"])))
+
+
+class DrvobjCommand(gdb.Command):
+    """Describe the DRIVER_OBJECT at ADDR: name, its devices (the NextDevice chain),
+DriverInit, DriverStartIo, DriverUnload and every MajorFunction entry with its
+symbol (entries that are the I/O manager's default are counted, not listed).
+Usage: spindle-drvobj ADDR"""
+
+    def __init__(self):
+        self._command = "spindle-drvobj"
+        super().__init__("spindle-drvobj", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        address = address_of(argument, ("DRIVER_OBJECT",))
+        driver = typed(address, "DRIVER_OBJECT")
+        kind = int(driver["Type"])
+        print("DRIVER_OBJECT 0x%x: Type %d%s, Size 0x%x, name %s" % (
+            address, kind, "" if kind == 4 else " (not IO_TYPE_DRIVER 4: not a driver object?)",
+            int(driver["Size"]), unicode_text(driver["DriverName"])))
+        devices = []
+        device = int(driver["DeviceObject"])
+        while device and len(devices) < 1000:
+            devices.append(device)
+            device = int(typed(device, "DEVICE_OBJECT")["NextDevice"])
+        print("  devices (%d): %s" % (len(devices), ", ".join("0x%x" % d for d in devices)
+                                      or "none"))
+        for name in ("DriverInit", "DriverStartIo", "DriverUnload"):
+            print("  %-14s %s" % (name, pointer(int(driver[name]))))
+        table = driver["MajorFunction"]
+        low, high = table.type.strip_typedefs().range()
+        routines = [int(table[i]) for i in range(low, high + 1)]
+        counts = {}
+        for routine in routines:
+            counts[routine] = counts.get(routine, 0) + 1
+        default = max(counts, key=counts.get) if counts else 0
+        print("  MajorFunction: %d of %d entries are %s (the default)" % (
+            counts.get(default, 0), len(routines), pointer(default)))
+        for index, routine in enumerate(routines):
+            if routine != default:
+                print("    [0x%02x] %-28s %s" % (index, IRP_MJ_NAMES.get(index, "?"),
+                                                 pointer(routine)))
 
 
 def register_all():
@@ -1122,7 +1658,16 @@ def register_all():
     IrpCommand()
     ListCommand()
     AttachCommand()
+    LocksCommand()
+    LogCommand()
+    StopCommand()
+    TimersCommand()
+    PoolCommand()
+    PrcbCommand()
+    DevobjCommand()
+    DrvobjCommand()
     CpuFunction()
+    register_unwinder()
     gdb.printing.register_pretty_printer(gdb.current_objfile(), build_pretty_printers(),
                                          replace=True)
 

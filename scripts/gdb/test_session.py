@@ -20,7 +20,21 @@ KiSystemStartup). The kernel runs only the GdbTarget tests
   spindle-devq, spindle-irp, spindle-list
                   a busy device queue with two waiting IRPs: order, cancel
                   routine by symbol, current stack location, status
+  auto-load       opening kernel.elf ran kernel.elf-gdb.py (the commands were auto-loaded)
+  spindle-locks   the lock table: the last processor holds GdbTargetSpinLock, acquired
+                  in GdbTargetSpinLockDpc; (SMP) it waits for the queued lock
+  bt-through-trap bt inside that DPC on the last processor goes through the DPC
+                  interrupt's trap stub (isr_common) into the interrupted code (the
+                  trap-frame unwinder)
+  spindle-prcb    the last processor's KPRCB
+  spindle-timers, spindle-pool, spindle-devobj, spindle-drvobj
+                  a timer due in an hour with its DPC routine, the 'GdbT' pool tag's
+                  3 blocks and 600 bytes, a driver and its device
+  spindle-stop    in the catcher of a caught KeBugCheckEx(0xE2, 0x5b1, ...): code,
+                  name, parameters, processor 0's registers and stack, the others' RIP
+  spindle-log     the kernel's log ring holds the suite's header and earlier results
   detach          the session detaches; test-gdb.sh then checks exit 33
+  target-gone     after detach, the commands refuse to show the ELF file's stale data
 
 Each check prints one `PASS: name: detail` or `FAIL: name: detail` line;
 test-gdb.sh requires a PASS for every expected name and no FAIL. Each
@@ -200,6 +214,12 @@ def on_dpc_last_cpu():
           and "current test: GdbTarget:dpc_runs_on_last_processor" in output)
     report("spindle-cpus", ok, "%d processor rows %s, the last at DISPATCH_LEVEL in its DPC" % (
         len(rows), numbers))
+    output = run("spindle-prcb %d" % LAST)
+    prcb = address("(unsigned long)&KiProcessorBlock[%d]" % LAST)
+    report("spindle-prcb", "KPRCB 0x%x (processor %d)" % (prcb, LAST) in output
+           and re.search(r"^\s+Number\s+%d\b" % LAST, output, re.M) is not None
+           and re.search(r"^\s+DpcRoutineActive\s+1\b", output, re.M) is not None,
+           "KiProcessorBlock[%d] at 0x%x: Number %d, DpcRoutineActive 1" % (LAST, prcb, LAST))
     threads = [line for line in run("info threads").splitlines()
                if re.match(r"[\s*]+\d+\s+Thread", line)]
     report("info-threads", len(threads) == CPUS, "%d vCPU threads listed" % len(threads))
@@ -230,6 +250,54 @@ def on_spin_lock_held():
         ok = "ordinary spin lock, held" in output
     report("spindle-lock-held", ok and number == LAST,
            "held on processor %d: %s" % (number, " / ".join(output.strip().splitlines()[1:])))
+    check_locks_held()
+    check_bt_through_trap()
+
+
+def locks_section(output, number):
+    """The lines spindle-locks prints under `processor N:`."""
+    lines, inside = [], False
+    for line in output.splitlines():
+        if line.startswith("processor "):
+            inside = line.startswith("processor %d:" % number)
+            continue
+        if inside:
+            lines.append(line)
+    return lines
+
+
+def check_locks_held():
+    if not CHECKED:
+        try:
+            gdb.execute("spindle-locks", to_string=True)
+            report("spindle-locks", False, "a free build has no lock table, yet no error")
+        except gdb.error as error:
+            report("spindle-locks", "free build" in str(error), "free build: %s" % error)
+        return
+    output = run("spindle-locks")
+    mine = locks_section(output, LAST)
+    held = [line for line in mine if "<GdbTargetSpinLock>" in line]
+    report("spindle-locks", len(held) == 1 and held[0].split()[0] == "holds"
+           and "acquire called from" in held[0] and "<GdbTargetSpinLockDpc+" in held[0],
+           "processor %d holds GdbTargetSpinLock, acquired in GdbTargetSpinLockDpc: %s" % (
+               LAST, held[0].strip() if held else "not listed"))
+
+
+def check_bt_through_trap():
+    """bt in a DPC on the last processor: through the trap stub into the interrupted code."""
+    output = run("bt")
+    names = re.findall(r"^#(\d+)\s+(?:0x[0-9a-f]+ in )?(\S+) \(", output, re.M)
+    order = [name for _, name in names]
+    ok = False
+    detail = "frames: %s" % " <- ".join(order)
+    if "isr_common" in order:
+        index = order.index("isr_common")
+        after = order[index + 1:]
+        ok = (order[0] == "GdbTargetHoldingSpinLock"
+              and "GdbTargetSpinLockDpc" in order[:index] and len(after) >= 1
+              and after[0] != "??" and "??" not in after[:1])
+        detail += "; interrupted in %s" % (after[0] if after else "nothing")
+    report("bt-through-trap", ok, detail)
 
 
 def call_site(function_name, callee):
@@ -302,6 +370,17 @@ def on_queued_contended():
                     r"tail" % (tail, LAST), output) is not None)
     report("spindle-lock-waiter", ok, "owner 0x%x on processor 0, waiter 0x%x on processor %d"
            % (owner, tail, LAST))
+    if CHECKED:
+        output = run("spindle-locks")
+        owner_lines = [l for l in locks_section(output, 0) if "<GdbTargetQueuedLock>" in l]
+        waiter_lines = [l for l in locks_section(output, LAST) if "<GdbTargetQueuedLock>" in l]
+        report("spindle-locks-waiter", len(owner_lines) == 1 and owner_lines[0].split()[0] ==
+               "holds" and len(waiter_lines) == 1 and waiter_lines[0].split()[0] == "waits"
+               and "<GdbTargetQueuedWaiterDpc+" in waiter_lines[0],
+               "processor 0 holds GdbTargetQueuedLock, processor %d waits for it from "
+               "GdbTargetQueuedWaiterDpc" % LAST)
+    else:
+        report("spindle-locks-waiter", True, "free build: no lock table to check")
 
 
 def on_device_queue_loaded():
@@ -331,7 +410,59 @@ def on_device_queue_loaded():
            "printer counts the ring")
 
 
+def on_objects_ready():
+    caller = gdb.selected_frame().older()
+    timer = int(caller.read_var("Timer").address)
+    device = int(caller.read_var("Device"))
+    driver = address("(unsigned long)GdbTargetDriver")
+    output = run("spindle-timers")
+    line = [l for l in output.splitlines() if "KTIMER 0x%x" % timer in l]
+    report("spindle-timers", len(line) == 1 and "routine 0x" in line[0]
+           and "<GdbTargetCountDpc>" in line[0] and "period none" in line[0]
+           and re.search(r"in \d+ ticks", line[0]) is not None,
+           "KTIMER 0x%x listed: %s" % (timer, line[0].strip() if line else "missing"))
+    output = run("spindle-pool")
+    line = [l for l in output.splitlines() if l.startswith("GdbT ")]
+    report("spindle-pool", len(line) == 1 and line[0].split()[2:4] == ["3", "600"],
+           "tag GdbT: %s" % (line[0].strip() if line else "missing"))
+    output = run("spindle-devobj 0x%x" % device)
+    report("spindle-devobj", "DEVICE_OBJECT 0x%x: Type 3," % device in output
+           and "DriverObject   0x%x" % driver in output and "FILE_DEVICE_UNKNOWN" in output
+           and "StackSize 1" in output,
+           "device 0x%x of driver 0x%x, FILE_DEVICE_UNKNOWN, StackSize 1" % (device, driver))
+    output = run("spindle-drvobj 0x%x" % driver)
+    report("spindle-drvobj", "DRIVER_OBJECT 0x%x: Type 4," % driver in output
+           and "devices (1): 0x%x" % device in output
+           and "DriverInit     0x" in output and "<GdbTargetKeepDriver>" in output
+           and re.search(r"MajorFunction: 28 of 28 entries are 0x[0-9a-f]+ <\w+> \(the default\)",
+                         output) is not None,
+           "driver 0x%x with device 0x%x, DriverInit GdbTargetKeepDriver, default dispatch" % (
+               driver, device))
+    output = run("spindle-log 400", echo=False)
+    print("(gdb) spindle-log 400   [%d lines; the last 3:]\n%s" % (
+        len(output.splitlines()), "\n".join(output.splitlines()[-3:])), flush=True)
+    report("spindle-log", "# Spindle test suite: " in output
+           and re.search(r"^ok \d+ GdbTarget:spin_lock_held_on_last_processor$", output, re.M)
+           and re.search(r"^ok 1 GdbTarget:caught_bug_check_for_spindle_stop$", output, re.M),
+           "the log ring holds the suite header and earlier results")
+
+
+def on_bug_check_caught():
+    output = run("spindle-stop")
+    others = re.findall(r"^\s+processor (\d+): RIP 0x[0-9a-f]+", output, re.M)
+    report("spindle-stop", "*** STOP: 0x000000E2 (0x00000000000005b1, 0x00000000000005b2, "
+           "0x00000000000005b3, 0x00000000000005b4) MANUALLY_INITIATED_CRASH" in output
+           and "raised on processor 0;" in output and re.search(r"rip\s+0x[0-9a-f]{16}", output)
+           and "KeBugCheckEx" in output
+           and "KtTest_GdbTarget_caught_bug_check_for_spindle_stop" in output
+           and sorted(int(n) for n in others) == list(range(1, CPUS)),
+           "code 0xE2 MANUALLY_INITIATED_CRASH, 4 parameters, processor 0's registers and "
+           "stack, RIP of processors %s" % others)
+
+
 STOPS = {
+    "GdbTargetObjectsReady": on_objects_ready,
+    "KtCatchBugCheck": on_bug_check_caught,
     "GdbTargetDpcRoutine": on_dpc_last_cpu,
     "GdbTargetDpcQueued": on_dpc_queued,
     "GdbTargetHoldingSpinLock": on_spin_lock_held,
@@ -368,8 +499,30 @@ def run_tests():
         breakpoint.delete()
 
 
+def check_autoload():
+    value = gdb.convenience_variable("spindle_autoloaded")
+    report("auto-load", value is not None and int(value) == 1,
+           "kernel.elf-gdb.py loaded the commands when gdb opened kernel.elf" if value is not None
+           else "$spindle_autoloaded unset: spindle.gdb sourced spindle.py itself")
+
+
+def check_target_gone():
+    errors = []
+    for command in ("spindle-cpus", "spindle-dpcs", "spindle-log"):
+        try:
+            output = gdb.execute(command, to_string=True)
+            errors.append("%s printed %d line(s)" % (command, len(output.splitlines())))
+        except gdb.error as error:
+            print("(gdb) %s\n%s" % (command, error), flush=True)
+            if "no live target" not in str(error):
+                errors.append("%s: %s" % (command, error))
+    report("target-gone", not errors, "; ".join(errors) or
+           "spindle-cpus, spindle-dpcs and spindle-log say the target is gone")
+
+
 def main():
     try:
+        check_autoload()
         check_boot()
         check_step()
         check_next()
@@ -381,6 +534,7 @@ def main():
         run("delete")
         run("detach")
         report("detach", True, "detached; the kernel runs on")
+        check_target_gone()
     except gdb.error as error:
         report("detach", False, str(error))
     print("test-gdb session: %d failure(s)%s" % (len(failures), ": " + ", ".join(failures)
