@@ -160,8 +160,9 @@ fi
 "$runner" --log "$work/results.serial.log" --results "$work/results" --image "$work/fail/k.iso" \
     >"$work/results.out" 2>&1 </dev/null || true
 if grep -qx '    not ok 2 second' "$work/results.ktap" && grep -qx 'not ok 1 Fake' "$work/results.ktap" &&
-    grep -q '<failure' "$work/results.xml" && ! grep -q $'\r' "$work/results.ktap"; then
-    echo "ok: --results writes results.ktap and results.xml naming the failed test"
+    grep -q '<failure' "$work/results.xml" && ! grep -q $'\r' "$work/results.ktap" &&
+    ! grep -q $'\e' "$work/results.ktap" && grep -q $'\e' "$work/results.serial.log"; then
+    echo "ok: --results: results.ktap (no CR, none of GRUB's escape codes) and results.xml name the failed test"
     passed=$((passed + 1))
 else
     echo "FAIL: --results: results.ktap/xml do not name Fake:second"
