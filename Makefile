@@ -207,7 +207,7 @@ $(GDB_AUTOLOAD): scripts/gdb/kernel-gdb.py.in
 	@mkdir -p $(@D)
 	@sed 's|@ROOT@|$(CURDIR)|g' $< > $@
 
-$(ISO): $(KERNEL) boot/grub.cfg $(CMDLINE_STAMP)
+$(ISO): $(KERNEL) boot/grub.cfg $(CMDLINE_STAMP) | $(GDB_AUTOLOAD)
 	@echo "  ISO     $@"
 	@rm -rf $(ISODIR) && mkdir -p $(ISODIR)/boot/grub
 	@$(OBJCOPY) --strip-debug $(KERNEL) $(ISODIR)/boot/kernel.elf

@@ -128,6 +128,7 @@ expected=(auto-load boot-64bit spindle-lock-free step next processors-online dpc
     spindle-cpus info-threads spindle-dpcs stepi-queued spindle-lock-queued spindle-lock-held
     spindle-locks bt-through-trap spindle-prcb spindle-devq spindle-irp spindle-list
     spindle-timers spindle-pool spindle-devobj spindle-drvobj spindle-stop spindle-log
+    bt-through-exception spindle-stop-trap
     breakpoints detach target-gone)
 if [ "$smp" -ge 2 ]; then
     expected+=(spindle-lock-waiter spindle-locks-waiter)

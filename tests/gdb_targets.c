@@ -409,3 +409,17 @@ KTEST(GdbTarget, caught_bug_check_for_spindle_stop)
     KT_EXPECT_BUGCHECK(MANUALLY_INITIATED_CRASH,
                        KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0x5b1, 0x5b2, 0x5b3, 0x5b4));
 }
+
+/* Reads Address: the session's page fault, whose trap frame bt and spindle-stop go through. */
+GDB_BREAK_SITE static VOID
+GdbTargetTouch(volatile ULONG64 *Address)
+{
+    (void)*Address;
+}
+
+/* A page fault caught as a bug check: the session stops in the catcher, inside the exception. */
+KTEST(GdbTarget, page_fault_caught_for_bt_and_spindle_stop)
+{
+    KT_EXPECT_BUGCHECK(PAGE_FAULT_IN_NONPAGED_AREA,
+                       GdbTargetTouch((volatile ULONG64 *)0x00007fff00000000ull));
+}

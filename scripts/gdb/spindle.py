@@ -18,6 +18,7 @@ import os
 import re
 
 import gdb
+import gdb.FrameDecorator
 import gdb.printing
 import gdb.unwinder
 
@@ -1180,15 +1181,101 @@ def trap_return_address():
     return start, None
 
 
+def function_start(pc):
+    """The start address of the function (or assembly label) holding pc, or None."""
+    try:
+        text = gdb.execute("info symbol 0x%x" % pc, to_string=True)
+    except gdb.error:
+        return None
+    match = re.match(r"\S+(?: \+ (\d+))? in section", text)
+    if not match:
+        return None
+    return pc - int(match.group(1) or 0)
+
+
+def interrupted_frame_layout(pc):
+    """
+    The stack layout of the function holding pc when an interrupt or exception
+    stopped it right before the instruction at pc: (depth, fp, rbp_slot), where
+    depth is the bytes pushed below the return address, fp the depth at which
+    `mov %rsp,%rbp` ran (None: RBP is not this function's frame pointer) and
+    rbp_slot the depth of the saved caller RBP (None: RBP not saved). Found by
+    reading the function's code from its start; after a `ret` or `jmp` the scan
+    goes back to the body's state. None when it cannot tell.
+
+    gdb's own unwinder would read the DWARF row of pc - 1, as for a return
+    address: wrong when pc is a function's first instruction (a leaf faulting
+    at once) or follows a push, pop or stack adjustment.
+    """
+    start = function_start(pc)
+    if start is None or pc - start > 0x4000:
+        return None
+    depth, fp, rbp_slot = 0, None, None
+    body = None
+    epilogue = False
+    if pc > start:
+        arch = gdb.selected_inferior().architecture()
+        insns = arch.disassemble(start, pc - 1)
+        if not insns or insns[-1]["addr"] + insns[-1]["length"] != pc:
+            return None
+        for insn in insns:
+            asm = re.sub(r"\s+", " ", insn["asm"]).strip()
+            asm = re.sub(r" *#.*$", "", asm)
+            sub = re.match(r"sub \$0x([0-9a-f]+),%rsp$", asm)
+            add = re.match(r"add \$0x([0-9a-f]+),%rsp$", asm)
+            lea = re.match(r"lea -0x([0-9a-f]+)\(%rbp\),%rsp$", asm)
+            if asm == "push %rbp":
+                depth += 8
+                rbp_slot = depth
+            elif asm.startswith("push"):
+                depth += 8
+            elif asm == "mov %rsp,%rbp":
+                fp = depth
+            elif sub:
+                depth += int(sub.group(1), 16)
+            elif add:
+                depth -= int(add.group(1), 16)
+                epilogue = True
+            elif lea and fp is not None:
+                depth = fp + int(lea.group(1), 16)
+                epilogue = True
+            elif asm == "pop %rbp":
+                depth -= 8
+                fp = rbp_slot = None
+                epilogue = True
+            elif asm.startswith("pop"):
+                depth -= 8
+                epilogue = True
+            elif asm.startswith("leave"):
+                if fp is None:
+                    return None
+                depth = fp - 8
+                fp = rbp_slot = None
+                epilogue = True
+            elif asm.startswith("ret") or asm.startswith("jmp "):
+                if body is not None:
+                    depth, fp, rbp_slot = body
+                epilogue = False
+                continue
+            if not epilogue:
+                body = (depth, fp, rbp_slot)
+            if depth < 0:
+                return None
+    return depth, fp, rbp_slot
+
+
 class TrapFrameUnwinder(gdb.unwinder.Unwinder):
     """
     Unwinds isr_common's frame: the caller of an interrupt or exception is the
     interrupted code, whose registers are all in the trap frame on the stack.
+    Then unwinds that interrupted frame itself from its exact RIP (not a return
+    address), with interrupted_frame_layout.
     """
 
     def __init__(self):
         super().__init__("spindle-trap-frame")
         self.cache = None
+        self.interrupted = {}  # (rip, rsp) of frames a trap frame restored
 
     def __call__(self, pending_frame):
         if self.cache is None:
@@ -1197,12 +1284,12 @@ class TrapFrameUnwinder(gdb.unwinder.Unwinder):
                 return None  # not loaded yet (gdb attaches before GRUB loads the kernel)
             self.cache = found
         start, return_address = self.cache
-        if return_address is None:
-            return None
         pc = int(pending_frame.read_register("rip")) & 0xFFFFFFFFFFFFFFFF
+        sp = int(pending_frame.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
+        if (pc, sp) in self.interrupted:
+            return self.unwind_interrupted(pending_frame, pc, sp)
         if pc != return_address:
             return None
-        sp = int(pending_frame.read_register("rsp")) & 0xFFFFFFFFFFFFFFFF
         try:
             data = read(sp, TRAP_FRAME_SIZE)
         except gdb.MemoryError:
@@ -1222,12 +1309,96 @@ class TrapFrameUnwinder(gdb.unwinder.Unwinder):
         for name in ("eflags", "cs", "ss"):
             info.add_saved_register(name, gdb.Value(at(TRAP_FRAME[name]) & 0xFFFFFFFF)
                                     .cast(u32_type))
+        if len(self.interrupted) > 4096:
+            self.interrupted.clear()
+        self.interrupted[(at(TRAP_FRAME["rip"]), at(TRAP_FRAME["rsp"]))] = True
+        return info
+
+    def unwind_interrupted(self, pending_frame, pc, sp):
+        try:
+            layout = interrupted_frame_layout(pc)
+        except (gdb.error, gdb.MemoryError):
+            layout = None
+        if layout is None:
+            return None  # gdb's DWARF unwinder, from pc - 1
+        depth, fp, rbp_slot = layout
+        rbp = int(pending_frame.read_register("rbp")) & 0xFFFFFFFFFFFFFFFF
+        cfa = rbp + fp + 8 if fp is not None else sp + depth + 8
+        try:
+            caller_rip = u64(cfa - 8)
+            caller_rbp = u64(cfa - 8 - rbp_slot) if rbp_slot is not None else rbp
+        except gdb.MemoryError:
+            return None
+        u64_type = gdb.lookup_type("unsigned long")
+        start = function_start(pc) or pc
+        info = pending_frame.create_unwind_info(_FrameId(gdb.Value(cfa).cast(u64_type),
+                                                         gdb.Value(start).cast(u64_type)))
+        info.add_saved_register("rip", gdb.Value(caller_rip).cast(u64_type))
+        info.add_saved_register("rsp", gdb.Value(cfa).cast(u64_type))
+        info.add_saved_register("rbp", gdb.Value(caller_rbp).cast(u64_type))
         return info
 
 
+class UnknownFrameDecorator(gdb.FrameDecorator.FrameDecorator):
+    """A frame no symbol covers: `??`, as bt prints it without frame filters."""
+
+    def function(self):
+        return "??"
+
+
+class TrapFrameDecorator(gdb.FrameDecorator.FrameDecorator):
+    """
+    An interrupted frame stopped at a function's first instruction: named and
+    placed by its exact RIP (gdb looks up RIP - 1, as for a return address, which
+    lies in the function before).
+    """
+
+    def function(self):
+        pc = self.inferior_frame().pc()
+        name = symbol(pc)
+        return name.split("+")[0] if name else super().function()
+
+    def filename(self):
+        sal = gdb.find_pc_line(self.inferior_frame().pc())
+        return sal.symtab.filename if sal.symtab else super().filename()
+
+    def line(self):
+        sal = gdb.find_pc_line(self.inferior_frame().pc())
+        return sal.line if sal.symtab else super().line()
+
+
+class TrapFrameFilter:
+    """bt: the frame below isr_common is an interrupted one (see TrapFrameDecorator)."""
+
+    def __init__(self):
+        self.name = "spindle-trap-frames"
+        self.priority = 100
+        self.enabled = True
+
+    def filter(self, frames):
+        below_trap = False
+        for frame in frames:
+            inferior_frame = frame.inferior_frame()
+            decorated = frame
+            try:
+                pc = inferior_frame.pc()
+                if below_trap and function_start(pc) == pc:
+                    decorated = TrapFrameDecorator(frame)
+                elif inferior_frame.function() is None and not symbol(pc):
+                    decorated = UnknownFrameDecorator(frame)
+                below_trap = inferior_frame.name() == "isr_common"
+            except gdb.error:
+                below_trap = False
+            yield decorated
+
+
 def register_unwinder():
-    """Registers the trap-frame unwinder for the kernel's objfile (or globally)."""
+    """Registers the trap-frame unwinder and bt's frame filter for the kernel's objfile."""
     gdb.unwinder.register_unwinder(gdb.current_objfile(), TrapFrameUnwinder(), replace=True)
+    trap_filter = TrapFrameFilter()
+    objfile = gdb.current_objfile()
+    (objfile.frame_filters if objfile is not None else gdb.frame_filters)[trap_filter.name] = \
+        trap_filter
 
 
 # ---------------------------------------------------------------- lock table, log, stop

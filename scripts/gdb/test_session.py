@@ -32,6 +32,10 @@ KiSystemStartup). The kernel runs only the GdbTarget tests
                   3 blocks and 600 bytes, a driver and its device
   spindle-stop    in the catcher of a caught KeBugCheckEx(0xE2, 0x5b1, ...): code,
                   name, parameters, processor 0's registers and stack, the others' RIP
+  bt-through-exception, spindle-stop-trap
+                  in the catcher of a page fault in GdbTargetTouch: bt goes through the
+                  exception's trap frame to the faulting function and the test; spindle-stop
+                  shows code 0x50 and the trap frame's registers (RIP in GdbTargetTouch)
   spindle-log     the kernel's log ring holds the suite's header and earlier results
   detach          the session detaches; test-gdb.sh then checks exit 33
   target-gone     after detach, the commands refuse to show the ELF file's stale data
@@ -448,6 +452,9 @@ def on_objects_ready():
 
 
 def on_bug_check_caught():
+    if int(gdb.parse_and_eval("KiBugCheckData.Code")) == 0x50:
+        on_page_fault_caught()
+        return
     output = run("spindle-stop")
     others = re.findall(r"^\s+processor (\d+): RIP 0x[0-9a-f]+", output, re.M)
     report("spindle-stop", "*** STOP: 0x000000E2 (0x00000000000005b1, 0x00000000000005b2, "
@@ -459,6 +466,34 @@ def on_bug_check_caught():
            "code 0xE2 MANUALLY_INITIATED_CRASH, 4 parameters, processor 0's registers and "
            "stack, RIP of processors %s" % others)
 
+
+def on_page_fault_caught():
+    """KtCatchBugCheck inside the page fault GdbTargetTouch took: bt and spindle-stop go
+    through the exception's trap frame to the faulting instruction."""
+    output = run("bt")
+    order = [name for _, name in re.findall(r"^#(\d+)\s+(?:0x[0-9a-f]+ in )?(\S+) \(",
+                                            output, re.M)]
+    ok = False
+    if "isr_common" in order:
+        after = order[order.index("isr_common") + 1:]
+        ok = (order[0] == "KtCatchBugCheck" and "KeBugCheckEx" in order
+              and after[:2] == ["GdbTargetTouch",
+                                "KtTest_GdbTarget_page_fault_caught_for_bt_and_spindle_stop"])
+    report("bt-through-exception", ok, "frames: %s" % " <- ".join(order))
+    output = run("spindle-stop")
+    touch = address("(unsigned long)&GdbTargetTouch")
+    rip = re.search(r"rip\s+0x([0-9a-f]{16})", output)
+    report("spindle-stop-trap", "*** STOP: 0x00000050 (0x00007fff00000000, " in output
+           and "PAGE_FAULT_IN_NONPAGED_AREA" in output
+           and re.search(r"registers \(trap frame at 0x[0-9a-f]+, vector 14, error code", output)
+           and rip is not None and 0 <= int(rip.group(1), 16) - touch < 64
+           and "<GdbTargetTouch>" in output,
+           "code 0x50 with CR2 0x7fff00000000, registers from the trap frame, RIP %s in "
+           "GdbTargetTouch" % ("0x" + rip.group(1) if rip else "missing"))
+
+
+# Stops that come more than once: the number of hits to handle.
+REPEATS = {"KtCatchBugCheck": 2}
 
 STOPS = {
     "GdbTargetObjectsReady": on_objects_ready,
@@ -479,6 +514,7 @@ def run_tests():
         del expected["GdbTargetQueuedLockContended"]  # KTEST_SMP_ONLY: skipped
     breakpoints = {name: gdb.Breakpoint(name, internal=False) for name in expected}
     remaining = set(expected)
+    hits = {}
     while remaining:
         resume()
         name = frame_name()
@@ -486,8 +522,10 @@ def run_tests():
             report("breakpoints", False, "stopped in %s, waiting for %s" % (
                 name, ", ".join(sorted(remaining))))
             return
-        breakpoints[name].enabled = False
-        remaining.discard(name)
+        hits[name] = hits.get(name, 0) + 1
+        if hits[name] >= REPEATS.get(name, 1):
+            breakpoints[name].enabled = False
+            remaining.discard(name)
         if LAST is None:
             active = int(gdb.parse_and_eval("KiActiveProcessorCount"))
             report("processors-online", active == CPUS, "%d of %d processors online" % (
