@@ -64,8 +64,9 @@ typedef struct _KI_BUGCHECK_DATA
     ULONG Code;
     ULONG Processor;
     ULONG_PTR Parameter[4];
-    const struct x86_trap_frame *Frame; // the trap it came from, or NULL
-    volatile BOOLEAN Stopping;
+    BOOLEAN HasTrapFrame;            // it came from a trap (an exception): TrapFrame is set
+    volatile BOOLEAN Stopping;       // TRUE once it stops the system; FALSE if caught
+    struct x86_trap_frame TrapFrame; // a copy: the trap's stack may be reused since
 } KI_BUGCHECK_DATA;
 __attribute__((used)) static KI_BUGCHECK_DATA KiBugCheckData;
 
@@ -192,7 +193,11 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
         {
             KiBugCheckData.Parameter[i] = Parameters[i];
         }
-        KiBugCheckData.Frame = KiBugCheckFrame[Prcb->Number];
+        KiBugCheckData.HasTrapFrame = KiBugCheckFrame[Prcb->Number] != NULL;
+        if (KiBugCheckData.HasTrapFrame)
+        {
+            KiBugCheckData.TrapFrame = *KiBugCheckFrame[Prcb->Number];
+        }
     }
     if (Catcher != NULL && !KiBugCheckInProgress())
     {

@@ -1533,18 +1533,19 @@ Usage: spindle-stop"""
             return
         params = [int(data["Parameter"][i]) & 0xFFFFFFFFFFFFFFFF for i in range(4)]
         number = int(data["Processor"])
-        frame = int(data["Frame"])
+        frame = int(data["TrapFrame"].address) if int(data["HasTrapFrame"]) else 0
         stopping = int(data["Stopping"]) != 0
         print("*** STOP: 0x%08X (0x%016x, 0x%016x, 0x%016x, 0x%016x) %s" % (
             code, params[0], params[1], params[2], params[3], bugcheck_name(code)))
         print("    raised on processor %d; %s" % (number, "stopping the system" if stopping else
-                                                  "not (yet) stopping the system: a "
-                                                  "KT_EXPECT_BUGCHECK may catch it"))
+                                                  "not stopping the system: a "
+                                                  "KT_EXPECT_BUGCHECK caught it or is "
+                                                  "catching it"))
         procs, _ = processors()
         raiser = [proc for proc in procs if proc.number == number]
         if frame:
-            print("  registers (trap frame at 0x%x, vector %d, error code 0x%x):" % (
-                frame, u64(frame + TRAP_FRAME["vector"]), u64(frame + TRAP_FRAME["error"])))
+            print("  registers (the trap frame's, copied to 0x%x; vector %d, error code 0x%x):"
+                  % (frame, u64(frame + TRAP_FRAME["vector"]), u64(frame + TRAP_FRAME["error"])))
             regs = [(name, u64(frame + 8 * i)) for i, name in enumerate(TRAP_FRAME_GPRS)]
             regs += [(name, u64(frame + off)) for name, off in TRAP_FRAME.items()
                      if name not in ("vector", "error")]
@@ -1569,7 +1570,7 @@ Usage: spindle-stop"""
         if regs and dict(regs).get("rip"):
             print("    at %s" % pointer(dict(regs)["rip"]))
         if raiser and raiser[0].thread is not None:
-            print("  stack of processor %d (bt):" % number)
+            print("  stack of processor %d now (bt):" % number)
             with ThreadSelection():
                 raiser[0].thread.switch()
                 try:

@@ -485,7 +485,8 @@ def on_page_fault_caught():
     rip = re.search(r"rip\s+0x([0-9a-f]{16})", output)
     report("spindle-stop-trap", "*** STOP: 0x00000050 (0x00007fff00000000, " in output
            and "PAGE_FAULT_IN_NONPAGED_AREA" in output
-           and re.search(r"registers \(trap frame at 0x[0-9a-f]+, vector 14, error code", output)
+           and re.search(r"registers \(the trap frame's, copied to 0x[0-9a-f]+; vector 14, error "
+                         r"code", output)
            and rip is not None and 0 <= int(rip.group(1), 16) - touch < 64
            and "<GdbTargetTouch>" in output,
            "code 0x50 with CR2 0x7fff00000000, registers from the trap frame, RIP %s in "
