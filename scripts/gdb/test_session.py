@@ -488,7 +488,7 @@ def on_page_fault_caught():
            and re.search(r"registers \(the trap frame's, copied to 0x[0-9a-f]+; vector 14, error "
                          r"code", output)
            and rip is not None and 0 <= int(rip.group(1), 16) - touch < 64
-           and "<GdbTargetTouch>" in output,
+           and re.search(r"<GdbTargetTouch(\+0x[0-9a-f]+)?>", output) is not None,
            "code 0x50 with CR2 0x7fff00000000, registers from the trap frame, RIP %s in "
            "GdbTargetTouch" % ("0x" + rip.group(1) if rip else "missing"))
 
