@@ -49,10 +49,11 @@ def clean_lines(text):
 
 
 def parse(lines):
-    """The last run in the log: (tests, planned count or None, summary seen, stray lines)."""
+    """The last run in the log: (tests, planned count or None, the summary's failure count or
+    None without a summary line, stray lines, header diagnostics)."""
     start = max((i for i, line in enumerate(lines) if line.strip() == "KTAP version 1"),
                 default=None)
-    tests, planned, summary, pending, duration, header = [], None, False, [], None, []
+    tests, planned, summary, pending, duration, header = [], None, None, [], None, []
     if start is None:
         return tests, planned, summary, [l for l in lines if l.strip()], header
     for line in lines[start + 1:]:
@@ -78,7 +79,7 @@ def parse(lines):
             header, pending = pending, []
             continue
         if SUMMARY.match(line):
-            summary = True
+            summary = int(SUMMARY.match(line).group(2))  # the kernel's count of failures
             continue
         # A diagnostic (`# ...`) or anything else the kernel printed (a bug check report):
         # kept as a diagnostic of the test that follows, or of the run.
@@ -103,8 +104,12 @@ def counts(tests):
 
 def incomplete_reason(tests, planned, summary, verdict):
     reasons = []
-    if not summary:
+    if summary is None:
         reasons.append("the kernel printed no summary line")
+    elif summary > sum(1 for t in tests if t.status == "fail"):
+        reasons.append("the kernel counted %d failure(s), %d of them outside any test (a "
+                       "selection matching nothing, a duplicate name)" % (
+                           summary, summary - sum(1 for t in tests if t.status == "fail")))
     if planned is not None and len(tests) < planned:
         reasons.append("%d of %d planned tests reported" % (len(tests), planned))
     if planned is None:

@@ -178,6 +178,21 @@ else
     failed=$((failed + 1))
 fi
 
+# A run that selected nothing (the kernel counts it as a failure outside any test) must
+# not read as a pass: its results end in a failing item.
+printf 'KTAP version 1\r\n1..0\r\n# no test matches tests=Nope*\r\n0 passed, 1 failed, 0 skipped\r\n' \
+    >"$work/none.serial.log"
+python3 "$here/ktap-results.py" --log "$work/none.serial.log" --ktap "$work/none.ktap" \
+    --xml "$work/none.xml"
+if grep -q '^not ok 1 spindle_run # the kernel counted 1 failure' "$work/none.ktap" &&
+    grep -q '<failure' "$work/none.xml"; then
+    echo "ok: a run that selected nothing gives failing results, not an empty pass"
+    passed=$((passed + 1))
+else
+    echo "FAIL: the results of a run that selected nothing do not fail"
+    failed=$((failed + 1))
+fi
+
 # The serial log of the failing run must name the failed test.
 summary_out=$("$here/ktap-summary.sh" "$work/fail.serial.log" || true)
 if grep -qx "failed: Fake:second" <<<"$summary_out"; then
