@@ -316,7 +316,7 @@ run: deps
 	@$(RUNNER) --mode run
 
 # The runner's status (scripts/run-qemu.sh: 0 pass, 1 test failed, 3 bug check, 4 watchdog,
-# 5 no exit code, 6 lying log, 124 timeout) ends the recipe: GNU make itself then exits 2 and
+# 5 no exit code, 6 lying log, 7 no workload, 124 timeout) ends the recipe: GNU make itself then exits 2 and
 # names it in its `Error N` line; STATUS_FILE=path also keeps it (scripts/test.sh does).
 test: deps
 	@$(SELECT_CHECK)

@@ -43,6 +43,7 @@
 #     5  QEMU ended without the kernel's exit code (triple fault, power-off,
 #        QEMU error) or with a value the kernel never writes
 #     6  QEMU exit 33 but the log has no clean summary line (a lying run)
+#     7  nothing to run: the image has no workload (QEMU exit 41, NOTESTS=1)
 #   124  the host timeout expired
 #   130  interrupted (Ctrl-C)
 set -euo pipefail
@@ -339,6 +340,7 @@ case "$status" in
     35) code=1 ;;
     37) code=3 ;;
     39) code=4 ;;
+    41) code=7 ;;
     *) code=5 ;;
 esac
 finish "$code" "$(meaning_of "$status") (qemu exit $status)"

@@ -7,7 +7,7 @@
 # runs `make test` with the same variables and exits with scripts/run-qemu.sh's
 # status instead: 0 all passed, 1 a test failed, 3 bug check, 4 watchdog,
 # 5 QEMU ended without the kernel's exit code, 6 exit 33 without a clean
-# summary, 124 host timeout, 130 interrupted; 2 when make stopped before the
+# summary, 7 no workload, 124 host timeout, 130 interrupted; 2 when make stopped before the
 # run (a bad variable, a compile error, TESTS selecting nothing).
 set -uo pipefail
 
