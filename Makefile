@@ -55,6 +55,12 @@ $(call in_range,MEM,64,16384)
 $(call in_range,TIMEOUT,0,604800)
 $(call in_range,GDB_PORT,1024,65535)
 $(call in_range,DURATION,5,3000)
+# make bench's contended window (the kernel clamps bench_ms to 10..5000); empty = its default.
+ifneq ($(BENCH_MS),)
+$(call in_range,BENCH_MS,10,5000)
+endif
+$(foreach v,BENCH_OUT PEER_KIT,$(if $(filter-out 0 1,$(words $($(v)))),$(error \
+    $(v) must be one path without spaces, not '$($(v))')))
 # SEED: any 64-bit value the kernel reads (lib's parse_u64); 19 digits always fit.
 $(if $(and $(call uint,$(SEED)),$(filter-out 11111111111111111111%,$(subst \
     0,1,$(subst 2,1,$(subst 3,1,$(subst 4,1,$(subst 5,1,$(subst 6,1,$(subst 7,1,$(subst \
@@ -456,4 +462,6 @@ help:
 	@echo "  B=$(B)  build folder; LOG=$(LOG): serial log, results.ktap/.xml beside it"
 	@echo "  DURATION=$(DURATION)     seconds of make torture, 5..3000"
 	@echo "  NOTESTS=$(NOTESTS)      1: the kernel without tests/ (build/<flavour>-notests)"
+	@echo "  BENCH_MS=$(BENCH_MS)  make bench's contended window in ms, 10..5000 (empty: 200)"
+	@echo "  BENCH_OUT=$(BENCH_OUT)  make bench's report folder; PEER_KIT=path: bench-compare's Linux kit"
 	@echo "  STATUS_FILE=path  make test writes the runner's exit status there"
