@@ -180,12 +180,28 @@ def check_next():
                                                    for f, n in lines))
 
 
+def in_real_callee():
+    """The selected frame is a called (not inlined) function below KiSystemStartup."""
+    frame = gdb.selected_frame()
+    return (frame.name() not in (None, "KiSystemStartup") and frame.type() != gdb.INLINE_FRAME
+            and frame.older() is not None and frame.older().name() == "KiSystemStartup")
+
+
 def check_step():
-    """At KiSystemStartup's first line (a call): step enters the callee, finish returns."""
+    """From KiSystemStartup's first line, step (through inlined code such as x86_rdtsc)
+    until it enters the first called function; finish returns to KiSystemStartup. finish is
+    never run from KiSystemStartup itself, which never returns."""
     origin = current_line()
-    resume("step")
+    steps = 0
+    while steps < 10 and not in_real_callee():
+        resume("step")
+        steps += 1
     name = frame_name()
     filename, line = current_line()
+    if not in_real_callee():
+        report("step", False, "%d steps from %s:%d did not enter a called function (in %s)" % (
+            steps, os.path.basename(origin[0] or "?"), origin[1], name))
+        return
     resume("finish")
     back = frame_name()
     report("step", name not in (None, "KiSystemStartup") and filename is not None
