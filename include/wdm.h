@@ -34,6 +34,7 @@ typedef int64_t LONG_PTR;
 typedef LONG_PTR *PLONG_PTR;
 typedef uint64_t ULONG_PTR, SIZE_T, *PULONG_PTR, *PSIZE_T;
 typedef UCHAR BOOLEAN, *PBOOLEAN;
+typedef ULONG LOGICAL, *PLOGICAL; // a 32-bit truth value (TRUE or FALSE)
 typedef LONG NTSTATUS;
 typedef const char *PCSTR, *PCCH;
 typedef unsigned short WCHAR, *PWCHAR, *PWSTR;
@@ -1151,6 +1152,29 @@ VOID KeSetTargetProcessorDpc(PRKDPC Dpc, CCHAR Number);
 VOID KeSetImportanceDpc(PRKDPC Dpc, KDPC_IMPORTANCE Importance);
 
 VOID KeFlushQueuedDpcs(VOID);
+
+/*
+ * KeGenericCallDpc's reverse barrier (SystemArgument2 of the routine), x64
+ * layout. Barrier holds a sense bit (0x80000000) and the count of processors
+ * still to arrive: N on entry, 0x80000000 | N after the 1st synchronisation,
+ * N after the 2nd, and so on. TotalProcessors = N.
+ */
+typedef struct _DEFERRED_REVERSE_BARRIER
+{
+    ULONG Barrier;
+    ULONG TotalProcessors;
+} DEFERRED_REVERSE_BARRIER, *PDEFERRED_REVERSE_BARRIER;
+
+_Static_assert(sizeof(DEFERRED_REVERSE_BARRIER) == 8, "DEFERRED_REVERSE_BARRIER is 8 bytes");
+_Static_assert(offsetof(DEFERRED_REVERSE_BARRIER, Barrier) == 0, "Barrier@0");
+_Static_assert(offsetof(DEFERRED_REVERSE_BARRIER, TotalProcessors) == 4, "TotalProcessors@4");
+
+/* Defined, each with its contract above it, in kernel/ke/gencall.c. */
+VOID KeGenericCallDpc(PKDEFERRED_ROUTINE Routine, PVOID Context);
+
+LOGICAL KeSignalCallDpcSynchronize(PVOID SystemArgument2);
+
+VOID KeSignalCallDpcDone(PVOID SystemArgument1);
 
 /*
  * The header shared by waitable objects (events, timers), in the Windows Server

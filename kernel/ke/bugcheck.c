@@ -42,6 +42,7 @@ static const KI_BUGCHECK_NAME KiBugCheckNames[] = {
     {SPINDLE_SPIN_LOCK_DEADLOCK, "SPINDLE_SPIN_LOCK_DEADLOCK"},
     {SPINDLE_TEST_WATCHDOG, "SPINDLE_TEST_WATCHDOG"},
     {SPINDLE_IPI_TIMEOUT, "SPINDLE_IPI_TIMEOUT"},
+    {SPINDLE_DPC_CALL_TIMEOUT, "SPINDLE_DPC_CALL_TIMEOUT"},
 };
 
 /* The registered catcher, or NULL; set once, before anything it expects can happen. */

@@ -181,6 +181,7 @@ typedef struct _KI_WORKLOAD
 #define SPINDLE_SPIN_LOCK_DEADLOCK 0x5D000001 // P1 lock, P2 owner CPU, P3 owner RIP, P4 waiter RIP
 #define SPINDLE_TEST_WATCHDOG      0x5D000002 // P1 test index, P2 budget ms
 #define SPINDLE_IPI_TIMEOUT        0x5D000003 // P1 processors counted, P2 expected, P3 routine
+#define SPINDLE_DPC_CALL_TIMEOUT   0x5D000016 // P1 word, P2 its value, P3 IRQL, P4 which wait
 
 BOOLEAN KiBugCheckInProgress(VOID);
 VOID KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame);

@@ -1,0 +1,188 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * KeGenericCallDpc: one routine run as a DPC on every active processor at
+ * once, with a reverse barrier the routines synchronise on (API.md §5.1).
+ *   1. a caller takes a ticket and waits for its turn at its own IRQL (below
+ *      DISPATCH_LEVEL, interrupts on), so meanwhile it still runs the DPCs of
+ *      the call being served: two callers cannot deadlock, and turns are FIFO;
+ *   2. at its turn it raises to DISPATCH_LEVEL, queues the routine on every
+ *      other processor with SystemArgument1 = &Done (N) and SystemArgument2 =
+ *      &Barrier {N, N}, runs the routine itself, and waits for Done to reach 0;
+ *   3. it lowers IRQL and passes the turn on.
+ * The barrier word is a sense bit (0x80000000) | the processors still to
+ * arrive. Each arrival decrements it; the last (count 0) stores the flipped
+ * sense | N in one release store and gets TRUE; the others wait for the sense
+ * bit to change and get FALSE. Flip and refill are one store, so a processor
+ * that leaves early and arrives at the next synchronisation counts against
+ * the new round, never the old one.
+ * Every wait is bounded: a waited-on word that does not change for
+ * KI_GENERIC_CALL_TIMEOUT_MS bug-checks SPINDLE_DPC_CALL_TIMEOUT.
+ */
+#include "kernel/ke/ke.h"
+
+#define KI_REVERSE_BARRIER_SENSE 0x80000000u
+
+/*
+ * How long a waited-on word may stay unchanged (generous: under TCG a vCPU
+ * may be off its host core for a long time). Each change restarts the bound,
+ * so a long queue of callers is not a timeout; a processor that never arrives is.
+ */
+#define KI_GENERIC_CALL_TIMEOUT_MS     30000
+#define KI_GENERIC_CALL_CLOCK_INTERVAL 64 // spins between two looks at the clock
+
+/* SPINDLE_DPC_CALL_TIMEOUT's P4: which wait ran out. */
+#define KI_GENERIC_CALL_WAIT_TURN    1 // a caller for its turn
+#define KI_GENERIC_CALL_WAIT_BARRIER 2 // KeSignalCallDpcSynchronize for the other processors
+#define KI_GENERIC_CALL_WAIT_DONE    3 // the caller for every KeSignalCallDpcDone
+
+static volatile ULONG KiGenericCallNextTicket;    // the next caller's ticket
+static volatile ULONG KiGenericCallNowServing;    // the ticket whose call runs
+static KDPC KiGenericCallDpc[MAXIMUM_PROCESSORS]; // owned by the call being served
+
+/*
+ * Waits until *Word differs from Value and returns the new value; interrupts
+ * stay as they are. No change for KI_GENERIC_CALL_TIMEOUT_MS bug-checks
+ * SPINDLE_DPC_CALL_TIMEOUT (P1 = Word, P2 = Value, P3 = current IRQL, P4 =
+ * which wait). The acquire load pairs with the release that changed the word.
+ * TODO(ke): use the kernel's shared wait primitive once it exists (#13).
+ */
+static ULONG
+KiGenericCallWaitForChange(volatile ULONG *Word, ULONG Value, ULONG_PTR Which)
+{
+    LARGE_INTEGER Frequency;
+    ULONG64 Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
+    ULONG64 Limit = (ULONG64)Frequency.QuadPart / 1000 * KI_GENERIC_CALL_TIMEOUT_MS;
+    ULONG Current;
+
+    for (ULONG Spins = 1; (Current = __atomic_load_n(Word, __ATOMIC_ACQUIRE)) == Value; Spins++)
+    {
+        x86_pause();
+        if (Spins % KI_GENERIC_CALL_CLOCK_INTERVAL == 0 &&
+            (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Start > Limit)
+        {
+            KeBugCheckEx(SPINDLE_DPC_CALL_TIMEOUT, (ULONG_PTR)Word, Value, KeGetCurrentIrql(),
+                         Which);
+        }
+    }
+    return Current;
+}
+
+/* Runs this processor's share of the call directly, as the DPC drain would run it. */
+static VOID
+KiGenericCallRunLocal(PKDPC Dpc, ULONG *Done, PDEFERRED_REVERSE_BARRIER Barrier)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    BOOLEAN WasActive = Prcb->DpcRoutineActive;
+
+    Prcb->DpcRoutineActive = TRUE;
+    Dpc->DeferredRoutine(Dpc, Dpc->DeferredContext, Done, Barrier);
+    /* As after any DPC: back at DISPATCH_LEVEL; P1 packs (current << 8) | expected. */
+    KiCheck(KeGetCurrentIrql() == DISPATCH_LEVEL, IRQL_UNEXPECTED_VALUE,
+            ((ULONG_PTR)KeGetCurrentIrql() << 8) | DISPATCH_LEVEL, Dpc->DeferredRoutine, Dpc, 0);
+    Prcb->DpcRoutineActive = WasActive;
+}
+
+/*
+ * Runs Routine(Dpc, Context, &Done, &Barrier) once on every active processor
+ * at DISPATCH_LEVEL (see the top) and returns when each has called
+ * KeSignalCallDpcDone. IRQL <= APC_LEVEL, unchanged; the checked build
+ * bug-checks IRQL_NOT_LESS_OR_EQUAL (0xA: P1 = Routine, P2 = IRQL, P3 = 0,
+ * P4 = caller) at DISPATCH_LEVEL or above. Holds no lock while it waits.
+ */
+VOID
+KeGenericCallDpc(PKDEFERRED_ROUTINE Routine, PVOID Context)
+{
+    DEFERRED_REVERSE_BARRIER Barrier;
+    ULONG Done, Ticket, Serving, Count, Self;
+    KIRQL OldIrql;
+
+    /* It waits for DPCs, so it must run below DISPATCH_LEVEL. */
+    KiCheckIrqlAtMost(APC_LEVEL, Routine);
+
+    /* Relaxed: the ticket only orders callers; the turn wait below does the acquiring. */
+    Ticket = __atomic_fetch_add(&KiGenericCallNextTicket, 1, __ATOMIC_RELAXED);
+    Serving = __atomic_load_n(&KiGenericCallNowServing, __ATOMIC_ACQUIRE);
+    while (Serving != Ticket)
+    {
+        /* Acquire pairs with the previous caller's release of the turn: its DPCs are done. */
+        Serving = KiGenericCallWaitForChange(&KiGenericCallNowServing, Serving,
+                                             KI_GENERIC_CALL_WAIT_TURN);
+    }
+
+    Count = KiActiveProcessorCount;
+    Done = Count;
+    Barrier.Barrier = Count;
+    Barrier.TotalProcessors = Count;
+    KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
+    Self = KeGetCurrentPrcb()->Number;
+    for (ULONG Number = 0; Number < Count; Number++)
+    {
+        PKDPC Dpc = &KiGenericCallDpc[Number];
+
+        KeInitializeDpc(Dpc, Routine, Context);
+        KeSetTargetProcessorDpc(Dpc, (CCHAR)Number);
+        KeSetImportanceDpc(Dpc, HighImportance);
+        if (Number != Self)
+        {
+            /* The insert's DPC lock orders Done and Barrier before the target reads them. */
+            BOOLEAN Queued = KeInsertQueueDpc(Dpc, &Done, &Barrier);
+            ASSERT(Queued); // the previous call's DPCs ran before its turn ended
+            (void)Queued;
+        }
+    }
+    KiGenericCallRunLocal(&KiGenericCallDpc[Self], &Done, &Barrier);
+
+    /* Acquire pairs with each KeSignalCallDpcDone's release: the routines' effects are visible. */
+    for (ULONG Left = __atomic_load_n(&Done, __ATOMIC_ACQUIRE); Left != 0;)
+    {
+        Left = KiGenericCallWaitForChange(&Done, Left, KI_GENERIC_CALL_WAIT_DONE);
+    }
+    KeLowerIrql(OldIrql);
+
+    /* Release: this call's use of the DPC objects ends before the next caller's turn. */
+    __atomic_store_n(&KiGenericCallNowServing, Ticket + 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * Waits until all TotalProcessors processors of the call have called it with
+ * this barrier; returns TRUE on the last to arrive, FALSE on the others.
+ * DISPATCH_LEVEL, inside a KeGenericCallDpc routine.
+ */
+LOGICAL
+KeSignalCallDpcSynchronize(PVOID SystemArgument2)
+{
+    PDEFERRED_REVERSE_BARRIER Barrier = SystemArgument2;
+    volatile ULONG *Word = &Barrier->Barrier;
+    ULONG Value, Sense;
+
+    ASSERT(KeGetCurrentIrql() == DISPATCH_LEVEL);
+
+    /* Acquire-release: the last arrival sees every earlier arrival's writes. */
+    Value = __atomic_sub_fetch(Word, 1, __ATOMIC_ACQ_REL);
+    Sense = Value & KI_REVERSE_BARRIER_SENSE;
+    if ((Value & ~KI_REVERSE_BARRIER_SENSE) == 0)
+    {
+        /* Release: pairs with the waiters' acquire of the flipped word below. */
+        __atomic_store_n(Word, (Sense ^ KI_REVERSE_BARRIER_SENSE) | Barrier->TotalProcessors,
+                         __ATOMIC_RELEASE);
+        return TRUE;
+    }
+    while ((Value & KI_REVERSE_BARRIER_SENSE) == Sense)
+    {
+        Value = KiGenericCallWaitForChange(Word, Value, KI_GENERIC_CALL_WAIT_BARRIER);
+    }
+    return FALSE;
+}
+
+/*
+ * Counts this processor's routine as done; after it the routine must not
+ * touch either system argument. DISPATCH_LEVEL, inside a KeGenericCallDpc routine.
+ */
+VOID
+KeSignalCallDpcDone(PVOID SystemArgument1)
+{
+    ASSERT(KeGetCurrentIrql() == DISPATCH_LEVEL);
+
+    /* Release: pairs with KeGenericCallDpc's acquire of Done. */
+    __atomic_sub_fetch((volatile ULONG *)SystemArgument1, 1, __ATOMIC_RELEASE);
+}
