@@ -937,6 +937,8 @@ typedef enum _POOL_TYPE
     NonPagedPoolNx = 512,
 } POOL_TYPE;
 
+#define POOL_NX_ALLOCATION 512 // a flag: no-execute nonpaged memory (NonPagedPoolNx)
+
 /* Defined, each with its contract above it, in kernel/ex/pool.c. */
 PVOID ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag);
 
@@ -954,33 +956,44 @@ typedef VOID FREE_FUNCTION(PVOID Buffer);
 typedef FREE_FUNCTION *PFREE_FUNCTION;
 
 /*
- * The layout of the x64 GENERAL_LOOKASIDE (without its unions). Counters are
- * statistics only, updated without locks; ListEntry and the Last* fields are
- * the kernel's.
+ * The x64 GENERAL_LOOKASIDE (without its unions). Counters are statistics,
+ * updated atomically; Depth, ListEntry and the Last* fields are the kernel's:
+ * its tuner moves Depth between 4 and MaximumDepth from the hit and miss
+ * counters once a second.
  */
-typedef struct DECLSPEC_ALIGN(16) _NPAGED_LOOKASIDE_LIST
+typedef struct DECLSPEC_ALIGN(16) _GENERAL_LOOKASIDE
 {
-    SLIST_HEADER ListHead; // free blocks, each at least an SLIST_ENTRY
-    USHORT Depth;          // most free blocks kept; beyond it frees go to pool
-    USHORT MaximumDepth;
-    ULONG TotalAllocates;        // every ExAllocateFromNPagedLookasideList
+    SLIST_HEADER ListHead;       // free blocks, each at least an SLIST_ENTRY
+    USHORT Depth;                // most free blocks kept; beyond it frees go to Free
+    USHORT MaximumDepth;         // the tuner's ceiling (256)
+    ULONG TotalAllocates;        // every allocation from the list
     ULONG AllocateMisses;        // ... that found the list empty and called Allocate
-    ULONG TotalFrees;            // every ExFreeToNPagedLookasideList
+    ULONG TotalFrees;            // every free to the list
     ULONG FreeMisses;            // ... that found the list full and called Free
-    POOL_TYPE Type;              // passed to Allocate
+    POOL_TYPE Type;              // NonPagedPool | the Flags given; passed to Allocate
     ULONG Tag;                   // passed to Allocate
-    ULONG Size;                  // block size passed to Allocate
+    ULONG Size;                  // block size as the caller gave it
     PALLOCATE_FUNCTION Allocate; // ExAllocatePoolWithTag unless the caller gave one
     PFREE_FUNCTION Free;         // ExFreePool unless the caller gave one
-    LIST_ENTRY ListEntry;
-    ULONG LastTotalAllocates;
-    ULONG LastAllocateMisses;
+    LIST_ENTRY ListEntry;        // in the kernel's list of lists the tuner scans
+    ULONG LastTotalAllocates;    // TotalAllocates at the tuner's last scan
+    ULONG LastAllocateMisses;    // AllocateMisses at the tuner's last scan
     ULONG Future[2];
+} GENERAL_LOOKASIDE, *PGENERAL_LOOKASIDE;
+
+_Static_assert(offsetof(GENERAL_LOOKASIDE, Depth) == 16, "GENERAL_LOOKASIDE.Depth@16");
+_Static_assert(offsetof(GENERAL_LOOKASIDE, Type) == 36, "GENERAL_LOOKASIDE.Type@36");
+_Static_assert(offsetof(GENERAL_LOOKASIDE, Size) == 44, "GENERAL_LOOKASIDE.Size@44");
+_Static_assert(offsetof(GENERAL_LOOKASIDE, Allocate) == 48, "GENERAL_LOOKASIDE.Allocate@48");
+_Static_assert(offsetof(GENERAL_LOOKASIDE, ListEntry) == 64, "GENERAL_LOOKASIDE.ListEntry@64");
+_Static_assert(sizeof(GENERAL_LOOKASIDE) == 96, "GENERAL_LOOKASIDE is 96 bytes");
+
+/* On x64 the nonpaged list is the general one (x86 adds an obsolete lock). */
+typedef struct DECLSPEC_ALIGN(16) _NPAGED_LOOKASIDE_LIST
+{
+    GENERAL_LOOKASIDE L;
 } NPAGED_LOOKASIDE_LIST, *PNPAGED_LOOKASIDE_LIST;
 
-_Static_assert(offsetof(NPAGED_LOOKASIDE_LIST, Depth) == 16, "NPAGED_LOOKASIDE_LIST.Depth@16");
-_Static_assert(offsetof(NPAGED_LOOKASIDE_LIST, Allocate) == 48,
-               "NPAGED_LOOKASIDE_LIST.Allocate@48");
 _Static_assert(sizeof(NPAGED_LOOKASIDE_LIST) == 96, "NPAGED_LOOKASIDE_LIST is 96 bytes");
 
 /* Defined, each with its contract above it, in kernel/ex/lookaside.c. */

@@ -77,6 +77,7 @@ KiSystemStartup(ULONG64 BootInfoPhysical)
     KiInitializeClock();
     x86_sti();
     KiStartSecondaryProcessors();
+    ExpInitializeLookaside();
     KiProcessorsOnlineTsc = x86_rdtsc();
 
     KiRunWorkload(KiBootInfo.CommandLine);

@@ -303,7 +303,11 @@ ExAllocatePool(POOL_TYPE PoolType, SIZE_T NumberOfBytes)
     return ExAllocatePoolWithTag(PoolType, NumberOfBytes, 0x656e6f4e /* 'None' */);
 }
 
-/* Copies the per-tag usage (tags with any history) into Usage; returns how many. */
+/*
+ * Copies the per-tag usage (tags with any history) into Usage; returns how
+ * many. Blocks that pool-backed lookaside lists keep for reuse are reported
+ * as Cached, not as Allocations. IRQL <= DISPATCH_LEVEL.
+ */
 ULONG
 ExpQueryPoolTags(EXP_POOL_TAG_USAGE *Usage, ULONG MaximumCount)
 {
@@ -315,9 +319,11 @@ ExpQueryPoolTags(EXP_POOL_TAG_USAGE *Usage, ULONG MaximumCount)
     {
         if (ExpTagUsed[i])
         {
-            Usage[Count++] = ExpTags[i];
+            Usage[Count] = ExpTags[i];
+            Usage[Count++].Cached = 0;
         }
     }
     KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+    ExpAccountLookasideCache(Usage, Count);
     return Count;
 }
