@@ -1726,6 +1726,12 @@ _Static_assert(sizeof(IO_STACK_LOCATION) == 72, "IO_STACK_LOCATION is 72 bytes")
 /* Bytes needed for an IRP with StackSize stack locations. */
 #define IoSizeOfIrp(StackSize) ((USHORT)(sizeof(IRP) + ((StackSize) * (sizeof(IO_STACK_LOCATION)))))
 
+/* IRP.AllocationFlags (the DDK's values), set by IoAllocateIrp. */
+#define IRP_QUOTA_CHARGED          0x01 // quota was charged for it (Spindle has no quota)
+#define IRP_ALLOCATED_MUST_SUCCEED 0x02 // from the must-succeed reserve (not in Spindle)
+#define IRP_ALLOCATED_FIXED_SIZE   0x04 // one of the lookaside sizes: IoFreeIrp may cache it
+#define IRP_LOOKASIDE_ALLOCATION   0x08 // taken from a lookaside list by a ChargeQuota caller
+
 /* ---------------------------------------------------------------- device and driver objects */
 
 /* DEVICE_OBJECT.Flags */

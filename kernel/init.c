@@ -5,6 +5,7 @@
  * in-kernel test suite, which ends the run), or says there is none.
  */
 #include "kernel/ex/ex.h"
+#include "kernel/io/iop.h"
 #include "kernel/ke/ke.h"
 #include "kernel/mm/mm.h"
 
@@ -77,8 +78,9 @@ KiSystemStartup(ULONG64 BootInfoPhysical)
     KiInitializeClock();
     x86_sti();
     KiStartSecondaryProcessors();
-    ExpInitializeLookaside();
     KiProcessorsOnlineTsc = x86_rdtsc();
+    ExpInitializeLookaside();
+    IopInitializeIrpLookaside();
 
     KiRunWorkload(KiBootInfo.CommandLine);
 }

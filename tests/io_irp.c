@@ -315,8 +315,10 @@ KTEST(IoIrp, allocate_initializes_the_irp_and_its_stack_locations)
     First = (PIO_STACK_LOCATION)(Irp + 1);
     KT_EXPECT_EQ(TioPoolCount(IOP_TAG_IRP), Irps + 1);
     KT_EXPECT_EQ(Irp->Type, IO_TYPE_IRP);
-    KT_EXPECT_EQ(Irp->Size, IoSizeOfIrp(3));
-    KT_EXPECT_EQ(Irp->Size, sizeof(IRP) + 3 * sizeof(IO_STACK_LOCATION));
+    /* A fixed-size IRP: the large lookaside size, room for more than the 3 asked for. */
+    KT_EXPECT_EQ(Irp->Size, IoSizeOfIrp(IOP_LARGE_IRP_STACK_LOCATIONS));
+    KT_EXPECT_GE(Irp->Size, sizeof(IRP) + 3 * sizeof(IO_STACK_LOCATION));
+    KT_EXPECT_EQ(Irp->AllocationFlags, IRP_ALLOCATED_FIXED_SIZE);
     KT_EXPECT_EQ(Irp->StackCount, 3);
     KT_EXPECT_EQ(Irp->CurrentLocation, 4);
     KT_EXPECT(Irp->Tail.Overlay.CurrentStackLocation == First + 3);

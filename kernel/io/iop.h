@@ -14,11 +14,23 @@
 #define IOP_TAG_DEVICE 'iveD'
 #define IOP_TAG_NAME   'mNoI'
 
-/* IRP.AllocationFlags (the DDK's values): the IRP came from IoAllocateIrp. */
-#define IRP_ALLOCATED_FIXED_SIZE 0x04
-
 /* DEVOBJ_EXTENSION.StartIoFlags bits that describe a recorded (deferred) start-next request. */
 #define IOP_SIO_REQUEST_MASK (DOE_SIO_NO_KEY | DOE_SIO_WITH_KEY | DOE_SIO_CANCELABLE)
+
+/* ---- IRP allocation (io/irp.c) */
+
+/* Sets up the per-processor IRP lookaside lists; once, after the processors started. */
+VOID IopInitializeIrpLookaside(VOID);
+
+/* The lists IoAllocateIrp takes IRPs from: StackSize 1, and 0 or 2..8 (white-box tests read them).
+ */
+#define IOP_SMALL_IRP_LIST            0
+#define IOP_LARGE_IRP_LIST            1
+#define IOP_LARGE_IRP_STACK_LOCATIONS 8 // the large list's IRPs have this many locations
+extern NPAGED_LOOKASIDE_LIST IopIrpLookasideP[MAXIMUM_PROCESSORS][2]; // per processor
+extern NPAGED_LOOKASIDE_LIST IopIrpLookasideL[2];                     // shared behind them
+/* Per processor: IRPs ChargeQuota callers may still take from the lists (Windows' float). */
+extern volatile LONG IopLookasideIrpFloat[MAXIMUM_PROCESSORS];
 
 /* ---- the cancel spin lock (io/cancel.c) */
 

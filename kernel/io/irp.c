@@ -12,8 +12,33 @@
  * routine) is, for Spindle: copy IoStatus to *UserIosb if the originator set
  * UserIosb, then signal *UserEvent if it set UserEvent. Nothing is freed: the
  * IRP belongs to its creator again, who frees it with IoFreeIrp (or reuses it).
+ *
+ * Allocation, as Windows: an IRP of up to IOP_LARGE_IRP_STACK_LOCATIONS
+ * locations is a fixed-size IRP (IRP_ALLOCATED_FIXED_SIZE) of one of two
+ * sizes, 1 location or 8, taken from the current processor's lookaside list
+ * of that size, else from the shared one behind it, else from pool; IoFreeIrp
+ * puts it back the same way (pool when both lists are full). A caller that
+ * asks for quota (Spindle has none to charge) takes a cached IRP only while
+ * its processor's float lasts: such an IRP is marked IRP_LOOKASIDE_ALLOCATION
+ * and IoFreeIrp gives the float back; with the float spent it gets a pool IRP
+ * of its own size. Larger IRPs always come from pool, unflagged.
  */
 #include "kernel/io/iop.h"
+
+#include "kernel/ex/ex.h"
+
+/* IRPs all processors together may hand to ChargeQuota callers from the lists (Windows' limit). */
+#define IOP_LOOKASIDE_IRP_LIMIT 512
+
+NPAGED_LOOKASIDE_LIST IopIrpLookasideP[MAXIMUM_PROCESSORS][2];
+NPAGED_LOOKASIDE_LIST IopIrpLookasideL[2];
+volatile LONG IopLookasideIrpFloat[MAXIMUM_PROCESSORS];
+static BOOLEAN IopIrpLookasideReady;
+
+static const USHORT IopIrpListSize[2] = {
+    [IOP_SMALL_IRP_LIST] = IoSizeOfIrp(1),
+    [IOP_LARGE_IRP_LIST] = IoSizeOfIrp(IOP_LARGE_IRP_STACK_LOCATIONS),
+};
 
 /* DRIVER_VERIFIER_IOMANAGER_VIOLATION (0xC9) first parameters. */
 #define IOP_C9_PENDING_STATUS 0x6
@@ -53,16 +78,56 @@ IopShouldInvoke(PIRP Irp, PIO_STACK_LOCATION Location)
     return Irp->Cancel && (Location->Control & SL_INVOKE_ON_CANCEL);
 }
 
+INIT_CODE VOID
+IopInitializeIrpLookaside(VOID)
+{
+    for (ULONG List = 0; List < 2; List++)
+    {
+        ExInitializeNPagedLookasideList(&IopIrpLookasideL[List], NULL, NULL, 0,
+                                        IopIrpListSize[List], IOP_TAG_IRP, 0);
+        for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
+        {
+            ExInitializeNPagedLookasideList(&IopIrpLookasideP[Number][List], NULL, NULL, 0,
+                                            IopIrpListSize[List], IOP_TAG_IRP, 0);
+        }
+    }
+    for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
+    {
+        IopLookasideIrpFloat[Number] = IOP_LOOKASIDE_IRP_LIMIT / (LONG)KiActiveProcessorCount;
+    }
+    IopIrpLookasideReady = TRUE;
+}
+
+/* Takes one IRP of this processor's float; FALSE when it is spent. */
+static BOOLEAN
+IopTakeIrpFloat(ULONG Number)
+{
+    LONG Float = __atomic_load_n(&IopLookasideIrpFloat[Number], __ATOMIC_RELAXED);
+
+    while (Float > 0)
+    {
+        /* Relaxed: the float is a count, it orders nothing. */
+        if (__atomic_compare_exchange_n(&IopLookasideIrpFloat[Number], &Float, Float - 1, FALSE,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
+        {
+            return TRUE;
+        }
+    }
+    return FALSE;
+}
+
 /*
- * Allocates an IRP with StackSize stack locations from nonpaged pool and
- * initialises it (IoInitializeIrp). Returns NULL if StackSize is negative or
- * the pool is exhausted. ChargeQuota is ignored (no processes). IRQL <= DISPATCH_LEVEL.
+ * Allocates an IRP with StackSize stack locations (see the top for where from
+ * and its AllocationFlags) and initialises it (IoInitializeIrp with the
+ * packet's real size). Returns NULL if StackSize is negative or the pool is
+ * exhausted. No quota is charged. IRQL <= DISPATCH_LEVEL.
  */
 PIRP
 IoAllocateIrp(CCHAR StackSize, BOOLEAN ChargeQuota)
 {
     USHORT PacketSize;
-    PIRP Irp;
+    UCHAR Flags = 0;
+    PIRP Irp = NULL;
 
     KiCheckIrqlAtMost(DISPATCH_LEVEL, 0);
 
@@ -71,13 +136,39 @@ IoAllocateIrp(CCHAR StackSize, BOOLEAN ChargeQuota)
         return NULL;
     }
     PacketSize = IoSizeOfIrp(StackSize);
-    Irp = ExAllocatePoolWithTag(NonPagedPool, PacketSize, IOP_TAG_IRP);
+    if (StackSize <= IOP_LARGE_IRP_STACK_LOCATIONS && IopIrpLookasideReady)
+    {
+        /* Below DISPATCH_LEVEL the number may be stale; any processor's lists are safe to use. */
+        ULONG Number = KeGetCurrentPrcb()->Number;
+        ULONG List = StackSize == 1 ? IOP_SMALL_IRP_LIST : IOP_LARGE_IRP_LIST;
+
+        if (!ChargeQuota || IopTakeIrpFloat(Number))
+        {
+            Flags = IRP_ALLOCATED_FIXED_SIZE;
+            PacketSize = IopIrpListSize[List];
+            Irp = ExpPopPerProcessorLookaside(&IopIrpLookasideP[Number][List],
+                                              &IopIrpLookasideL[List]);
+            if (Irp != NULL && ChargeQuota)
+            {
+                Flags |= IRP_LOOKASIDE_ALLOCATION;
+            }
+            else if (ChargeQuota)
+            {
+                /* Nothing cached: a pool IRP, which uses none of the float. */
+                __atomic_add_fetch(&IopLookasideIrpFloat[Number], 1, __ATOMIC_RELAXED);
+            }
+        }
+    }
     if (Irp == NULL)
     {
-        return NULL;
+        Irp = ExAllocatePoolWithTag(NonPagedPool, PacketSize, IOP_TAG_IRP);
+        if (Irp == NULL)
+        {
+            return NULL;
+        }
     }
     IoInitializeIrp(Irp, PacketSize, StackSize);
-    Irp->AllocationFlags = IRP_ALLOCATED_FIXED_SIZE;
+    Irp->AllocationFlags = Flags;
     return Irp;
 }
 
@@ -101,24 +192,46 @@ IoInitializeIrp(PIRP Irp, USHORT PacketSize, CCHAR StackSize)
 }
 
 /*
- * Frees an IRP that IoAllocateIrp returned. The IRP must not be queued, in a
- * driver or cancelable. IRQL <= DISPATCH_LEVEL.
+ * Frees an IRP that IoAllocateIrp returned: a fixed-size one to this
+ * processor's lookaside list of its size, else the shared one, else pool;
+ * any other to pool. An IRP_LOOKASIDE_ALLOCATION gives its float back. The
+ * IRP must not be queued, in a driver or cancelable. IRQL <= DISPATCH_LEVEL.
  */
 VOID
 IoFreeIrp(PIRP Irp)
 {
+    ULONG Number = KeGetCurrentPrcb()->Number; // may be stale below DISPATCH_LEVEL: harmless
+    UCHAR Flags = Irp->AllocationFlags;
+
     KiCheckIrqlAtMost(DISPATCH_LEVEL, Irp);
     ASSERT(Irp->Type == IO_TYPE_IRP);
-    ASSERT(Irp->AllocationFlags & IRP_ALLOCATED_FIXED_SIZE);
     ASSERT(Irp->CancelRoutine == NULL);
 
     Irp->Type = 0; // a completion or cancel of the freed IRP then reads garbage, not an IRP
+    if (Flags & IRP_LOOKASIDE_ALLOCATION)
+    {
+        Irp->AllocationFlags = Flags & ~IRP_LOOKASIDE_ALLOCATION;
+        __atomic_add_fetch(&IopLookasideIrpFloat[Number], 1, __ATOMIC_RELAXED);
+    }
+    if ((Flags & IRP_ALLOCATED_FIXED_SIZE) && IopIrpLookasideReady)
+    {
+        for (ULONG List = 0; List < 2; List++)
+        {
+            if (Irp->Size == IopIrpListSize[List] &&
+                ExpPushPerProcessorLookaside(&IopIrpLookasideP[Number][List],
+                                             &IopIrpLookasideL[List], Irp))
+            {
+                return;
+            }
+        }
+    }
     ExFreePoolWithTag(Irp, IOP_TAG_IRP);
 }
 
 /*
  * Re-initialises a completed IRP for another request, keeping its size, stack
- * count and allocation flags; IoStatus.Status = Iostatus. IRQL <= DISPATCH_LEVEL.
+ * count and allocation flags (IRP_LOOKASIDE_ALLOCATION included, as Windows);
+ * IoStatus.Status = Iostatus. IRQL <= DISPATCH_LEVEL.
  */
 VOID
 IoReuseIrp(PIRP Irp, NTSTATUS Iostatus)
