@@ -59,6 +59,7 @@ typedef struct _BENCH_UNC
     PKINTERRUPT Interrupt;
     LONG volatile IsrRuns;
     LONG volatile IpiRuns;
+    LONG volatile GenericDpcRuns;
     ULONG64 Iterations; // all iterations of the current row: calibration, warm-up and batches
     LONG64 Errors;      // a primitive that did not do its work
 } BENCH_UNC;
@@ -292,6 +293,18 @@ BenchIpiWorker(ULONG_PTR Argument)
 
 BENCH_ROW(BenchIpiGenericCall, KeIpiGenericCall(BenchIpiWorker, (ULONG_PTR)&U->IpiRuns))
 
+/* One synchronisation, the shape of most KeGenericCallDpc routines. */
+static VOID
+BenchGenericDpcWorker(PKDPC Dpc, PVOID Context, PVOID SystemArgument1, PVOID SystemArgument2)
+{
+    /* Relaxed: read after KeGenericCallDpc has returned. */
+    __atomic_add_fetch((LONG volatile *)Context, 1, __ATOMIC_RELAXED);
+    KeSignalCallDpcSynchronize(SystemArgument2);
+    KeSignalCallDpcDone(SystemArgument1);
+}
+
+BENCH_ROW(BenchGenericCallDpc, KeGenericCallDpc(BenchGenericDpcWorker, (PVOID)&U->GenericDpcRuns))
+
 /* ---------------------------------------------------------------- the table */
 
 typedef VOID BENCH_HOOK(BENCH_UNC *U);
@@ -401,6 +414,15 @@ BenchFinishIpiGenericCall(BENCH_UNC *U)
     }
 }
 
+static VOID
+BenchFinishGenericCallDpc(BENCH_UNC *U)
+{
+    if ((ULONG64)U->GenericDpcRuns != U->Iterations * KeQueryActiveProcessorCount(NULL))
+    {
+        U->Errors++;
+    }
+}
+
 #define BENCH_ONE 1 // processors a row involves: this one
 #define BENCH_TWO 2 // this one and processor 1
 #define BENCH_ALL 0 // every processor
@@ -482,7 +504,7 @@ static const BENCH_UOP BenchRows[] = {
     {"KeInsertQueueDpc_remote", BenchDpc, BENCH_TWO, BenchPrepareRemoteDpc, BenchFinishDpc},
     {"ipi_round_trip", BenchIpiRoundTrip, BENCH_TWO, BenchPrepareInterrupt, BenchFinishInterrupt},
     {"KeIpiGenericCall", BenchIpiGenericCall, BENCH_ALL, NULL, BenchFinishIpiGenericCall},
-    /* KeGenericCallDpc (every processor, DPC-level broadcast): add its row here. */
+    {"KeGenericCallDpc", BenchGenericCallDpc, BENCH_ALL, NULL, BenchFinishGenericCallDpc},
 };
 
 static ULONG64
