@@ -74,6 +74,7 @@ KiSystemStartup(ULONG64 BootInfoPhysical)
                       sizeof(KiBootInfo.Rsdp));
     KiGetPrcb(0)->ApicId = HalGetCurrentApicId();
     KiInitializeDpc();
+    KiInitializeWait(KiBootInfo.CommandLine);
     KiInitializeIpi();
     KiInitializeClock();
     x86_sti();

@@ -15,8 +15,16 @@
 
 #define KDQ_ENTRIES     8
 #define KDQ_POOL_TAG    'qDtK'
-#define KDQ_SMP_ENTRIES 1500 // per processor, in the Busy-protocol race
-#define KDQ_WAIT_SPINS  (1ull << 32)
+#define KDQ_SMP_ENTRIES 1500 // per processor at most, in the Busy-protocol race
+/*
+ * The race is time-boxed: each processor stops inserting at the deadline
+ * (after at least KDQ_SMP_MIN_ENTRIES), so the work scales with what the
+ * machine does: 16 virtual processors on 2 host cores do fewer hand-offs in
+ * the same time, not the same hand-offs in ten times the time.
+ */
+#define KDQ_SMP_MIN_ENTRIES 16
+#define KDQ_RACE_MS         5000
+#define KDQ_WAIT_SPINS      (1ull << 32)
 
 typedef struct _KDQ_ENTRY
 {
@@ -402,10 +410,12 @@ typedef struct _KDQ_RACE
     KDQ_ENTRY *Entries[MAXIMUM_PROCESSORS]; // KDQ_SMP_ENTRIES per processor
     volatile LONG Processed;
     volatile LONG Grants;
-    volatile LONG Handoffs; // entries an owner dequeued
-    volatile LONG Plugged;  // processors whose first insert found the plugged queue busy
-    volatile LONG Released; // processor 0 has handed the plugged entries out: race on
-    KDQ_ENTRY Plug;         // granted before the race: the device starts busy
+    volatile LONG Handoffs;         // entries an owner dequeued
+    volatile LONG Plugged;          // processors whose first insert found the plugged queue busy
+    volatile LONG Released;         // processor 0 has handed the plugged entries out: race on
+    KDQ_ENTRY Plug;                 // granted before the race: the device starts busy
+    ULONG64 Deadline;               // performance counter: stop inserting (set before Released)
+    ULONG Used[MAXIMUM_PROCESSORS]; // entries each processor inserted
 } KDQ_RACE;
 
 /* Drains the queue as the device's owner until it idles; counts each entry handed out. */
@@ -439,6 +449,15 @@ KdqWaitFor(volatile LONG *Value, LONG Target)
     return TRUE;
 }
 
+static ULONG64
+KdqDeadlineAfter(ULONG Ms)
+{
+    LARGE_INTEGER Frequency;
+    ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
+
+    return Now + (ULONG64)Frequency.QuadPart / 1000 * Ms;
+}
+
 /*
  * Phase 1, before the race: processor 0 owns the plugged device until every
  * other processor's first entry is queued behind it, then hands those out, so
@@ -454,6 +473,7 @@ KdqReleasePlug(KDQ_RACE *Race)
     KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
     KdqDrain(Race, FALSE);
     KeLowerIrql(OldIrql);
+    Race->Deadline = KdqDeadlineAfter(KDQ_RACE_MS);
     __atomic_store_n(&Race->Released, 1, __ATOMIC_RELEASE); // pairs with KdqWaitFor's reads
 }
 
@@ -467,10 +487,20 @@ KdqRaceRoutine(ULONG Index, PVOID Context)
     {
         KdqReleasePlug(Race);
     }
-    for (ULONG i = 0; i < KDQ_SMP_ENTRIES; i++)
+    ULONG i;
+
+    for (i = 0; i < KDQ_SMP_ENTRIES; i++)
     {
-        KIRQL OldIrql = KeRaiseIrqlToDpcLevel();
+        KIRQL OldIrql;
         BOOLEAN Queued;
+
+        /* Acquire: pairs with the Released store; Deadline was written before it. */
+        if (i >= KDQ_SMP_MIN_ENTRIES && __atomic_load_n(&Race->Released, __ATOMIC_ACQUIRE) &&
+            (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart >= Race->Deadline)
+        {
+            break;
+        }
+        OldIrql = KeRaiseIrqlToDpcLevel();
 
         if (i & 1)
         {
@@ -497,6 +527,7 @@ KdqRaceRoutine(ULONG Index, PVOID Context)
         }
         KeLowerIrql(OldIrql);
     }
+    Race->Used[Index] = i;
 }
 
 KTEST_EX(KeDeviceQueue, busy_protocol_hands_every_entry_out_once_from_all_processors,
@@ -504,7 +535,7 @@ KTEST_EX(KeDeviceQueue, busy_protocol_hands_every_entry_out_once_from_all_proces
 {
     ULONG Count = KeQueryActiveProcessorCount(NULL);
     KDQ_RACE *Race = ExAllocatePoolWithTag(NonPagedPool, sizeof(*Race), KDQ_POOL_TAG);
-    LONG Total = (LONG)(Count * KDQ_SMP_ENTRIES);
+    LONG Total = 0;
     KIRQL OldIrql;
 
     KT_ASSERT(Race != NULL);
@@ -523,6 +554,11 @@ KTEST_EX(KeDeviceQueue, busy_protocol_hands_every_entry_out_once_from_all_proces
 
     KtRunOnProcessors(0, KdqRaceRoutine, Race);
 
+    for (ULONG p = 0; p < Count; p++)
+    {
+        KT_EXPECT_GE(Race->Used[p], KDQ_SMP_MIN_ENTRIES);
+        Total += (LONG)Race->Used[p];
+    }
     KT_EXPECT_EQ(Race->Grants + Race->Handoffs, Total);
     KT_EXPECT_GE(Race->Handoffs, (LONG)Count - 1); // at least the entries queued on the plug
     KT_EXPECT_EQ(Race->Queue.Busy, FALSE);
@@ -533,12 +569,13 @@ KTEST_EX(KeDeviceQueue, busy_protocol_hands_every_entry_out_once_from_all_proces
         ULONG Wrong = 0;
         for (ULONG i = 0; i < KDQ_SMP_ENTRIES; i++)
         {
-            Wrong += Race->Entries[p][i].Done != 1 || Race->Entries[p][i].Entry.Inserted;
+            LONG Expected = i < Race->Used[p] ? 1 : 0; // entries past the deadline never went in
+            Wrong += Race->Entries[p][i].Done != Expected || Race->Entries[p][i].Entry.Inserted;
         }
         KT_EXPECT_EQ(Wrong, 0);
         ExFreePoolWithTag(Race->Entries[p], KDQ_POOL_TAG);
     }
-    KtLog("%ld grants, %ld hand-offs on %u processors", (long)Race->Grants, (long)Race->Handoffs,
-          Count);
+    KtLog("%ld grants, %ld hand-offs on %u processors in about %u ms", (long)Race->Grants,
+          (long)Race->Handoffs, Count, KDQ_RACE_MS);
     ExFreePoolWithTag(Race, KDQ_POOL_TAG);
 }

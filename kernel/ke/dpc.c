@@ -88,6 +88,12 @@ KiRetireDpcList(PKPRCB Prcb)
                 ((ULONG_PTR)HalGetCurrentIrql() << 8) | 2, Routine, Dpc, 0);
     }
     Prcb->DpcRoutineActive = FALSE;
+    /*
+     * A pass is over: tell KeFlushQueuedDpcs (locked add + wake, ke/wait.c).
+     * The add is a full barrier, so DpcRoutineActive = FALSE and the depth are
+     * visible before the new sequence number.
+     */
+    KiWaitIncrementAndWake(&Prcb->DpcDrainSequence);
 }
 
 /*
@@ -241,20 +247,53 @@ KeSetImportanceDpc(PRKDPC Dpc, KDPC_IMPORTANCE Importance)
     Dpc->Importance = (UCHAR)Importance;
 }
 
+/* KeFlushQueuedDpcs's watch: a line every KI_FLUSH_REPORT_MS while one processor is waited for. */
+#define KI_FLUSH_REPORT_MS 10000
+
+typedef struct _KI_FLUSH_WATCH
+{
+    KI_WAIT_WATCH Watch;
+    ULONG Number;
+    ULONG64 Next; // performance counter of the next report
+    ULONG64 Interval;
+} KI_FLUSH_WATCH;
+
+static VOID
+KiFlushWatchCheck(KI_WAIT_WATCH *Watch)
+{
+    KI_FLUSH_WATCH *Flush = CONTAINING_RECORD(Watch, KI_FLUSH_WATCH, Watch);
+    ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart;
+
+    if (Now >= Flush->Next)
+    {
+        DbgPrint("Spindle: KeFlushQueuedDpcs still waiting for processor %u\n", Flush->Number);
+        Flush->Next = Now + Flush->Interval;
+    }
+}
+
 /*
  * Returns once every DPC queued before the call, on every processor, has run.
- * PASSIVE_LEVEL. Prints a line (and keeps waiting) if a processor takes very
- * long, so a stuck DPC is visible rather than a silent hang.
+ * PASSIVE_LEVEL. Waits with KiWaitForChange (spin, then halt) on each
+ * processor's DpcDrainSequence, which every pass of its DPC drain bumps; any
+ * state the flush waits for is reached inside such a pass, since a queued DPC
+ * always has a drain request outstanding. Prints a line (and keeps waiting)
+ * if a processor takes very long, so a stuck DPC is visible rather than a
+ * silent hang.
  */
 VOID
 KeFlushQueuedDpcs(VOID)
 {
+    LARGE_INTEGER Frequency;
+    KI_FLUSH_WATCH Watch;
+
     KiCheckIrqlAtMost(PASSIVE_LEVEL, 0);
+    Watch.Watch.Check = KiFlushWatchCheck;
+    (void)KeQueryPerformanceCounter(&Frequency);
+    Watch.Interval = (ULONG64)Frequency.QuadPart / 1000 * KI_FLUSH_REPORT_MS;
 
     for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
     {
         PKPRCB Prcb = KiGetPrcb(Number);
-        ULONG64 Spins = 0;
 
         if (!Prcb->Online)
         {
@@ -264,14 +303,19 @@ KeFlushQueuedDpcs(VOID)
         {
             KiRequestDispatchInterrupt(Number);
         }
-        while (__atomic_load_n(&Prcb->DpcData[DPC_NORMAL].DpcQueueDepth, __ATOMIC_ACQUIRE) != 0 ||
-               __atomic_load_n(&Prcb->DpcRoutineActive, __ATOMIC_ACQUIRE))
+        Watch.Number = Number;
+        Watch.Next = (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart + Watch.Interval;
+        for (;;)
         {
-            if (++Spins % (1ull << 28) == 0)
+            /* Sequence first (acquire), then the state: a pass ending after this read bumps it. */
+            ULONG_PTR Sequence = __atomic_load_n(&Prcb->DpcDrainSequence, __ATOMIC_ACQUIRE);
+
+            if (__atomic_load_n(&Prcb->DpcData[DPC_NORMAL].DpcQueueDepth, __ATOMIC_ACQUIRE) == 0 &&
+                !__atomic_load_n(&Prcb->DpcRoutineActive, __ATOMIC_ACQUIRE))
             {
-                DbgPrint("Spindle: KeFlushQueuedDpcs still waiting for processor %u\n", Number);
+                break;
             }
-            x86_pause();
+            KiWaitForChange(&Prcb->DpcDrainSequence, Sequence, 0, &Watch.Watch);
         }
     }
 }

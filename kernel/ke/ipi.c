@@ -4,12 +4,21 @@
  * interrupt. KeIpiGenericCall runs a routine on every processor at once:
  *   1. the caller takes KiIpiLock (one broadcast at a time) at DISPATCH_LEVEL,
  *      fills the packet and sets each target's request bit, then IPIs them;
- *   2. every processor, the caller included, raises to IPI_LEVEL and waits at
- *      a barrier until all have arrived, runs the routine, and counts itself done;
- *   3. the caller waits for the count, releases the lock and lowers IRQL.
+ *   2. each target, at IPI_LEVEL in the IPI handler, counts itself in Arrived
+ *      and waits for Go; the one that completes the count sets AllArrived;
+ *   3. the caller waits for AllArrived at DISPATCH_LEVEL, raises to IPI_LEVEL,
+ *      sets Go (now every processor is at IPI_LEVEL: the routine runs on all
+ *      at once), runs the routine itself, lowers to DISPATCH_LEVEL and waits
+ *      for AllDone, which the last target to return from the routine sets;
+ *   4. it releases the lock and lowers IRQL.
+ * Every wait is KiWaitForChange on a word that changes once per broadcast
+ * (ke/wait.c: spin, then halt; the changer wakes the halted), so no waiter is
+ * woken by each arrival. Targets may halt at IPI_LEVEL (the wake vector is
+ * above it); the caller waits below CLOCK_LEVEL, so its clock still ticks and
+ * its waits stay bounded (SPINDLE_IPI_TIMEOUT): a processor that never
+ * answers is a bug check whose freeze report shows where it is, not a hang.
  * Processors waiting for the lock keep interrupts on, so they still answer
- * another processor's broadcast and two callers cannot deadlock. Both waits
- * are bounded (SPINDLE_IPI_TIMEOUT).
+ * another processor's broadcast and two callers cannot deadlock.
  */
 #include "kernel/ke/ke.h"
 
@@ -17,21 +26,19 @@
 
 #define KI_IPI_GENERIC_CALL 0x1
 
-/*
- * How long a broadcast waits for the other processors (generous: under TCG a
- * call takes tens of milliseconds). A processor that never answers is a bug
- * check whose freeze report shows where it is, not a silent hang.
- */
-#define KI_IPI_TIMEOUT_MS     30000
-#define KI_IPI_CLOCK_INTERVAL 64 // spins between two looks at the clock
+/* How long the caller waits for the other processors (generous: TCG on a loaded host). */
+#define KI_IPI_TIMEOUT_MS 30000
 
 typedef struct _KI_IPI_PACKET
 {
     PKIPI_BROADCAST_WORKER Routine;
     ULONG_PTR Argument;
-    volatile LONG Arrived; // barrier: processors at IPI_LEVEL ready to run the routine
-    volatile LONG Done;    // processors that have returned from the routine
-    LONG Count;            // processors taking part
+    volatile ULONG_PTR Arrived;    // targets at IPI_LEVEL, ready to run the routine
+    volatile ULONG_PTR AllArrived; // 0 -> 1 by the last target to arrive
+    volatile ULONG_PTR Go;         // 0 -> 1 by the caller: run the routine
+    volatile ULONG_PTR Done;       // targets that have returned from the routine
+    volatile ULONG_PTR AllDone;    // 0 -> 1 by the last target to return
+    ULONG_PTR Targets;             // processors taking part, the caller not counted
 } KI_IPI_PACKET;
 
 static KSPIN_LOCK KiIpiLock;
@@ -39,44 +46,67 @@ static KI_IPI_PACKET KiIpiPacket; // guarded by KiIpiLock
 static volatile LONG KiIpiRequests[MAXIMUM_PROCESSORS];
 volatile ULONG64 KiApcInterruptCount[MAXIMUM_PROCESSORS];
 
-/*
- * Spins until *Counter reaches Packet->Count, for at most KI_IPI_TIMEOUT_MS.
- * The acquire load pairs with the other processors' increments of *Counter.
- */
-static VOID
-KiIpiWaitForAll(KI_IPI_PACKET *Packet, volatile LONG *Counter)
+/* The caller's wait: a deadline on the performance counter. */
+typedef struct _KI_IPI_WATCH
 {
-    LARGE_INTEGER Frequency;
-    ULONG64 Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-    ULONG64 Limit = (ULONG64)Frequency.QuadPart / 1000 * KI_IPI_TIMEOUT_MS;
+    KI_WAIT_WATCH Watch;
+    ULONG64 Start;
+    ULONG64 Limit;
+    volatile ULONG_PTR *Counter;
+} KI_IPI_WATCH;
 
-    for (ULONG Spins = 1; __atomic_load_n(Counter, __ATOMIC_ACQUIRE) < Packet->Count; Spins++)
+static VOID
+KiIpiWatchCheck(KI_WAIT_WATCH *Watch)
+{
+    KI_IPI_WATCH *IpiWatch = CONTAINING_RECORD(Watch, KI_IPI_WATCH, Watch);
+
+    if ((ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - IpiWatch->Start > IpiWatch->Limit)
     {
-        x86_pause();
-        if (Spins % KI_IPI_CLOCK_INTERVAL == 0 &&
-            (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Start > Limit)
-        {
-            KeBugCheckEx(SPINDLE_IPI_TIMEOUT, (ULONG_PTR)*Counter, (ULONG_PTR)Packet->Count,
-                         (ULONG_PTR)Packet->Routine, 0);
-        }
+        KeBugCheckEx(SPINDLE_IPI_TIMEOUT, *IpiWatch->Counter + 1, KiIpiPacket.Targets + 1,
+                     (ULONG_PTR)KiIpiPacket.Routine, 0);
     }
 }
 
-/* Runs this processor's part of the broadcast in KiIpiPacket; returns the routine's value. */
-static ULONG_PTR
+/*
+ * The caller waits until *Flag (AllArrived or AllDone) is set, for at most
+ * KI_IPI_TIMEOUT_MS; *Counter is reported if it times out. Below CLOCK_LEVEL.
+ */
+static VOID
+KiIpiWaitForTargets(volatile ULONG_PTR *Flag, volatile ULONG_PTR *Counter)
+{
+    LARGE_INTEGER Frequency;
+    KI_IPI_WATCH Watch;
+
+    Watch.Watch.Check = KiIpiWatchCheck;
+    Watch.Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
+    Watch.Limit = (ULONG64)Frequency.QuadPart / 1000 * KI_IPI_TIMEOUT_MS;
+    Watch.Counter = Counter;
+    /* Acquire (in KiWaitForChange): pairs with the last target's release of *Flag. */
+    while (__atomic_load_n(Flag, __ATOMIC_ACQUIRE) == 0)
+    {
+        KiWaitForChange(Flag, 0, 0, &Watch.Watch);
+    }
+}
+
+/* A target's part of the broadcast in KiIpiPacket, at IPI_LEVEL. */
+static VOID
 KiIpiRunPacket(VOID)
 {
     KI_IPI_PACKET *Packet = &KiIpiPacket;
-    ULONG_PTR Result;
 
-    /* The barrier: every processor counts itself in (release, so its arrival is
-     * ordered after its IPI-request read), then waits for all the others. */
-    __atomic_add_fetch(&Packet->Arrived, 1, __ATOMIC_ACQ_REL);
-    KiIpiWaitForAll(Packet, &Packet->Arrived);
-    Result = Packet->Routine(Packet->Argument);
-    /* Release: the routine's effects are visible before the caller sees Done. */
-    __atomic_add_fetch(&Packet->Done, 1, __ATOMIC_RELEASE);
-    return Result;
+    /* Acquire-release: arrival ordered after the request read; the last one tells the caller. */
+    if (__atomic_add_fetch(&Packet->Arrived, 1, __ATOMIC_ACQ_REL) == Packet->Targets)
+    {
+        KiWaitSetAndWake(&Packet->AllArrived, 1);
+    }
+    /* Wait for Go: acquire, pairs with the caller's release (it is at IPI_LEVEL by then). */
+    KiWaitForChange(&Packet->Go, 0, 0, NULL);
+    Packet->Routine(Packet->Argument);
+    /* Release: the routine's effects are visible before the caller sees AllDone. */
+    if (__atomic_add_fetch(&Packet->Done, 1, __ATOMIC_ACQ_REL) == Packet->Targets)
+    {
+        KiWaitSetAndWake(&Packet->AllDone, 1);
+    }
 }
 
 /* The IPI vector's handler, at IPI_LEVEL. Also wakes idle processors (no request set). */
@@ -140,9 +170,12 @@ KeIpiGenericCall(PKIPI_BROADCAST_WORKER BroadcastFunction, ULONG_PTR Context)
     Self = KeGetCurrentPrcb()->Number;
     KiIpiPacket.Routine = BroadcastFunction;
     KiIpiPacket.Argument = Context;
-    KiIpiPacket.Count = (LONG)KiActiveProcessorCount;
+    KiIpiPacket.Targets = KiActiveProcessorCount - 1;
     KiIpiPacket.Arrived = 0;
+    KiIpiPacket.AllArrived = KiIpiPacket.Targets == 0;
+    KiIpiPacket.Go = 0;
     KiIpiPacket.Done = 0;
+    KiIpiPacket.AllDone = KiIpiPacket.Targets == 0;
     for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
     {
         if (Number != Self)
@@ -153,10 +186,12 @@ KeIpiGenericCall(PKIPI_BROADCAST_WORKER BroadcastFunction, ULONG_PTR Context)
         }
     }
 
+    KiIpiWaitForTargets(&KiIpiPacket.AllArrived, &KiIpiPacket.Arrived);
     LockIrql = KfRaiseIrql(IPI_LEVEL);
-    Result = KiIpiRunPacket();
-    KiIpiWaitForAll(&KiIpiPacket, &KiIpiPacket.Done); // pairs with each routine's release of Done
+    KiWaitSetAndWake(&KiIpiPacket.Go, 1); // every processor is at IPI_LEVEL: start them all
+    Result = BroadcastFunction(Context);
     KeLowerIrql(LockIrql);
+    KiIpiWaitForTargets(&KiIpiPacket.AllDone, &KiIpiPacket.Done);
     KeReleaseSpinLock(&KiIpiLock, OldIrql);
     return Result;
 }

@@ -30,6 +30,7 @@
 #define KI_VECTOR_DPC   0x2f // DISPATCH_LEVEL software interrupt
 #define KI_VECTOR_CLOCK 0xd1 // CLOCK_LEVEL: local APIC timer
 #define KI_VECTOR_IPI   0xe1 // IPI_LEVEL: inter-processor requests and wake-ups
+#define KI_VECTOR_WAKE  0xf1 // class 15: wakes a processor halted in KiWaitForChange (ke/wait.c)
 
 typedef VOID KI_IDLE_WORK_ROUTINE(PVOID Context);
 
@@ -66,6 +67,12 @@ typedef struct _KPRCB
     volatile LONG IdleWorkBusy; // claimed by KiQueueIdleWork until the routine returns
     volatile ULONG64 FrozenRip; // where an NMI freeze found this processor
     volatile ULONG64 FrozenRbp;
+    volatile ULONG_PTR *volatile WaitAddress; // ke/wait.c: the word this processor halts on
+    volatile ULONG64 WaitHalts;               // hlt entered by KiWaitForChange
+    volatile ULONG64 WaitWakes;               // KI_VECTOR_WAKE interrupts taken
+    volatile ULONG64 WaitWakesSent;           // wake IPIs this processor sent
+    volatile ULONG64 WaitSpinOnly;       // waits that could not halt once the spin bound ran out
+    volatile ULONG_PTR DpcDrainSequence; // DPC drain passes ended (KeFlushQueuedDpcs waits on it)
     ULONG_PTR KernelStackBase;
     ULONG_PTR KernelStackTop;
     uint64_t IstTop[X86_IST_COUNT];
@@ -250,9 +257,9 @@ VOID KiStartSecondaryProcessors(VOID);
 /* ---- spin-lock internals (ke/spinlock.c) */
 
 /*
- * Checked build: a spin wait that lasts this many milliseconds bug-checks
- * SPINDLE_SPIN_LOCK_DEADLOCK instead of hanging. Default 20000; a test may
- * lower it for a moment.
+ * Checked build: a spin wait during which the lock does not change hands for
+ * this many milliseconds bug-checks SPINDLE_SPIN_LOCK_DEADLOCK instead of
+ * hanging. Default 20000; a test may lower it for a moment.
  */
 extern volatile ULONG KiSpinLockTimeoutMs;
 
@@ -286,21 +293,83 @@ KiReleaseSpinLockRestoreInterrupts(PKSPIN_LOCK SpinLock, ULONG64 Flags)
     x86_restore_flags(Flags);
 }
 
-/* One spin wait's deadlock watch: initialise with KI_SPIN_WAIT_INIT, pause with KiSpinWaitPause. */
+/* ---------------------------------------------------------------- waiting (ke/wait.c) */
+
+/* Something a long wait checks now and then (a deadlock watch, a timeout); it may bug-check. */
+typedef struct _KI_WAIT_WATCH KI_WAIT_WATCH;
+typedef VOID KI_WAIT_WATCH_ROUTINE(KI_WAIT_WATCH *Watch);
+struct _KI_WAIT_WATCH
+{
+    KI_WAIT_WATCH_ROUTINE *Check;
+};
+
+/* KiWaitForChange / KiWaitWakeHalted flags. */
+#define KI_WAIT_UNFENCED 0x1 // the waker's change is a plain store with no barrier after it
+#define KI_WAIT_WAKE_ONE 0x2 // (wake) at most one halted waiter
+/* Pauses between two looks at a watch, a power of 2 (under TCG one pause can cost a ms). */
+#define KI_SPIN_CHECK_INTERVAL 64
+
+extern volatile ULONG KiWaitSpinLimit;     // spin=: pauses before a waiter halts
+extern volatile ULONG KiWaitReadsPerPause; // spin_reads=: plain reads between two pauses
+extern volatile ULONG64 KiWaitHaltedMask;  // processors published as (about to be) halted
+
+VOID KiInitializeWait(PCSTR CommandLine);
+
+/*
+ * Waits until *Address != OldValue and returns the new value: spins, then
+ * (interrupts on, IRQL low enough) halts until woken by KiWaitWakeHalted.
+ * Any IRQL; IRQL and the interrupt flag are left as found. The handshake is
+ * in ke/wait.c's header.
+ */
+ULONG_PTR KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags,
+                          KI_WAIT_WATCH *Watch);
+
+/* After changing *Address: wakes the processors halted on it. Any IRQL. */
+VOID KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags);
+
+/* Stores Value into *Address with release semantics and wakes whoever halted on it. */
+static inline VOID
+KiWaitSetAndWake(volatile ULONG_PTR *Address, ULONG_PTR Value)
+{
+    __atomic_store_n(Address, Value, __ATOMIC_RELEASE);
+    KiWaitWakeHalted(Address, 0);
+}
+
+/* Adds 1 to *Address (a locked RMW: K1 and K2 in one) and wakes; returns the new value. */
+static inline ULONG_PTR
+KiWaitIncrementAndWake(volatile ULONG_PTR *Address)
+{
+    ULONG_PTR Value = __atomic_add_fetch(Address, 1, __ATOMIC_ACQ_REL);
+
+    if (__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
+    {
+        KiWaitWakeHalted(Address, KI_WAIT_UNFENCED); // the locked add was the barrier
+    }
+    return Value;
+}
+
+/*
+ * One spin wait's deadlock watch: initialise with KI_SPIN_WAIT_INIT, pause with
+ * KiSpinWaitPause, or hand KiSpinWaitWatch's result to KiWaitForChange.
+ */
 typedef struct _KI_SPIN_WAIT
 {
+    KI_WAIT_WATCH Watch;
+    PKSPIN_LOCK SpinLock; // for the KiWaitForChange form
+    ULONG_PTR WaiterRip;
     ULONG Spins;
-    ULONG64 Start; // performance counter at the first check; 0 before it
+    ULONG64 Start;    // performance counter when the current window began; 0 before it
+    ULONG64 Progress; // who owned the lock when the window began (see KiSpinWaitCheck)
 } KI_SPIN_WAIT;
+
+KI_WAIT_WATCH_ROUTINE KiSpinWaitWatchRoutine;
 
 #define KI_SPIN_WAIT_INIT                                                                          \
     {                                                                                              \
-        0, 0                                                                                       \
+        {KiSpinWaitWatchRoutine}, NULL, 0, 0, 0, 0                                                 \
     }
-/* Spins between two looks at the clock, a power of 2 (under TCG one pause can cost a ms). */
-#define KI_SPIN_CHECK_INTERVAL 64
 
-/* Checked build: bug-checks SPINDLE_SPIN_LOCK_DEADLOCK once Wait has lasted too long. */
+/* Checked build: SPINDLE_SPIN_LOCK_DEADLOCK once the lock has not changed hands for too long. */
 VOID KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip);
 
 /* One pause of a wait for SpinLock (or for a hand-off on it), with the deadlock watch. */
@@ -317,6 +386,22 @@ KiSpinWaitPause(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
     (void)Wait;
     (void)SpinLock;
     (void)WaiterRip;
+#endif
+}
+
+/* The watch to pass to KiWaitForChange for a wait on SpinLock (NULL in the free build). */
+static inline KI_WAIT_WATCH *
+KiSpinWaitWatch(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
+{
+#if DBG
+    Wait->SpinLock = SpinLock;
+    Wait->WaiterRip = WaiterRip;
+    return &Wait->Watch;
+#else
+    (void)Wait;
+    (void)SpinLock;
+    (void)WaiterRip;
+    return NULL;
 #endif
 }
 

@@ -23,6 +23,18 @@
  *                                            not yet stored h->Next = S: wait for
  *                                            Next, then hand off to it
  *
+ * Waiting (ke/wait.c): a waiter waits for its own Lock field to change from
+ * L|WAIT with KiWaitForChange (spin, then halt); the hand-off is the waker's
+ * K1, followed by KiWaitWakeHalted's barrier and IPI. So the table gains:
+ *
+ *   halted    Lock = L|WAIT, waiter published   releaser stores L|OWNER, mfence, reads
+ *             in KiWaitHaltedMask               the mask, IPIs the waiter (wait.c K1-K3)
+ *   woken     the releaser read Next of its     after the hand-off it wakes that one too,
+ *   early     successor before the hand-off     if halted (a hint, no barrier), so it is
+ *             (the successor's entry is alive)  on a host core when its own turn comes
+ *
+ * Nothing else changes: the word, the entries and the FIFO order are as above.
+ *
  * Never mix queued and ordinary acquisition of one KSPIN_LOCK.
  * Checked build: a processor that already holds (or waits for) the lock gets
  * 0xF; releasing a handle whose Lock lacks OWNER gets 0x10. Long waits fall
@@ -33,6 +45,31 @@
 #include "hal/hal.h"
 
 #define KI_QUEUE_FLAGS ((ULONG_PTR)(LOCK_QUEUE_WAIT | LOCK_QUEUE_OWNER))
+
+/*
+ * The contended half of KxAcquireQueuedSpinLock, out of line so that the
+ * uncontended acquire stays a leaf with no frame: links Queue behind
+ * Predecessor and waits (ke/wait.c) until the hand-off.
+ */
+static __attribute__((noinline)) VOID
+KxWaitForQueuedSpinLock(PKSPIN_LOCK SpinLock, PKSPIN_LOCK_QUEUE Queue,
+                        PKSPIN_LOCK_QUEUE Predecessor, ULONG_PTR Rip)
+{
+    KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
+
+    Queue->Lock = (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT);
+    /*
+     * Release: WAIT is in our entry before the predecessor can see us and
+     * overwrite it with OWNER; pairs with its acquire load of Next.
+     */
+    __atomic_store_n(&Predecessor->Next, Queue, __ATOMIC_RELEASE);
+    /*
+     * Acquire (KiWaitForChange's loads): the previous owner's critical section
+     * happens before ours; pairs with the hand-off store in KxReleaseQueuedSpinLock.
+     */
+    KiWaitForChange((volatile ULONG_PTR *)&Queue->Lock, (ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT, 0,
+                    KiSpinWaitWatch(&Wait, SpinLock, Rip));
+}
 
 /* Queues LockHandle on SpinLock and waits until it owns the lock. No IRQL change. */
 static inline VOID
@@ -59,28 +96,13 @@ KxAcquireQueuedSpinLock(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle, UL
      */
     Predecessor =
         (PKSPIN_LOCK_QUEUE)__atomic_exchange_n(SpinLock, (ULONG_PTR)Queue, __ATOMIC_SEQ_CST);
-    if (Predecessor == NULL)
+    if (__builtin_expect(Predecessor == NULL, 1))
     {
         Queue->Lock = (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER);
     }
     else
     {
-        KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
-
-        Queue->Lock = (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT);
-        /*
-         * Release: WAIT is in our entry before the predecessor can see us and
-         * overwrite it with OWNER; pairs with its acquire load of Next.
-         */
-        __atomic_store_n(&Predecessor->Next, Queue, __ATOMIC_RELEASE);
-        /*
-         * Acquire: the previous owner's critical section happens before ours;
-         * pairs with the hand-off store in KxReleaseQueuedSpinLock.
-         */
-        while (((ULONG_PTR)__atomic_load_n(&Queue->Lock, __ATOMIC_ACQUIRE) & LOCK_QUEUE_WAIT) != 0)
-        {
-            KiSpinWaitPause(&Wait, SpinLock, Rip);
-        }
+        KxWaitForQueuedSpinLock(SpinLock, Queue, Predecessor, Rip);
     }
 #if DBG
     KiLockTrackSetOwner(SpinLock);
@@ -95,6 +117,7 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
     ULONG_PTR LockBits = (ULONG_PTR)Queue->Lock;
     PKSPIN_LOCK SpinLock = (PKSPIN_LOCK)(LockBits & ~KI_QUEUE_FLAGS);
     PKSPIN_LOCK_QUEUE Successor;
+    PKSPIN_LOCK_QUEUE NextButOne;
 
 #if DBG
     if ((LockBits & KI_QUEUE_FLAGS) != LOCK_QUEUE_OWNER)
@@ -128,6 +151,11 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
             KiSpinWaitPause(&Wait, SpinLock, Rip);
         }
     }
+    /*
+     * The successor waits for us, so its entry is alive until the hand-off:
+     * read who waits behind it now, to wake that one early (below).
+     */
+    NextButOne = __atomic_load_n(&Successor->Next, __ATOMIC_ACQUIRE);
     Queue->Next = NULL;
     /*
      * Release: the hand-off. Clears the successor's WAIT and sets its OWNER in
@@ -136,6 +164,22 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
      */
     __atomic_store_n(&Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER),
                      __ATOMIC_RELEASE);
+    /*
+     * K2-K3 (ke/wait.c): if the successor halted, IPI it. The successor's entry
+     * may be gone already (it owns the lock and may have released it and
+     * returned); KiWaitWakeHalted only compares its address with the published
+     * WaitAddress values and never dereferences it.
+     */
+    KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, 0);
+    /*
+     * Wake the next-but-one waiter ahead of its hand-off, if it halted, so that
+     * it is back on a host core when its turn comes. A hint (no barrier, and
+     * the entry may be gone: only its address is compared).
+     */
+    if (NextButOne != NULL && __atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
+    {
+        KiWaitWakeHalted((volatile ULONG_PTR *)&NextButOne->Lock, KI_WAIT_UNFENCED);
+    }
 }
 
 static inline PKSPIN_LOCK

@@ -6,9 +6,11 @@
  * Lock word: free build 0 = free, 1 = held. Checked build (DBG=1): the
  * owner's PRCB address | 1 (PRCBs are 64-byte aligned), so a recursive
  * acquire (0xF) and a release by anyone but the owner (0x10) are caught.
- * Waiters spin on plain reads with pause until the word reads 0, then retry
- * the atomic (test-and-test-and-set). Acquiring raises IRQL first; releasing
- * stores 0 before IRQL is lowered.
+ * Waiters wait on plain reads until the word reads 0, then retry the atomic
+ * (test-and-test-and-set); a long wait halts (KiWaitForChange, ke/wait.c) and
+ * the release wakes one halted waiter. No waiter state is kept in the word, so
+ * its values are exactly the ones above. Acquiring raises IRQL first;
+ * releasing stores 0 before IRQL is lowered.
  *
  * Checked-build deadlock watch: a waiter looks at the performance counter
  * every KI_SPIN_CHECK_INTERVAL spins; a wait longer than KiSpinLockTimeoutMs
@@ -33,9 +35,11 @@ typedef struct _KI_LOCK_TRACK
     PKSPIN_LOCK volatile Lock; // NULL: a free slot
     volatile ULONG_PTR Rip;    // where the acquire was called from
     volatile BOOLEAN Owner;    // FALSE while a queued acquirer still waits
+    volatile ULONG64 Sequence; // names this acquisition: (processor + 1) << 48 | its count
 } KI_LOCK_TRACK;
 
 static KI_LOCK_TRACK KiLockTrack[MAXIMUM_PROCESSORS][KI_LOCK_TRACK_SLOTS];
+static ULONG64 KiLockTrackCount[MAXIMUM_PROCESSORS]; // acquisitions recorded per processor
 #endif
 
 volatile ULONG KiSpinLockTimeoutMs = 20000;
@@ -79,6 +83,7 @@ KiLockTrackInsert(PKSPIN_LOCK SpinLock, ULONG_PTR Rip, BOOLEAN Owner)
     {
         Slot->Rip = Rip;
         Slot->Owner = Owner;
+        Slot->Sequence = ((ULONG64)(Prcb->Number + 1) << 48) | ++KiLockTrackCount[Prcb->Number];
         /* Release: a reporting processor that finds the lock sees its RIP too. */
         __atomic_store_n(&Slot->Lock, SpinLock, __ATOMIC_RELEASE);
     }
@@ -122,13 +127,14 @@ KiLockTrackRemove(PKSPIN_LOCK SpinLock)
  * ~0 when nobody can be named. Reads other processors' tables without a lock.
  */
 static ULONG
-KiFindLockOwner(PKSPIN_LOCK SpinLock, ULONG_PTR *OwnerRip)
+KiFindLockOwner(PKSPIN_LOCK SpinLock, ULONG_PTR *OwnerRip, ULONG64 *Sequence)
 {
     ULONG_PTR Word = __atomic_load_n(SpinLock, __ATOMIC_RELAXED);
     ULONG_PTR First = (ULONG_PTR)&KiProcessorBlock[0];
     ULONG_PTR Last = (ULONG_PTR)&KiProcessorBlock[MAXIMUM_PROCESSORS - 1];
 
     *OwnerRip = 0;
+    *Sequence = Word; // no table names an owner: the word itself stands for the state
     for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
     {
         for (ULONG i = 0; i < KI_LOCK_TRACK_SLOTS; i++)
@@ -137,6 +143,7 @@ KiFindLockOwner(PKSPIN_LOCK SpinLock, ULONG_PTR *OwnerRip)
             if (__atomic_load_n(&Slot->Lock, __ATOMIC_ACQUIRE) == SpinLock && Slot->Owner)
             {
                 *OwnerRip = Slot->Rip;
+                *Sequence = Slot->Sequence;
                 return Number;
             }
         }
@@ -150,9 +157,15 @@ KiFindLockOwner(PKSPIN_LOCK SpinLock, ULONG_PTR *OwnerRip)
 #endif /* DBG */
 
 /*
- * Checked build: bug-checks SPINDLE_SPIN_LOCK_DEADLOCK once the wait Wait
- * describes has lasted KiSpinLockTimeoutMs (measured from its first check).
- * Called every KI_SPIN_CHECK_INTERVAL spins by KiSpinWaitPause. Any IRQL.
+ * Checked build: bug-checks SPINDLE_SPIN_LOCK_DEADLOCK once the lock Wait
+ * waits for has made no progress for KiSpinLockTimeoutMs. Progress is an
+ * acquisition changing hands: each window records which acquisition owns
+ * the lock (the owner's lock-table sequence number, else the lock word); when
+ * the window ends with another owner, a new window starts instead of a bug
+ * check, so a slow but moving system (a loaded host, a long queue) never
+ * trips it, and a holder that never lets go does. Called every
+ * KI_SPIN_CHECK_INTERVAL spins by KiSpinWaitPause and by KiWaitForChange's
+ * watch (also after each halt). Any IRQL.
  */
 VOID
 KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
@@ -161,6 +174,7 @@ KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
     LARGE_INTEGER Frequency;
     ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
     ULONG_PTR OwnerRip;
+    ULONG64 Progress;
     ULONG Owner;
 
     if (Frequency.QuadPart <= 0)
@@ -170,13 +184,20 @@ KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
     if (Wait->Start == 0)
     {
         Wait->Start = Now;
+        (void)KiFindLockOwner(SpinLock, &OwnerRip, &Wait->Progress);
         return;
     }
     if (Now - Wait->Start < (ULONG64)Frequency.QuadPart / 1000 * KiSpinLockTimeoutMs)
     {
         return;
     }
-    Owner = KiFindLockOwner(SpinLock, &OwnerRip);
+    Owner = KiFindLockOwner(SpinLock, &OwnerRip, &Progress);
+    if (Progress != Wait->Progress)
+    {
+        Wait->Progress = Progress; // the lock changed hands: a new window
+        Wait->Start = Now;
+        return;
+    }
     if (!KiBugCheckIsExpected())
     {
         DbgPrint("\n*** spin lock %p: processor %u waited %u ms; owner: processor %d\n",
@@ -192,7 +213,51 @@ KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
 #endif
 }
 
+/* KiWaitForChange's watch for a lock wait: the deadlock watch above. */
+VOID
+KiSpinWaitWatchRoutine(KI_WAIT_WATCH *Watch)
+{
+    KI_SPIN_WAIT *Wait = CONTAINING_RECORD(Watch, KI_SPIN_WAIT, Watch);
+
+    KiSpinWaitCheck(Wait, Wait->SpinLock, Wait->WaiterRip);
+}
+
 /* ---------------------------------------------------------------- the lock word */
+
+/*
+ * The contended half of KxAcquireSpinLock, out of line so that the
+ * uncontended acquire stays a leaf with no frame. The word was last read as
+ * Held: waits (spin, then halt: ke/wait.c) until it reads 0, then retries.
+ * The wake comes from KxReleaseSpinLock's unfenced check, so the wait is
+ * KI_WAIT_UNFENCED (halts only below CLOCK_LEVEL).
+ */
+static __attribute__((noinline)) VOID
+KxWaitForSpinLock(PKSPIN_LOCK SpinLock, ULONG_PTR Held, ULONG_PTR Rip)
+{
+    KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
+    KI_WAIT_WATCH *Watch = KiSpinWaitWatch(&Wait, SpinLock, Rip);
+#if DBG
+    ULONG_PTR Tag = (ULONG_PTR)KeGetCurrentPrcb() | 1;
+#else
+    ULONG_PTR Tag = 1;
+#endif
+
+    for (;;)
+    {
+        ULONG_PTR Expected = 0;
+
+        while (Held != 0)
+        {
+            Held = KiWaitForChange(SpinLock, Held, KI_WAIT_UNFENCED, Watch);
+        }
+        if (__atomic_compare_exchange_n(SpinLock, &Expected, Tag, FALSE, __ATOMIC_ACQUIRE,
+                                        __ATOMIC_RELAXED))
+        {
+            return;
+        }
+        Held = Expected;
+    }
+}
 
 /*
  * Takes the lock word, no IRQL change. The locked instruction is a full
@@ -202,35 +267,26 @@ KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
 static inline VOID
 KxAcquireSpinLock(PKSPIN_LOCK SpinLock, ULONG_PTR Rip)
 {
-    KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
 #if DBG
     ULONG_PTR Tag = (ULONG_PTR)KeGetCurrentPrcb() | 1;
+    ULONG_PTR Expected = 0;
 
-    for (;;)
+    if (!__atomic_compare_exchange_n(SpinLock, &Expected, Tag, FALSE, __ATOMIC_ACQUIRE,
+                                     __ATOMIC_RELAXED))
     {
-        ULONG_PTR Expected = 0;
-        if (__atomic_compare_exchange_n(SpinLock, &Expected, Tag, FALSE, __ATOMIC_ACQUIRE,
-                                        __ATOMIC_RELAXED))
-        {
-            break;
-        }
         if (Expected == Tag)
         {
             KeBugCheckEx(SPIN_LOCK_ALREADY_OWNED, (ULONG_PTR)SpinLock, 0, 0, Rip);
         }
-        while (__atomic_load_n(SpinLock, __ATOMIC_RELAXED) != 0)
-        {
-            KiSpinWaitPause(&Wait, SpinLock, Rip);
-        }
+        KxWaitForSpinLock(SpinLock, Expected, Rip);
     }
     KiLockTrackInsert(SpinLock, Rip, TRUE);
 #else
-    while (__atomic_exchange_n(SpinLock, 1, __ATOMIC_ACQUIRE) != 0)
+    ULONG_PTR Held = __atomic_exchange_n(SpinLock, 1, __ATOMIC_ACQUIRE);
+
+    if (__builtin_expect(Held != 0, 0))
     {
-        while (__atomic_load_n(SpinLock, __ATOMIC_RELAXED) != 0)
-        {
-            KiSpinWaitPause(&Wait, SpinLock, Rip);
-        }
+        KxWaitForSpinLock(SpinLock, Held, Rip);
     }
 #endif
 }
@@ -272,6 +328,10 @@ KxTryToAcquireSpinLock(PKSPIN_LOCK SpinLock, ULONG_PTR Rip)
 /*
  * Frees the lock word. A release store suffices on x86 (TSO): every access in
  * the critical section is ordered before it. Pairs with KxAcquireSpinLock.
+ * Then, only if some processor is halted in a wait at all, wakes one halted on
+ * this lock: a plain read of KiWaitHaltedMask with no barrier, so an
+ * uncontended pair pays one read (ke/wait.c, "the one window", says why a
+ * waiter this read misses is woken by its next clock tick).
  * Checked build: 0x10 unless this processor owns it.
  */
 static inline VOID
@@ -288,6 +348,10 @@ KxReleaseSpinLock(PKSPIN_LOCK SpinLock)
     KiLockTrackRemove(SpinLock);
 #endif
     __atomic_store_n(SpinLock, 0, __ATOMIC_RELEASE);
+    if (__builtin_expect(__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0, 0))
+    {
+        KiWaitWakeHalted(SpinLock, KI_WAIT_UNFENCED | KI_WAIT_WAKE_ONE);
+    }
 }
 
 /* ---------------------------------------------------------------- kernel-internal */

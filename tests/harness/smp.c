@@ -4,6 +4,8 @@
  * Processor k runs Index k; the caller (processor 0, where tests run) takes
  * Index 0 itself and hands the others to their idle loops. All start together
  * after a barrier, at PASSIVE_LEVEL. A routine that hangs is the watchdog's.
+ * Both gates wait with the kernel's KiWaitForChange (spin, then halt), so
+ * processors that wait give their host time to the ones still working.
  */
 #include <ktest.h>
 
@@ -18,9 +20,10 @@ typedef struct _KT_RUN
 {
     KT_PROCESSOR_ROUTINE *Routine;
     PVOID Context;
-    LONG Count;
-    volatile LONG Arrived;  // barrier
-    volatile LONG Finished; // routines that returned
+    ULONG_PTR Count;
+    volatile ULONG_PTR Arrived;  // barrier
+    volatile ULONG_PTR Open;     // 0 -> 1 by the last to arrive
+    volatile ULONG_PTR Finished; // routines that returned
 } KT_RUN;
 
 static VOID
@@ -30,11 +33,12 @@ KtRunHere(ULONG Index, KT_RUN *Run)
     KT_JMP_BUF *PreviousAbort = KtAbortJump[Prcb->Number];
     KT_JMP_BUF Abort;
 
-    __atomic_add_fetch(&Run->Arrived, 1, __ATOMIC_ACQ_REL);
-    while (__atomic_load_n(&Run->Arrived, __ATOMIC_ACQUIRE) < Run->Count)
+    /* The last to arrive opens the gate (release; the waiters' reads acquire). */
+    if (__atomic_add_fetch(&Run->Arrived, 1, __ATOMIC_ACQ_REL) == Run->Count)
     {
-        x86_pause();
+        KiWaitSetAndWake(&Run->Open, 1);
     }
+    KiWaitForChange(&Run->Open, 0, 0, NULL);
 
     KtAbortJump[Prcb->Number] = &Abort;
     if (x86_setjmp(&Abort) == 0)
@@ -55,8 +59,8 @@ KtRunHere(ULONG Index, KT_RUN *Run)
         KtFail("the routine returned with interrupts enabled", __FILE__, __LINE__);
         x86_sti();
     }
-    /* Release: everything the routine wrote is visible before the caller sees Finished. */
-    __atomic_add_fetch(&Run->Finished, 1, __ATOMIC_RELEASE);
+    /* Release (locked add): everything the routine wrote is visible before the caller sees it. */
+    KiWaitIncrementAndWake(&Run->Finished);
 }
 
 static VOID
@@ -69,7 +73,7 @@ VOID
 KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context)
 {
     static char Why[64];
-    KT_RUN Run = {Routine, Context, 0, 0, 0};
+    KT_RUN Run = {Routine, Context, 0, 0, 0, 0};
 
     if (Count == 0)
     {
@@ -82,7 +86,7 @@ KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context)
     }
     KT_ASSERT_EQ(KeGetCurrentProcessorNumber(), 0);
     KT_ASSERT_EQ(KeGetCurrentIrql(), PASSIVE_LEVEL);
-    Run.Count = (LONG)Count;
+    Run.Count = Count;
 
     for (ULONG Number = 1; Number < Count; Number++)
     {
@@ -94,16 +98,20 @@ KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context)
                 KtLog("processor %u did not take work; it is busy or offline", Number);
                 KtFail("KiQueueIdleWork succeeded", __FILE__, __LINE__);
                 /* Stand in for it so the barrier opens; its index does not run. */
-                __atomic_add_fetch(&Run.Arrived, 1, __ATOMIC_RELEASE);
-                __atomic_add_fetch(&Run.Finished, 1, __ATOMIC_RELEASE);
+                if (__atomic_add_fetch(&Run.Arrived, 1, __ATOMIC_ACQ_REL) == Run.Count)
+                {
+                    KiWaitSetAndWake(&Run.Open, 1);
+                }
+                KiWaitIncrementAndWake(&Run.Finished);
                 break;
             }
             x86_pause();
         }
     }
     KtRunHere(0, &Run);
-    while (__atomic_load_n(&Run.Finished, __ATOMIC_ACQUIRE) < Run.Count)
+    for (ULONG_PTR Finished = __atomic_load_n(&Run.Finished, __ATOMIC_ACQUIRE);
+         Finished < Run.Count;)
     {
-        x86_pause();
+        Finished = KiWaitForChange(&Run.Finished, Finished, 0, NULL);
     }
 }

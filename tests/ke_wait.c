@@ -1,0 +1,485 @@
+/* SPDX-License-Identifier: MIT */
+/*
+ * KeWait: the kernel's one waiting primitive (kernel/ke/wait.c) seen through
+ * the locks that use it. A queued-lock waiter that outlasts its spin bound
+ * halts and the hand-off wakes it with an IPI (counted per processor in
+ * WaitHalts, WaitWakes and WaitWakesSent); on every processor at once, a
+ * contended queued lock halts and wakes and stays exclusive; a waiter at
+ * HIGH_LEVEL or with interrupts off never halts, it only spins (WaitSpinOnly).
+ */
+#include <wdm.h>
+
+#include <ktest.h>
+
+#include "kernel/ke/ke.h"
+#include "lib/lib.h"
+
+#define KW_WAIT_MS       20000 // bound on every cross-processor wait (a loaded host is slow)
+#define KW_CONTENTION_MS 1000  // the all-processor run
+#define KW_HOLD_US       300   // critical section of the all-processor run
+
+static ULONG64
+KwNowMs(VOID)
+{
+    LARGE_INTEGER Frequency;
+    ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
+
+    return Now / ((ULONG64)Frequency.QuadPart / 1000);
+}
+
+/* Waits until *Counter exceeds Base, at most KW_WAIT_MS; TRUE if it did. Any IRQL. */
+static BOOLEAN
+KwWaitAbove(volatile ULONG64 *Counter, ULONG64 Base)
+{
+    ULONG64 Start = KwNowMs();
+
+    while (__atomic_load_n(Counter, __ATOMIC_ACQUIRE) <= Base)
+    {
+        if (KwNowMs() - Start > KW_WAIT_MS)
+        {
+            return FALSE;
+        }
+        x86_pause();
+    }
+    return TRUE;
+}
+
+/* Two processors: 0 holds the lock, 1 waits for it in the way Mode says. */
+typedef enum _KW_MODE
+{
+    KwQueuedDispatch,      // queued lock at DISPATCH_LEVEL: halts
+    KwQueuedHigh,          // queued lock at HIGH_LEVEL: spins only
+    KwQueuedNoInterrupt,   // queued lock at DISPATCH_LEVEL, interrupts off: spins only
+    KwOrdinaryNoInterrupt, // ordinary lock, interrupts off: spins only
+    KwOrdinaryDispatch,    // ordinary lock at DISPATCH_LEVEL: halts
+} KW_MODE;
+
+typedef struct _KW_PAIR
+{
+    KW_MODE Mode;
+    KSPIN_LOCK Lock;
+    volatile LONG WaiterStarted;
+    BOOLEAN SawHalt;     // processor 0: the waiter's WaitHalts moved while it held the lock
+    BOOLEAN SawSpinOnly; // processor 0: the waiter's WaitSpinOnly moved
+    ULONG64 Halts, Wakes, SpinOnly, Sent; // deltas over the wait
+} KW_PAIR;
+
+static BOOLEAN
+KwModeHalts(KW_MODE Mode)
+{
+    return Mode == KwQueuedDispatch || Mode == KwOrdinaryDispatch;
+}
+
+static BOOLEAN
+KwModeQueued(KW_MODE Mode)
+{
+    return Mode == KwQueuedDispatch || Mode == KwQueuedHigh || Mode == KwQueuedNoInterrupt;
+}
+
+static VOID
+KwHold(KW_PAIR *Pair)
+{
+    PKPRCB Waiter = KiGetPrcb(1);
+    ULONG64 Halts = Waiter->WaitHalts;
+    ULONG64 SpinOnly = Waiter->WaitSpinOnly;
+    ULONG64 Sent = KeGetCurrentPrcb()->WaitWakesSent;
+    KLOCK_QUEUE_HANDLE Handle;
+    KIRQL OldIrql = PASSIVE_LEVEL;
+
+    if (KwModeQueued(Pair->Mode))
+    {
+        KeAcquireInStackQueuedSpinLock(&Pair->Lock, &Handle);
+    }
+    else
+    {
+        KeAcquireSpinLock(&Pair->Lock, &OldIrql);
+    }
+    __atomic_store_n(&Pair->WaiterStarted, 1, __ATOMIC_RELEASE);
+    /* Hold the lock until the waiter has halted, or spent a spin bound without halting. */
+    if (KwModeHalts(Pair->Mode))
+    {
+        Pair->SawHalt = KwWaitAbove(&Waiter->WaitHalts, Halts);
+    }
+    else
+    {
+        Pair->SawSpinOnly = KwWaitAbove(&Waiter->WaitSpinOnly, SpinOnly);
+        KeStallExecutionProcessor(20000); // several more spin bounds: still no halt
+    }
+    if (KwModeQueued(Pair->Mode))
+    {
+        KeReleaseInStackQueuedSpinLock(&Handle);
+    }
+    else
+    {
+        KeReleaseSpinLock(&Pair->Lock, OldIrql);
+    }
+    Pair->Sent = KeGetCurrentPrcb()->WaitWakesSent - Sent;
+}
+
+static VOID
+KwWait(KW_PAIR *Pair)
+{
+    PKPRCB Waiter = KeGetCurrentPrcb();
+    BOOLEAN NoInterrupts = Pair->Mode == KwQueuedNoInterrupt || Pair->Mode == KwOrdinaryNoInterrupt;
+    ULONG64 Halts, Wakes, SpinOnly;
+    ULONG64 Flags = 0;
+    ULONG64 Start = KwNowMs();
+    KLOCK_QUEUE_HANDLE Handle;
+    KIRQL OldIrql;
+
+    while (__atomic_load_n(&Pair->WaiterStarted, __ATOMIC_ACQUIRE) == 0)
+    {
+        if (KwNowMs() - Start > KW_WAIT_MS)
+        {
+            KtFail("processor 0 took the lock in time", __FILE__, __LINE__);
+            return;
+        }
+        x86_pause();
+    }
+    KeRaiseIrql(Pair->Mode == KwQueuedHigh ? HIGH_LEVEL : DISPATCH_LEVEL, &OldIrql);
+    if (NoInterrupts)
+    {
+        Flags = x86_save_disable();
+    }
+    Halts = Waiter->WaitHalts;
+    Wakes = Waiter->WaitWakes;
+    SpinOnly = Waiter->WaitSpinOnly;
+    if (KwModeQueued(Pair->Mode))
+    {
+        KeAcquireInStackQueuedSpinLockAtDpcLevel(&Pair->Lock, &Handle);
+    }
+    else
+    {
+        KeAcquireSpinLockAtDpcLevel(&Pair->Lock);
+    }
+    Pair->Halts = Waiter->WaitHalts - Halts;
+    Pair->Wakes = Waiter->WaitWakes - Wakes;
+    Pair->SpinOnly = Waiter->WaitSpinOnly - SpinOnly;
+    if (KwModeQueued(Pair->Mode))
+    {
+        KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle);
+    }
+    else
+    {
+        KeReleaseSpinLockFromDpcLevel(&Pair->Lock);
+    }
+    if (NoInterrupts)
+    {
+        x86_restore_flags(Flags);
+    }
+    KeLowerIrql(OldIrql);
+}
+
+static VOID
+KwPairRoutine(ULONG Index, PVOID Context)
+{
+    if (Index == 0)
+    {
+        KwHold(Context);
+    }
+    else
+    {
+        KwWait(Context);
+    }
+}
+
+static VOID
+KwRunPair(KW_PAIR *Pair, KW_MODE Mode)
+{
+    memset(Pair, 0, sizeof(*Pair));
+    Pair->Mode = Mode;
+    KeInitializeSpinLock(&Pair->Lock);
+    KtRunOnProcessors(2, KwPairRoutine, Pair);
+    KT_EXPECT_EQ(Pair->Lock, 0);
+    KtLog("waiter: %llu halt(s), %llu wake IPI(s) taken, %llu spin-only bound(s); holder sent %llu",
+          (unsigned long long)Pair->Halts, (unsigned long long)Pair->Wakes,
+          (unsigned long long)Pair->SpinOnly, (unsigned long long)Pair->Sent);
+}
+
+/* A queued waiter at DISPATCH_LEVEL halts; the hand-off's IPI wakes it. */
+KTEST_EX(KeWait, halted_queued_waiter_is_woken_by_the_hand_off, KTEST_SMP_ONLY, 0)
+{
+    KW_PAIR Pair;
+
+    KwRunPair(&Pair, KwQueuedDispatch);
+    KT_EXPECT(Pair.SawHalt);
+    KT_EXPECT_GE(Pair.Halts, 1);
+    KT_EXPECT_GE(Pair.Wakes, 1);
+    KT_EXPECT_GE(Pair.Sent, 1);
+}
+
+/* The ordinary lock's waiter halts too, and gets the lock once it is released. */
+KTEST_EX(KeWait, halted_spin_lock_waiter_is_woken_by_the_release, KTEST_SMP_ONLY, 0)
+{
+    KW_PAIR Pair;
+
+    KwRunPair(&Pair, KwOrdinaryDispatch);
+    KT_EXPECT(Pair.SawHalt);
+    KT_EXPECT_GE(Pair.Halts,
+                 1); // the wake may be the IPI or a clock tick (wait.c, "the one window")
+}
+
+/* At HIGH_LEVEL no interrupt gets through: the waiter only spins. */
+KTEST_EX(KeWait, queued_waiter_at_high_level_never_halts, KTEST_SMP_ONLY, 0)
+{
+    KW_PAIR Pair;
+
+    KwRunPair(&Pair, KwQueuedHigh);
+    KT_EXPECT(Pair.SawSpinOnly);
+    KT_EXPECT_GE(Pair.SpinOnly, 1);
+    KT_EXPECT_EQ(Pair.Halts, 0);
+}
+
+/* With interrupts off nothing could wake it: the waiter only spins. */
+KTEST_EX(KeWait, waiters_with_interrupts_off_never_halt, KTEST_SMP_ONLY, 0)
+{
+    KW_PAIR Pair;
+
+    KwRunPair(&Pair, KwQueuedNoInterrupt);
+    KT_EXPECT(Pair.SawSpinOnly);
+    KT_EXPECT_EQ(Pair.Halts, 0);
+    KwRunPair(&Pair, KwOrdinaryNoInterrupt);
+    KT_EXPECT(Pair.SawSpinOnly);
+    KT_EXPECT_EQ(Pair.Halts, 0);
+}
+
+typedef struct _KW_CONTENTION
+{
+    KSPIN_LOCK Lock;
+    volatile LONG Inside;   // processors in the critical section: never above 1
+    volatile LONG Overlaps; // times Inside was found above 1
+    ULONG64 Counter;        // updated only under the lock
+    ULONG64 Acquisitions[MAXIMUM_PROCESSORS];
+    ULONG64 Halts[MAXIMUM_PROCESSORS], Wakes[MAXIMUM_PROCESSORS], Sent[MAXIMUM_PROCESSORS];
+    ULONG64 Deadline;
+} KW_CONTENTION;
+
+static VOID
+KwContend(ULONG Index, PVOID Context)
+{
+    KW_CONTENTION *Run = Context;
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    ULONG64 Halts = Prcb->WaitHalts, Wakes = Prcb->WaitWakes, Sent = Prcb->WaitWakesSent;
+    BOOLEAN Stop = FALSE;
+
+    while (!Stop)
+    {
+        KLOCK_QUEUE_HANDLE Handle;
+
+        KeAcquireInStackQueuedSpinLock(&Run->Lock, &Handle);
+        if (__atomic_add_fetch(&Run->Inside, 1, __ATOMIC_RELAXED) != 1)
+        {
+            __atomic_add_fetch(&Run->Overlaps, 1, __ATOMIC_RELAXED);
+        }
+        Run->Counter++;
+        Run->Acquisitions[Index]++;
+        KeStallExecutionProcessor(KW_HOLD_US);
+        Stop = KwNowMs() >= Run->Deadline;
+        __atomic_sub_fetch(&Run->Inside, 1, __ATOMIC_RELAXED);
+        KeReleaseInStackQueuedSpinLock(&Handle);
+    }
+    Run->Halts[Index] = Prcb->WaitHalts - Halts;
+    Run->Wakes[Index] = Prcb->WaitWakes - Wakes;
+    Run->Sent[Index] = Prcb->WaitWakesSent - Sent;
+}
+
+/*
+ * Every processor takes one queued lock around a critical section longer
+ * than the spin bound, for KW_CONTENTION_MS: the waiters halt, the hand-offs
+ * wake them, the lock stays exclusive and FIFO keeps the shares close.
+ */
+KTEST_EX(KeWait, contended_queued_lock_halts_and_wakes_on_every_processor, KTEST_SMP_ONLY, 0)
+{
+    ULONG Count = KeQueryActiveProcessorCount(NULL);
+    KW_CONTENTION *Run = ExAllocatePoolWithTag(NonPagedPool, sizeof(*Run), 'tWwK');
+    ULONG64 Total = 0, Halts = 0, Wakes = 0, Sent = 0, Min = ~0ull, Max = 0;
+
+    KT_ASSERT(Run != NULL);
+    memset(Run, 0, sizeof(*Run));
+    KeInitializeSpinLock(&Run->Lock);
+    Run->Deadline = KwNowMs() + KW_CONTENTION_MS;
+    KtRunOnProcessors(0, KwContend, Run);
+
+    for (ULONG p = 0; p < Count; p++)
+    {
+        Total += Run->Acquisitions[p];
+        Halts += Run->Halts[p];
+        Wakes += Run->Wakes[p];
+        Sent += Run->Sent[p];
+        Min = Run->Acquisitions[p] < Min ? Run->Acquisitions[p] : Min;
+        Max = Run->Acquisitions[p] > Max ? Run->Acquisitions[p] : Max;
+    }
+    KtLog("%u processors: %llu acquisitions (min %llu, max %llu), %llu halts, %llu wake IPIs "
+          "taken, %llu sent",
+          Count, (unsigned long long)Total, (unsigned long long)Min, (unsigned long long)Max,
+          (unsigned long long)Halts, (unsigned long long)Wakes, (unsigned long long)Sent);
+    KT_EXPECT_EQ(Run->Overlaps, 0);
+    KT_EXPECT_EQ(Run->Counter, Total);
+    KT_EXPECT_EQ(Run->Lock, 0);
+    KT_EXPECT_GE(Min, 1);
+    KT_EXPECT_GE(Halts, 1);
+    KT_EXPECT_GE(Wakes, 1);
+    KT_EXPECT_GE(Sent, 1);
+    ExFreePoolWithTag(Run, 'tWwK');
+}
+
+#define KW_PING_PONG_MS 500
+#define KW_STOP         2
+
+typedef struct _KW_PING_PONG
+{
+    volatile ULONG_PTR Turn; // 0 or 1: whose turn; KW_STOP: both leave
+    ULONG64 Rounds;
+    ULONG64 Ms;
+    ULONG64 Halts[2];
+} KW_PING_PONG;
+
+static VOID
+KwPingPong(ULONG Index, PVOID Context)
+{
+    KW_PING_PONG *Run = Context;
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    ULONG64 Halts = Prcb->WaitHalts;
+    ULONG64 Start = KwNowMs();
+    KIRQL OldIrql;
+
+    KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
+    for (;;)
+    {
+        ULONG_PTR Turn = __atomic_load_n(&Run->Turn, __ATOMIC_ACQUIRE);
+
+        while (Turn != Index && Turn != KW_STOP)
+        {
+            Turn = KiWaitForChange(&Run->Turn, Turn, 0, NULL);
+        }
+        if (Turn == KW_STOP)
+        {
+            break;
+        }
+        if (Index == 0)
+        {
+            Run->Rounds++;
+            if (KwNowMs() - Start >= KW_PING_PONG_MS)
+            {
+                Run->Ms = KwNowMs() - Start;
+                KiWaitSetAndWake(&Run->Turn, KW_STOP);
+                break;
+            }
+        }
+        KiWaitSetAndWake(&Run->Turn, 1 - Index);
+    }
+    KeLowerIrql(OldIrql);
+    Run->Halts[Index] = Prcb->WaitHalts - Halts;
+}
+
+/*
+ * The bound on a strict FIFO hand-off to a halted processor: two processors
+ * pass a turn back and forth and halt at once for every wait (spin bound 0
+ * for the duration), so each pass costs one wake-up of a halted virtual
+ * processor. Logs the rate; under an emulator on an overcommitted host this
+ * is how fast a queued lock can go when every waiter halts.
+ */
+KTEST_EX(KeWait, halted_ping_pong_measures_the_wake_up_rate, KTEST_SMP_ONLY, 0)
+{
+    KW_PING_PONG Run;
+    ULONG SpinLimit = KiWaitSpinLimit;
+
+    memset(&Run, 0, sizeof(Run));
+    KiWaitSpinLimit = 0;
+    KtRunOnProcessors(2, KwPingPong, &Run);
+    KiWaitSpinLimit = SpinLimit;
+    KtLog("%llu round trips in %llu ms: %llu wake-ups of a halted processor per second; "
+          "halts %llu + %llu",
+          (unsigned long long)Run.Rounds, (unsigned long long)Run.Ms,
+          (unsigned long long)(Run.Ms == 0 ? 0 : Run.Rounds * 2 * 1000 / Run.Ms),
+          (unsigned long long)Run.Halts[0], (unsigned long long)Run.Halts[1]);
+    KT_EXPECT_GE(Run.Rounds, 1);
+    KT_EXPECT_GE(Run.Halts[0] + Run.Halts[1], 1);
+}
+
+#if DBG
+#define KW_WATCH_TIMEOUT_MS 400 // the deadlock watch's limit during the test
+#define KW_WATCH_HOLD_MS    300 // each of two owners holds the lock this long
+
+typedef struct _KW_WATCH
+{
+    KSPIN_LOCK Lock;
+    KLOCK_QUEUE_HANDLE Handles[3];
+    volatile LONG Owners; // owners that have taken the lock so far
+} KW_WATCH;
+
+/* Busy-waits (no pause needed: plain reads) until the lock word names Handle, at most KW_WAIT_MS.
+ */
+static BOOLEAN
+KwWaitForTail(KW_WATCH *Run, KLOCK_QUEUE_HANDLE *Handle)
+{
+    ULONG64 Start = KwNowMs();
+
+    while (__atomic_load_n(&Run->Lock, __ATOMIC_ACQUIRE) != (ULONG_PTR)&Handle->LockQueue)
+    {
+        if (KwNowMs() - Start > KW_WAIT_MS)
+        {
+            return FALSE;
+        }
+        x86_pause();
+    }
+    return TRUE;
+}
+
+/*
+ * Index 0 takes the lock, then index 1 queues, then index 2: 0 and 1 each hold
+ * it KW_WATCH_HOLD_MS, so index 2 waits about twice that, longer than the
+ * watch's limit, while the lock changes hands once.
+ */
+static VOID
+KwWatchRoutine(ULONG Index, PVOID Context)
+{
+    KW_WATCH *Run = Context;
+    KLOCK_QUEUE_HANDLE *Handle = &Run->Handles[Index];
+
+    if (Index != 0)
+    {
+        /* Queue behind the previous index, in order. */
+        KT_ASSERT(KwWaitForTail(Run, &Run->Handles[Index - 1]));
+    }
+    KeAcquireInStackQueuedSpinLock(&Run->Lock, Handle);
+    InterlockedIncrement(&Run->Owners);
+    if (Index == 0)
+    {
+        KT_EXPECT(KwWaitForTail(Run, &Run->Handles[2])); // everyone is queued
+    }
+    if (Index != 2)
+    {
+        KeStallExecutionProcessor(KW_WATCH_HOLD_MS * 1000);
+    }
+    KeReleaseInStackQueuedSpinLock(Handle);
+}
+
+#endif
+
+/*
+ * The checked build's deadlock watch measures progress, not wall time alone:
+ * a waiter that waits longer than the limit while the lock changes hands is
+ * not reported (the watch starts a new window when it finds a new owner).
+ */
+KTEST_EX(KeWait, deadlock_watch_restarts_when_the_lock_changes_hands, KTEST_SMP_ONLY, 0)
+{
+#if DBG
+    KW_WATCH Run;
+    ULONG Timeout = KiSpinLockTimeoutMs;
+
+    if (KeQueryActiveProcessorCount(NULL) < 3)
+    {
+        KT_SKIP("needs 3 processors");
+    }
+    memset(&Run, 0, sizeof(Run));
+    KeInitializeSpinLock(&Run.Lock);
+    KiSpinLockTimeoutMs = KW_WATCH_TIMEOUT_MS;
+    KtRunOnProcessors(3, KwWatchRoutine, &Run);
+    KiSpinLockTimeoutMs = Timeout;
+    KT_EXPECT_EQ(Run.Owners, 3);
+    KT_EXPECT_EQ(Run.Lock, 0);
+#else
+    KT_SKIP("the deadlock watch is a checked-build feature");
+#endif
+}
