@@ -22,9 +22,9 @@
  * a word until it changes has the same observable behaviour as waiting for
  * the change, and a spin that never ends becomes a blocked state.
  *
- * The halt/wake handshake (issue 13, spin then halt; being written on branch
- * overcommit, not yet in kernel/ke/queuedlock.c, which still only spins at
- * line 80-83), as specified:
+ * The halt/wake handshake (issue 13, spin then halt: KiWaitForChange and
+ * KiWaitWakeHalted in kernel/ke/wait.c, whose header has the same table; the
+ * queued lock waits at queuedlock.c:70 and wakes at queuedlock.c:173):
  *   waiter  W1 spin a bounded number of reads of its word;
  *           W2 interrupts off; Prcb->WaitAddress = &Queue->Lock;
  *           W3 lock or HaltedMask, bit   (full barrier);
@@ -37,7 +37,7 @@
  *   stale IPI from an earlier wait may or may not still be pending at a hlt.
  *   No other interrupt ends a hlt: a wake-up the protocol loses is not hidden
  *   by a clock tick.
- *   waker   K1 the hand-off store (queuedlock.c:137);
+ *   waker   K1 the hand-off store (queuedlock.c:165);
  *           K2 full barrier (mfence or a locked instruction);
  *           K3 read HaltedMask; for each set bit whose Prcb->WaitAddress is
  *              the word just stored, send the wake IPI.
@@ -100,7 +100,7 @@ end:
     do
     :: atomic {
            sbuf[p] != NIL ->
-           lockbits[sbuf[p]] = OWNER; /* queuedlock.c:137 reaches memory */
+           lockbits[sbuf[p]] = OWNER; /* queuedlock.c:165 reaches memory */
            sbuf[p] = NIL
        }
     od
@@ -127,28 +127,28 @@ proctype Processor(byte me)
 
     do
     :: n < NACQ ->
-        /* ---- KxAcquireQueuedSpinLock (queuedlock.c:38) */
+        /* ---- KxAcquireQueuedSpinLock (queuedlock.c:76) */
         (sbuf[me] == NIL);        /* TSO: our earlier buffered store is before the stores below */
-        next[e] = NIL;            /* queuedlock.c:51  Queue->Next = NULL */
-        lockbits[e] = 0;          /* queuedlock.c:52  Queue->Lock = SpinLock */
-        atomic {                  /* queuedlock.c:60-61  Predecessor = xchg(*SpinLock, Queue) */
+        next[e] = NIL;            /* queuedlock.c:88  Queue->Next = NULL */
+        lockbits[e] = 0;          /* queuedlock.c:89  Queue->Lock = SpinLock */
+        atomic {                  /* queuedlock.c:97-98  Predecessor = xchg(*SpinLock, Queue) */
             pred = tail;
             tail = e
         }
         if
         :: pred == NIL ->
-            lockbits[e] = OWNER   /* queuedlock.c:64  Lock = SpinLock | OWNER */
+            lockbits[e] = OWNER   /* queuedlock.c:101  Lock = SpinLock | OWNER */
         :: else ->
 #ifndef MUTANT_WAIT_AFTER_LINK
-            lockbits[e] = WAIT;   /* queuedlock.c:70  Lock = SpinLock | WAIT, before the link */
-            next[pred] = e;       /* queuedlock.c:75  Predecessor->Next = Queue (release) */
+            lockbits[e] = WAIT;   /* queuedlock.c:60  Lock = SpinLock | WAIT, before the link */
+            next[pred] = e;       /* queuedlock.c:65  Predecessor->Next = Queue (release) */
 #else
             next[pred] = e;
             lockbits[e] = WAIT;
 #endif
-            /* queuedlock.c:80-83  wait while WAIT is set: spin, then halt (W1-W6) */
+            /* queuedlock.c:70-71  wait while WAIT is set: spin, then halt (W1-W6) */
             do
-            :: (lockbits[e] & WAIT) == 0 -> break           /* W1 / queuedlock.c:80: a spin read sees the hand-off */
+            :: (lockbits[e] & WAIT) == 0 -> break           /* W1 / queuedlock.c:70: a spin read sees the hand-off */
             :: (lockbits[e] & WAIT) != 0 ->                 /* W1: the spin bound is spent */
                 atomic {
                     cli[me] = true;                         /* W2: interrupts off */
@@ -185,30 +185,30 @@ proctype Processor(byte me)
         };
         incs--;
 
-        /* ---- KxReleaseQueuedSpinLock (queuedlock.c:92) */
-        lockbits[e] = 0;                /* queuedlock.c:107  Queue->Lock = SpinLock (OWNER cleared) */
-        succ = next[e];                 /* queuedlock.c:110  Successor = Queue->Next (acquire) */
+        /* ---- KxReleaseQueuedSpinLock (queuedlock.c:114) */
+        lockbits[e] = 0;                /* queuedlock.c:130  Queue->Lock = SpinLock (OWNER cleared) */
+        succ = next[e];                 /* queuedlock.c:133  Successor = Queue->Next (acquire) */
         if
         :: succ == NIL ->
-            atomic {                    /* queuedlock.c:120  cmpxchg(*SpinLock, Queue -> 0) */
+            atomic {                    /* queuedlock.c:143  cmpxchg(*SpinLock, Queue -> 0) */
                 if
                 :: tail == e -> tail = NIL; ok = true
                 :: else -> ok = false
                 fi
             };
             if
-            :: ok -> goto released      /* queuedlock.c:123  lock free, nobody waits */
+            :: ok -> goto released      /* queuedlock.c:146  lock free, nobody waits */
             :: else -> skip
             fi;
 #ifndef MUTANT_NO_LINK_WAIT
-            (next[e] != NIL);           /* queuedlock.c:126-129  wait for the successor's link */
+            (next[e] != NIL);           /* queuedlock.c:149-152  wait for the successor's link */
 #endif
-            succ = next[e]              /* queuedlock.c:126  Successor = Queue->Next */
+            succ = next[e]              /* queuedlock.c:149  Successor = Queue->Next */
         :: else -> skip
         fi;
         assert(succ != NIL);            /* the hand-off below would store through NULL */
-        next[e] = NIL;                  /* queuedlock.c:131  Queue->Next = NULL */
-        sbuf[me] = succ;                /* queuedlock.c:137  K1: Successor->Lock = SpinLock | OWNER (release store, buffered) */
+        next[e] = NIL;                  /* queuedlock.c:159  Queue->Next = NULL */
+        sbuf[me] = succ;                /* queuedlock.c:165  K1: Successor->Lock = SpinLock | OWNER (release store, buffered) */
 #ifndef MUTANT_NO_WAKER_FENCE
         (sbuf[me] == NIL);              /* K2: full barrier, pairs with the waiter's W3 */
 #endif
