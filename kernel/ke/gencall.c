@@ -15,8 +15,10 @@
  * bit to change and get FALSE. Flip and refill are one store, so a processor
  * that leaves early and arrives at the next synchronisation counts against
  * the new round, never the old one.
- * Every wait is bounded: a waited-on word that does not change for
- * KI_GENERIC_CALL_TIMEOUT_MS bug-checks SPINDLE_DPC_CALL_TIMEOUT.
+ * Every wait is the kernel's KiWaitForChange (spin, then halt until the
+ * processor that changes the word wakes it) and is bounded: a waited-on word
+ * that does not change for KI_GENERIC_CALL_TIMEOUT_MS bug-checks
+ * SPINDLE_DPC_CALL_TIMEOUT.
  */
 #include "kernel/ke/ke.h"
 
@@ -27,49 +29,74 @@
  * may be off its host core for a long time). Each change restarts the bound,
  * so a long queue of callers is not a timeout; a processor that never arrives is.
  */
-#define KI_GENERIC_CALL_TIMEOUT_MS     30000
-#define KI_GENERIC_CALL_CLOCK_INTERVAL 64 // spins between two looks at the clock
+#define KI_GENERIC_CALL_TIMEOUT_MS 30000
 
 /* SPINDLE_DPC_CALL_TIMEOUT's P4: which wait ran out. */
 #define KI_GENERIC_CALL_WAIT_TURN    1 // a caller for its turn
 #define KI_GENERIC_CALL_WAIT_BARRIER 2 // KeSignalCallDpcSynchronize for the other processors
 #define KI_GENERIC_CALL_WAIT_DONE    3 // the caller for every KeSignalCallDpcDone
 
-static volatile ULONG KiGenericCallNextTicket;    // the next caller's ticket
-static volatile ULONG KiGenericCallNowServing;    // the ticket whose call runs
-static KDPC KiGenericCallDpc[MAXIMUM_PROCESSORS]; // owned by the call being served
+/*
+ * The waits use the kernel's one waiting primitive (KiWaitForChange), which
+ * waits on pointer-sized words: the turn and the done counter are ULONG_PTR,
+ * and the barrier is waited on as the 8-byte word {Barrier, TotalProcessors}
+ * (TotalProcessors does not change during a call), so the call's barrier is
+ * 8-byte aligned.
+ */
+_Static_assert(sizeof(DEFERRED_REVERSE_BARRIER) == sizeof(ULONG_PTR),
+               "the barrier is waited on as one pointer-sized word");
+
+static volatile ULONG_PTR KiGenericCallNextTicket; // the next caller's ticket
+static volatile ULONG_PTR KiGenericCallNowServing; // the ticket whose call runs
+static KDPC KiGenericCallDpc[MAXIMUM_PROCESSORS];  // owned by the call being served
+
+/* A wait's bound: no change of the word for KI_GENERIC_CALL_TIMEOUT_MS. */
+typedef struct _KI_GENERIC_CALL_WATCH
+{
+    KI_WAIT_WATCH Watch;
+    ULONG64 Start;
+    ULONG64 Limit;
+    volatile ULONG_PTR *Word;
+    ULONG_PTR Value;
+    ULONG_PTR Which;
+} KI_GENERIC_CALL_WATCH;
+
+static VOID
+KiGenericCallWatchCheck(KI_WAIT_WATCH *Watch)
+{
+    KI_GENERIC_CALL_WATCH *Call = CONTAINING_RECORD(Watch, KI_GENERIC_CALL_WATCH, Watch);
+
+    if ((ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Call->Start > Call->Limit)
+    {
+        KeBugCheckEx(SPINDLE_DPC_CALL_TIMEOUT, (ULONG_PTR)Call->Word, Call->Value,
+                     KeGetCurrentIrql(), Call->Which);
+    }
+}
 
 /*
- * Waits until *Word differs from Value and returns the new value; interrupts
- * stay as they are. No change for KI_GENERIC_CALL_TIMEOUT_MS bug-checks
- * SPINDLE_DPC_CALL_TIMEOUT (P1 = Word, P2 = Value, P3 = current IRQL, P4 =
- * which wait). The acquire load pairs with the release that changed the word.
- * TODO(ke): use the kernel's shared wait primitive once it exists (#13).
+ * Waits until *Word differs from Value and returns the new value (acquire:
+ * pairs with the release that changed it); spins, then halts (KiWaitForChange).
+ * No change for KI_GENERIC_CALL_TIMEOUT_MS bug-checks SPINDLE_DPC_CALL_TIMEOUT
+ * (P1 = Word, P2 = Value, P3 = current IRQL, P4 = which wait).
  */
-static ULONG
-KiGenericCallWaitForChange(volatile ULONG *Word, ULONG Value, ULONG_PTR Which)
+static ULONG_PTR
+KiGenericCallWaitForChange(volatile ULONG_PTR *Word, ULONG_PTR Value, ULONG_PTR Which)
 {
     LARGE_INTEGER Frequency;
-    ULONG64 Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-    ULONG64 Limit = (ULONG64)Frequency.QuadPart / 1000 * KI_GENERIC_CALL_TIMEOUT_MS;
-    ULONG Current;
+    KI_GENERIC_CALL_WATCH Watch;
 
-    for (ULONG Spins = 1; (Current = __atomic_load_n(Word, __ATOMIC_ACQUIRE)) == Value; Spins++)
-    {
-        x86_pause();
-        if (Spins % KI_GENERIC_CALL_CLOCK_INTERVAL == 0 &&
-            (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Start > Limit)
-        {
-            KeBugCheckEx(SPINDLE_DPC_CALL_TIMEOUT, (ULONG_PTR)Word, Value, KeGetCurrentIrql(),
-                         Which);
-        }
-    }
-    return Current;
+    Watch.Watch.Check = KiGenericCallWatchCheck;
+    Watch.Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
+    Watch.Limit = (ULONG64)Frequency.QuadPart / 1000 * KI_GENERIC_CALL_TIMEOUT_MS;
+    Watch.Word = Word;
+    Watch.Value = Value;
+    Watch.Which = Which;
+    return KiWaitForChange(Word, Value, 0, &Watch.Watch);
 }
 
 /* Runs this processor's share of the call directly, as the DPC drain would run it. */
 static VOID
-KiGenericCallRunLocal(PKDPC Dpc, ULONG *Done, PDEFERRED_REVERSE_BARRIER Barrier)
+KiGenericCallRunLocal(PKDPC Dpc, ULONG_PTR *Done, PDEFERRED_REVERSE_BARRIER Barrier)
 {
     PKPRCB Prcb = KeGetCurrentPrcb();
     BOOLEAN WasActive = Prcb->DpcRoutineActive;
@@ -92,8 +119,9 @@ KiGenericCallRunLocal(PKDPC Dpc, ULONG *Done, PDEFERRED_REVERSE_BARRIER Barrier)
 VOID
 KeGenericCallDpc(PKDEFERRED_ROUTINE Routine, PVOID Context)
 {
-    DEFERRED_REVERSE_BARRIER Barrier;
-    ULONG Done, Ticket, Serving, Count, Self;
+    DEFERRED_REVERSE_BARRIER Barrier __attribute__((aligned(sizeof(ULONG_PTR))));
+    ULONG_PTR Done, Ticket, Serving;
+    ULONG Count, Self;
     KIRQL OldIrql;
 
     /* It waits for DPCs, so it must run below DISPATCH_LEVEL. */
@@ -133,14 +161,14 @@ KeGenericCallDpc(PKDEFERRED_ROUTINE Routine, PVOID Context)
     KiGenericCallRunLocal(&KiGenericCallDpc[Self], &Done, &Barrier);
 
     /* Acquire pairs with each KeSignalCallDpcDone's release: the routines' effects are visible. */
-    for (ULONG Left = __atomic_load_n(&Done, __ATOMIC_ACQUIRE); Left != 0;)
+    for (ULONG_PTR Left = __atomic_load_n(&Done, __ATOMIC_ACQUIRE); Left != 0;)
     {
         Left = KiGenericCallWaitForChange(&Done, Left, KI_GENERIC_CALL_WAIT_DONE);
     }
     KeLowerIrql(OldIrql);
 
     /* Release: this call's use of the DPC objects ends before the next caller's turn. */
-    __atomic_store_n(&KiGenericCallNowServing, Ticket + 1, __ATOMIC_RELEASE);
+    KiWaitSetAndWake(&KiGenericCallNowServing, Ticket + 1);
 }
 
 /*
@@ -153,6 +181,7 @@ KeSignalCallDpcSynchronize(PVOID SystemArgument2)
 {
     PDEFERRED_REVERSE_BARRIER Barrier = SystemArgument2;
     volatile ULONG *Word = &Barrier->Barrier;
+    volatile ULONG_PTR *WaitWord = (volatile ULONG_PTR *)Barrier; // {Barrier, TotalProcessors}
     ULONG Value, Sense;
 
     ASSERT(KeGetCurrentIrql() == DISPATCH_LEVEL);
@@ -165,11 +194,14 @@ KeSignalCallDpcSynchronize(PVOID SystemArgument2)
         /* Release: pairs with the waiters' acquire of the flipped word below. */
         __atomic_store_n(Word, (Sense ^ KI_REVERSE_BARRIER_SENSE) | Barrier->TotalProcessors,
                          __ATOMIC_RELEASE);
+        KiWaitWakeHalted(WaitWord, 0); // K2-K3 of ke/wait.c's handshake
         return TRUE;
     }
     while ((Value & KI_REVERSE_BARRIER_SENSE) == Sense)
     {
-        Value = KiGenericCallWaitForChange(Word, Value, KI_GENERIC_CALL_WAIT_BARRIER);
+        ULONG_PTR Pair = (ULONG_PTR)Value | ((ULONG_PTR)Barrier->TotalProcessors << 32);
+
+        Value = (ULONG)KiGenericCallWaitForChange(WaitWord, Pair, KI_GENERIC_CALL_WAIT_BARRIER);
     }
     return FALSE;
 }
@@ -183,6 +215,11 @@ KeSignalCallDpcDone(PVOID SystemArgument1)
 {
     ASSERT(KeGetCurrentIrql() == DISPATCH_LEVEL);
 
-    /* Release: pairs with KeGenericCallDpc's acquire of Done. */
-    __atomic_sub_fetch((volatile ULONG *)SystemArgument1, 1, __ATOMIC_RELEASE);
+    volatile ULONG_PTR *Done = SystemArgument1;
+
+    /* Release: pairs with KeGenericCallDpc's acquire of Done; the locked RMW is K1 and K2. */
+    if (__atomic_sub_fetch(Done, 1, __ATOMIC_ACQ_REL) == 0)
+    {
+        KiWaitWakeHalted(Done, KI_WAIT_UNFENCED);
+    }
 }
