@@ -137,7 +137,7 @@ LDFLAGS  := -nostdlib -static -z max-page-size=4096 -z noexecstack -T linker.ld
 # ---- sources: every file in the layer folders is built; nothing to register
 C_SRCS   := $(sort $(wildcard arch/x86_64/*.c hal/*.c kernel/*.c kernel/*/*.c lib/*.c \
               $(if $(filter 1,$(NOTESTS)),,tests/harness/*.c tests/*.c tests/drivers/*.c \
-              tests/bench/*.c tests/torture/*.c)))
+              tests/bench/*.c tests/torture/*.c tests/faults/*.c)))
 ASM_SRCS := $(sort $(wildcard boot/*.asm arch/x86_64/*.asm))
 OBJS     := $(C_SRCS:%.c=$(B)/obj/%.o) $(ASM_SRCS:%.asm=$(B)/obj/%.asm.o)
 # EXTRA_TESTS: files and globs, each file compiled on its own into $(B)/extra/ (named after its

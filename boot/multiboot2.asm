@@ -41,7 +41,7 @@ PTE_PCD             equ 1 << 4
 PTE_PS              equ 1 << 7        ; 2 MiB page in a page-directory entry
 
 
-BOOT_STACK_SIZE     equ 16384
+BOOT_STACK_SIZE     equ 32768
 
 section .multiboot
 align 8
@@ -220,10 +220,11 @@ boot_tables_end:
 boot_stack_top:
 
 section .text
-; Now in the higher half: zero .bss, switch to the BSP's kernel stack and
-; enter C. The boot page tables stay in use until the kernel replaces them.
+; Now in the higher half: zero .bss and enter C, still on the boot stack
+; (.boot.bss, identity-mapped), which KiSystemStartup leaves for a kernel
+; stack with a guard page once the kernel's page tables exist. The boot page
+; tables stay in use until then.
 extern KiSystemStartup
-extern KiBspStackTop
 extern __bss_start
 extern __bss_end
 global KiStart64
@@ -233,7 +234,6 @@ KiStart64:
     sub     rcx, rdi
     xor     eax, eax
     rep stosb
-    mov     rsp, [KiBspStackTop]        ; a const in .rodata (kernel/init.c)
     xor     ebp, ebp                    ; terminates frame-pointer backtraces
     mov     edi, [boot_info_pa]
     call    KiSystemStartup

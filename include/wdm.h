@@ -222,6 +222,11 @@ KIRQL KeRaiseIrqlToSynchLevel(VOID);
 #define BAD_POOL_HEADER                     0x00000019
 #define MANUALLY_INITIATED_CRASH            0x000000E2
 
+/* Memory protection and special pool. */
+#define ATTEMPTED_WRITE_TO_READONLY_MEMORY         0x000000BE
+#define ATTEMPTED_EXECUTE_OF_NOEXECUTE_MEMORY      0x000000FC
+#define DRIVER_PAGE_FAULT_BEYOND_END_OF_ALLOCATION 0x000000D6
+
 /* KERNEL_SECURITY_CHECK_FAILURE's first parameter for a corrupt LIST_ENTRY. */
 #define FAST_FAIL_CORRUPT_LIST_ENTRY 3
 

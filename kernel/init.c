@@ -40,10 +40,13 @@ KiRunWorkload(PCSTR CommandLine)
     KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0, 0, 0, 0); // a workload ends the run itself
 }
 
+INIT_CODE __attribute__((noreturn)) static VOID KiSystemStartupPhase1(VOID);
+
 /*
  * Entry from boot/multiboot2.asm (and from the EFI loader through it):
- * 64-bit mode, interrupts off, RDI = physical address of the multiboot2
- * information. Never returns.
+ * 64-bit mode, interrupts off, on the boot stack (.boot.bss), RDI = physical
+ * address of the multiboot2 information. Builds the kernel's address space,
+ * then continues on the boot processor's guarded kernel stack. Never returns.
  */
 /*
  * The TSC when the boot processor entered KiSystemStartup and when every
@@ -66,8 +69,24 @@ KiSystemStartup(ULONG64 BootInfoPhysical)
     DbgPrint("Spindle: command line \"%s\"\n", KiBootInfo.CommandLine);
 
     MmInitializePhysicalMemory();
+    MmInitializeAddressSpace(); // W^X image, NX identity map, NULL unmapped from here on
+    if (!KiAllocateProcessorStacks(KiGetPrcb(0)))
+    {
+        KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0x4d4d, 1, 0, 0);
+    }
+    /* The TSS is read at each IST switch: the new stacks take effect now. */
+    for (int i = 0; i < X86_IST_COUNT; i++)
+    {
+        KiGetPrcb(0)->Tables.tss.ist[i] = KiGetPrcb(0)->IstTop[i];
+    }
+    x86_switch_stack(KiGetPrcb(0)->KernelStackTop, KiSystemStartupPhase1);
+}
+
+/* The rest of start-up, on the boot processor's guarded kernel stack. Never returns. */
+INIT_CODE static VOID
+KiSystemStartupPhase1(VOID)
+{
     ExpInitializePool();
-    x86_unmap_null_page(MmAllocatePages(1)); // NULL dereferences fault from here on
     HalDisableLegacyPic();
     HalInitializeLocalApic();
     HalInitializeAcpi(KiBootInfo.RsdpPhysical != 0 ? KiBootInfo.Rsdp : NULL,
@@ -82,6 +101,7 @@ KiSystemStartup(ULONG64 BootInfoPhysical)
     KiProcessorsOnlineTsc = x86_rdtsc();
     ExpInitializeLookaside();
     IopInitializeIrpLookaside();
+    MmReportProtection();
 
     KiRunWorkload(KiBootInfo.CommandLine);
 }

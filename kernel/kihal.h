@@ -15,13 +15,10 @@ struct _KPRCB;
 
 /*
  * The boot processor's first C code: boot/multiboot2.asm jumps here in 64-bit
- * mode, interrupts off, on the stack at KiBspStackTop, with RDI = the physical
+ * mode, interrupts off, on the boot stack (.boot.bss), with RDI = the physical
  * address of the multiboot2 information. Never returns.
  */
 __attribute__((noreturn)) VOID KiSystemStartup(ULONG64 BootInfoPhysical);
-
-/* Top of the boot processor's kernel stack (kernel/init.c); boot/multiboot2.asm loads it. */
-extern const ULONG_PTR KiBspStackTop;
 
 /*
  * An application processor's first kernel code (boot/trampoline.asm calls it

@@ -126,7 +126,7 @@ grep -E '^(PASS|FAIL): ' "$dir/gdb.log" || true
 # Every check the session must report as passed.
 expected=(auto-load boot-64bit spindle-lock-free step next processors-online dpc-last-cpu
     spindle-cpus info-threads spindle-dpcs stepi-queued spindle-lock-queued spindle-lock-held
-    spindle-locks bt-through-trap spindle-prcb spindle-devq spindle-irp spindle-list
+    spindle-locks bt-through-trap spindle-prcb spindle-devq spindle-irp spindle-list spindle-pte
     spindle-timers spindle-pool spindle-devobj spindle-drvobj spindle-stop spindle-log
     bt-through-exception spindle-stop-trap
     breakpoints detach target-gone)

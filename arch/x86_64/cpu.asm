@@ -60,3 +60,13 @@ x86_longjmp:
     mov     r15, [rdi + 40]
     mov     rsp, [rdi + 48]
     jmp     [rdi + 56]
+
+; void x86_switch_stack(uint64_t stack_top /* rdi */, void (*routine)(void) /* rsi */)
+; Continues on a new stack: RSP = stack_top (16-byte aligned), RBP = 0 (ends
+; backtraces), then calls routine, which must not return (if it does, ud2).
+global x86_switch_stack
+x86_switch_stack:
+    mov     rsp, rdi
+    xor     ebp, ebp
+    call    rsi
+    ud2

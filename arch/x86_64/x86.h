@@ -198,6 +198,13 @@ x86_write_cr3(uint64_t Value)
     __asm__ volatile("mov %0, %%cr3" ::"r"(Value) : "memory");
 }
 
+/* Drops this processor's translation of the 4 KiB page holding Address (any page size). */
+static inline void
+x86_invlpg(uint64_t Address)
+{
+    __asm__ volatile("invlpg (%0)" ::"r"(Address) : "memory");
+}
+
 /*
  * CR8 is the local APIC TPR bits 7:4 (SDM vol. 3A §10.8.6.1). The memory
  * clobber keeps the compiler from moving accesses across an IRQL change.
@@ -349,4 +356,53 @@ void x86_cpu_tables_load(struct x86_cpu_tables *Tables, const uint64_t IstTop[X8
 void x86_idt_build(void);
 void x86_idt_load(void);
 void x86_reload_segments(uint16_t CodeSelector, uint16_t DataSelector);
-void x86_unmap_null_page(uint64_t *PageTable);
+/* Calls Routine on the stack ending at StackTop (16-byte aligned); Routine never returns. */
+__attribute__((noreturn)) void x86_switch_stack(uint64_t StackTop, void (*Routine)(void));
+
+/* ---------------------------------------------------------------- page tables (paging.c) */
+
+#define X86_PTE_PRESENT  (1ull << 0)
+#define X86_PTE_WRITE    (1ull << 1)
+#define X86_PTE_PWT      (1ull << 3)
+#define X86_PTE_PCD      (1ull << 4)
+#define X86_PTE_LARGE    (1ull << 7) // a 2 MiB (PD) or 1 GiB (PDPT) page
+#define X86_PTE_NX       (1ull << 63)
+#define X86_PTE_ADDRESS  0x000ffffffffff000ull
+#define X86_PAGE_4K      0x1000ull
+#define X86_PAGE_2M      0x200000ull
+#define X86_PF_PRESENT   (1ull << 0) // #PF error code: a protection violation
+#define X86_PF_WRITE     (1ull << 1)
+#define X86_PF_RESERVED  (1ull << 3) // a reserved bit set in an entry
+#define X86_PF_FETCH     (1ull << 4)
+#define X86_EFER_NXE     (1ull << 11)
+#define X86_CPUID_EXT_NX (1u << 20) // CPUID 0x80000001 EDX
+
+/*
+ * Page tables are reached through the identity map of the first 4 GiB, so a
+ * table's physical address is its virtual address. A walk names its levels
+ * 4 (PML4) down to 1 (page table).
+ */
+
+/* The NX bit where CPUID says the processor has it, else 0; set by x86_paging_init. */
+extern uint64_t x86_pte_nx;
+
+/* Reads CPUID for NX and sets EFER.NXE on the calling processor when it exists. */
+void x86_paging_init(void);
+
+/*
+ * The entry that maps Va: its address in its table, and through *Level the
+ * level it sits at (1 for a 4 KiB page, 2 for a 2 MiB page, 3 for 1 GiB). When
+ * a level is not present, that level's (non-present) entry is returned.
+ */
+uint64_t *x86_pte_find(uint64_t *Pml4, uint64_t Va, int *Level);
+
+/*
+ * The level-1 entry for Va, creating the tables on the way with Allocate
+ * (which returns a zeroed 4 KiB page below 4 GiB, or NULL) and splitting a
+ * 2 MiB page into 512 entries with the same attributes. NULL when Allocate
+ * fails. The caller serialises changes to the tables and flushes TLBs.
+ */
+uint64_t *x86_pte_ensure(uint64_t *Pml4, uint64_t Va, uint64_t *(*Allocate)(void));
+
+/* Whether Entry (a leaf at Level) permits an access with #PF error code bits ErrorCode. */
+int x86_pte_allows(uint64_t Entry, uint64_t ErrorCode);

@@ -49,3 +49,13 @@ VOID ExpAccountLookasideCache(EXP_POOL_TAG_USAGE *Usage, ULONG Count);
 PVOID ExpPopPerProcessorLookaside(PNPAGED_LOOKASIDE_LIST P, PNPAGED_LOOKASIDE_LIST L);
 BOOLEAN ExpPushPerProcessorLookaside(PNPAGED_LOOKASIDE_LIST P, PNPAGED_LOOKASIDE_LIST L,
                                      PVOID Entry);
+
+/* ---- pool (ex/pool.c, ex/specialpool.c) */
+
+VOID ExpChargePoolTag(ULONG Tag, LONG64 Allocations, LONG64 Bytes);
+
+/* Special pool (specialpool.c): `pool=special` on the kernel command line. */
+extern BOOLEAN ExpSpecialPoolEnabled;
+VOID ExpInitializeSpecialPool(VOID);
+PVOID ExpAllocateSpecialPool(BOOLEAN Nx, SIZE_T NumberOfBytes, ULONG Tag);
+VOID ExpFreeSpecialPool(PVOID P, ULONG Tag);

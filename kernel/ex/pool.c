@@ -38,22 +38,23 @@ typedef struct _POOL_HEADER
     ULONG Tag;
     ULONG64 Size; // bytes requested
     USHORT Class;
-    USHORT Reserved;
-    ULONG Pages;               // large allocations: pages including the header page
+    USHORT Nx;   // 1: from no-execute pages (NonPagedPoolNx), 0: executable (NonPagedPool)
+    ULONG Pages; // large allocations: pages including the header page
     struct _POOL_HEADER *Next; // free list link while free
 } POOL_HEADER;
 _Static_assert(sizeof(POOL_HEADER) == 32, "keeps every block 16-byte aligned");
 
 static KSPIN_LOCK ExpPoolLock;
-static POOL_HEADER *ExpFreeBlocks[POOL_SMALL_CLASSES]; // guarded by ExpPoolLock
-static EXP_POOL_TAG_USAGE ExpTags[POOL_MAX_TAGS];      // guarded by ExpPoolLock
-static BOOLEAN ExpTagUsed[POOL_MAX_TAGS];              // guarded by ExpPoolLock
-static UCHAR ExpPageKind[(4ull << 30) / KI_PAGE_SIZE]; // guarded by ExpPoolLock
+static POOL_HEADER *ExpFreeBlocks[2][POOL_SMALL_CLASSES]; // [Nx]; guarded by ExpPoolLock
+static EXP_POOL_TAG_USAGE ExpTags[POOL_MAX_TAGS];         // guarded by ExpPoolLock
+static BOOLEAN ExpTagUsed[POOL_MAX_TAGS];                 // guarded by ExpPoolLock
+static UCHAR ExpPageKind[(4ull << 30) / KI_PAGE_SIZE];    // guarded by ExpPoolLock
 
 VOID
 ExpInitializePool(VOID)
 {
     KeInitializeSpinLock(&ExpPoolLock);
+    ExpInitializeSpecialPool(); // pool=special (kernel/ex/specialpool.c)
 }
 
 static ULONG
@@ -102,9 +103,23 @@ ExpAccount(ULONG Tag, LONG64 Allocations, LONG64 Bytes)
     }
 }
 
-/* Refills a class's free list with one page of blocks. Called with the lock held. */
+/* Adds to Tag's counts in the pool's accounting (special pool's blocks). IRQL <= DISPATCH_LEVEL. */
+VOID
+ExpChargePoolTag(ULONG Tag, LONG64 Allocations, LONG64 Bytes)
+{
+    KIRQL OldIrql;
+
+    KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
+    ExpAccount(Tag, Allocations, Bytes);
+    KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+}
+
+/*
+ * Refills a class's free list with one page of blocks, no-execute (Nx) or
+ * executable; the page keeps that for good. Called with the lock held.
+ */
 static BOOLEAN
-ExpRefill(ULONG Class)
+ExpRefill(ULONG Class, USHORT Nx)
 {
     ULONG BlockSize = ExpBlockSize(Class);
     PUCHAR Page = MmAllocatePages(1);
@@ -113,20 +128,26 @@ ExpRefill(ULONG Class)
     {
         return FALSE;
     }
+    if (!Nx && !MmProtectRange(Page, KI_PAGE_SIZE, MM_READ | MM_WRITE | MM_EXECUTE))
+    {
+        MmFreePages(Page, 1);
+        return FALSE;
+    }
     ExpPageKind[(ULONG64)Page / KI_PAGE_SIZE] = POOL_PAGE_SMALL + Class;
     for (ULONG Offset = 0; Offset + BlockSize <= KI_PAGE_SIZE; Offset += BlockSize)
     {
         POOL_HEADER *Block = (POOL_HEADER *)(Page + Offset);
         Block->Magic = POOL_MAGIC_FREE;
         Block->Class = (USHORT)Class;
-        Block->Next = ExpFreeBlocks[Class];
-        ExpFreeBlocks[Class] = Block;
+        Block->Nx = Nx;
+        Block->Next = ExpFreeBlocks[Nx][Class];
+        ExpFreeBlocks[Nx][Class] = Block;
     }
     return TRUE;
 }
 
 static POOL_HEADER *
-ExpAllocateSmall(SIZE_T Total)
+ExpAllocateSmall(SIZE_T Total, USHORT Nx)
 {
     ULONG Class = 0;
     POOL_HEADER *Block;
@@ -135,12 +156,12 @@ ExpAllocateSmall(SIZE_T Total)
     {
         Class++;
     }
-    if (ExpFreeBlocks[Class] == NULL && !ExpRefill(Class))
+    if (ExpFreeBlocks[Nx][Class] == NULL && !ExpRefill(Class, Nx))
     {
         return NULL;
     }
-    Block = ExpFreeBlocks[Class];
-    ExpFreeBlocks[Class] = Block->Next;
+    Block = ExpFreeBlocks[Nx][Class];
+    ExpFreeBlocks[Nx][Class] = Block->Next;
     return Block;
 }
 
@@ -148,6 +169,8 @@ ExpAllocateSmall(SIZE_T Total)
  * Allocates NumberOfBytes of nonpaged pool charged to Tag.
  * IRQL <= DISPATCH_LEVEL, unchanged. Returns NULL when memory is exhausted.
  * Blocks are 16-byte aligned; blocks of a page or more are page-aligned.
+ * NonPagedPool is executable (drivers copy code into it, as on Windows);
+ * NonPagedPoolNx, or any type with POOL_NX_ALLOCATION, is not.
  */
 PVOID
 ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
@@ -156,6 +179,7 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     POOL_HEADER *Header = NULL;
     PUCHAR Data = NULL;
     SIZE_T Total = NumberOfBytes + sizeof(POOL_HEADER);
+    USHORT Nx = (PoolType & POOL_NX_ALLOCATION) != 0;
 
     if (KeGetCurrentIrql() > DISPATCH_LEVEL)
     {
@@ -166,11 +190,19 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     {
         Total = sizeof(POOL_HEADER) + 1;
     }
+    if (ExpSpecialPoolEnabled)
+    {
+        Data = ExpAllocateSpecialPool(Nx, NumberOfBytes, Tag);
+        if (Data != NULL)
+        {
+            return Data;
+        }
+    }
 
     if (Total <= ExpBlockSize(POOL_SMALL_CLASSES - 1))
     {
         KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
-        Header = ExpAllocateSmall(Total);
+        Header = ExpAllocateSmall(Total, Nx);
         if (Header != NULL)
         {
             Data = (PUCHAR)(Header + 1);
@@ -182,11 +214,19 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     {
         ULONG Pages = (ULONG)((NumberOfBytes + KI_PAGE_SIZE - 1) / KI_PAGE_SIZE) + 1;
         PUCHAR Base = MmAllocatePages(Pages);
+        if (Base != NULL && !Nx &&
+            !MmProtectRange(Base, Pages * KI_PAGE_SIZE, MM_READ | MM_WRITE | MM_EXECUTE))
+        {
+            MmProtectRange(Base, Pages * KI_PAGE_SIZE, MM_READ | MM_WRITE);
+            MmFreePages(Base, Pages);
+            Base = NULL;
+        }
         if (Base != NULL)
         {
             Data = Base + KI_PAGE_SIZE;
             Header = (POOL_HEADER *)Data - 1;
             Header->Class = POOL_CLASS_LARGE;
+            Header->Nx = Nx;
             Header->Pages = Pages;
             KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
             ExpPageKind[(ULONG64)Data / KI_PAGE_SIZE] = POOL_PAGE_LARGE;
@@ -267,6 +307,11 @@ ExFreePoolWithTag(PVOID P, ULONG Tag)
     {
         KeBugCheckEx(BAD_POOL_CALLER, BAD_POOL_FREE_IRQL, KeGetCurrentIrql(), 0, (ULONG_PTR)P);
     }
+    if (MmQuerySystemPage((ULONG64)P) == MM_SYSTEM_SPECIAL)
+    {
+        ExpFreeSpecialPool(P, Tag);
+        return;
+    }
     KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
     Header = ExpCheckFree(P, Tag, Stop);
     if (Header == NULL)
@@ -279,13 +324,20 @@ ExFreePoolWithTag(PVOID P, ULONG Tag)
     if (Header->Class == POOL_CLASS_LARGE)
     {
         ULONG Pages = Header->Pages;
+        BOOLEAN Executable = !Header->Nx;
         ExpPageKind[(ULONG64)P / KI_PAGE_SIZE] = POOL_PAGE_NONE;
         KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+        if (Executable)
+        {
+            /* Back to no-execute on every processor before the pages are reused. */
+            MmFreeExecutablePages((PUCHAR)P - KI_PAGE_SIZE, Pages);
+            return;
+        }
         MmFreePages((PUCHAR)P - KI_PAGE_SIZE, Pages);
         return;
     }
-    Header->Next = ExpFreeBlocks[Header->Class];
-    ExpFreeBlocks[Header->Class] = Header;
+    Header->Next = ExpFreeBlocks[Header->Nx][Header->Class];
+    ExpFreeBlocks[Header->Nx][Header->Class] = Header;
     KeReleaseSpinLock(&ExpPoolLock, OldIrql);
 }
 

@@ -36,6 +36,9 @@ static const KI_BUGCHECK_NAME KiBugCheckNames[] = {
     {DRIVER_VERIFIER_IOMANAGER_VIOLATION, "DRIVER_VERIFIER_IOMANAGER_VIOLATION"},
     {DRIVER_IRQL_NOT_LESS_OR_EQUAL, "DRIVER_IRQL_NOT_LESS_OR_EQUAL"},
     {MANUALLY_INITIATED_CRASH, "MANUALLY_INITIATED_CRASH"},
+    {ATTEMPTED_WRITE_TO_READONLY_MEMORY, "ATTEMPTED_WRITE_TO_READONLY_MEMORY"},
+    {ATTEMPTED_EXECUTE_OF_NOEXECUTE_MEMORY, "ATTEMPTED_EXECUTE_OF_NOEXECUTE_MEMORY"},
+    {DRIVER_PAGE_FAULT_BEYOND_END_OF_ALLOCATION, "DRIVER_PAGE_FAULT_BEYOND_END_OF_ALLOCATION"},
     {DRIVER_RETURNED_HOLDING_CANCEL_LOCK, "DRIVER_RETURNED_HOLDING_CANCEL_LOCK"},
     {DPC_WATCHDOG_VIOLATION, "DPC_WATCHDOG_VIOLATION"},
     {KERNEL_SECURITY_CHECK_FAILURE, "KERNEL_SECURITY_CHECK_FAILURE"},
@@ -200,9 +203,17 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
             KiBugCheckData.TrapFrame = *KiBugCheckFrame[Prcb->Number];
         }
     }
+    /*
+     * The trap frame the exception path stored for this bug check (NULL when
+     * it did not come from a trap). Taken before the catcher runs, so that an
+     * uncaught exception under the harness is still reported from the
+     * faulting instruction; cleared so that a later bug check does not reuse
+     * it.
+     */
+    Frame = KiBugCheckFrame[Prcb->Number];
+    KiBugCheckFrame[Prcb->Number] = NULL;
     if (Catcher != NULL && !KiBugCheckInProgress())
     {
-        KiBugCheckFrame[Prcb->Number] = NULL;
         Catcher->Catch(BugCheckCode, Parameters);
     }
 
@@ -226,7 +237,6 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
              (ULONG64)Parameters[0], (ULONG64)Parameters[1], (ULONG64)Parameters[2],
              (ULONG64)Parameters[3], KiBugCheckName(BugCheckCode));
     DbgPrint("*** on processor %u at IRQL %u\n", Prcb->Number, HalGetCurrentIrql());
-    Frame = KiBugCheckFrame[Prcb->Number];
     if (Frame != NULL)
     {
         KiPrintBacktrace(Frame->rip, Frame->rbp);

@@ -254,6 +254,9 @@ VOID KiExpireTimers(ULONG64 Tick);
  */
 VOID KiStartSecondaryProcessors(VOID);
 
+/* Kernel and IST stacks for Prcb, above guard pages; FALSE when memory runs out. */
+BOOLEAN KiAllocateProcessorStacks(PKPRCB Prcb);
+
 /* ---- spin-lock internals (ke/spinlock.c) */
 
 /*

@@ -33,10 +33,13 @@ CCHAR KeNumberProcessors = 1;
 _Static_assert(offsetof(KPRCB, Number) % 8 == 0 && sizeof(((KPRCB *)0)->Number) == 4,
                "Number is the low half of an aligned quadword");
 
-/* The boot processor's stack; boot/multiboot2.asm switches to its top. */
-static UCHAR KiBspStack[KI_KERNEL_STACK_SIZE] __attribute__((aligned(16)));
-const ULONG_PTR KiBspStackTop = (ULONG_PTR)KiBspStack + sizeof(KiBspStack);
-static UCHAR KiBspIstStacks[X86_IST_COUNT][KI_IST_STACK_SIZE] __attribute__((aligned(16)));
+/*
+ * The boot processor's IST stacks until the kernel's address space exists
+ * (KiSystemStartup then moves them, and the kernel stack, into the system
+ * region with guard pages: KiAllocateProcessorStacks). Only a fault in the
+ * first steps of start-up runs on these.
+ */
+static UCHAR KiBootIstStacks[X86_IST_COUNT][4096] __attribute__((aligned(16)));
 
 /* Every processor's control block, indexed by processor number. */
 KPRCB KiProcessorBlock[MAXIMUM_PROCESSORS];
@@ -70,11 +73,9 @@ KiInitializeBootProcessor(VOID)
     PKPRCB Prcb = KiGetPrcb(0);
 
     Prcb->Number = 0;
-    Prcb->KernelStackBase = (ULONG_PTR)KiBspStack;
-    Prcb->KernelStackTop = KiBspStackTop;
     for (int i = 0; i < X86_IST_COUNT; i++)
     {
-        Prcb->IstTop[i] = (ULONG64)KiBspIstStacks[i] + KI_IST_STACK_SIZE;
+        Prcb->IstTop[i] = (ULONG64)KiBootIstStacks[i] + sizeof(KiBootIstStacks[i]);
     }
     x86_idt_build();
     KiInitializeProcessorTables(Prcb);
@@ -156,6 +157,7 @@ KiSecondaryStartup(PKPRCB Prcb)
     ULONG ApicId;
 
     KiInitializeProcessorTables(Prcb); // GDT, TSS with the IST stacks, IDT, GS base
+    x86_paging_init(); // EFER.NXE where the processor has NX (the trampoline sets it too)
     HalInitializeLocalApic();
     ApicId = HalGetCurrentApicId();
     if (ApicId != Prcb->ApicId)
@@ -181,11 +183,20 @@ KiSecondaryStartup(PKPRCB Prcb)
     KiIdleLoop();
 }
 
-/* Kernel stack and IST stacks for Prcb; FALSE (nothing kept) when memory runs out. */
-static BOOLEAN
+#define KI_STACK_PAGES (KI_KERNEL_STACK_SIZE / KI_PAGE_SIZE)
+#define KI_IST_PAGES   (KI_IST_STACK_SIZE / KI_PAGE_SIZE)
+
+/*
+ * Kernel stack and IST stacks for Prcb, each in the system region above an
+ * unmapped guard page, so that an overflow faults (and, with no stack left
+ * to push on, double-faults onto the IST stack) instead of running into the
+ * memory below. FALSE (nothing kept) when memory runs out. Boot processor,
+ * PASSIVE_LEVEL or with interrupts off before the APs start.
+ */
+BOOLEAN
 KiAllocateProcessorStacks(PKPRCB Prcb)
 {
-    PVOID Stack = MmAllocatePages(KI_KERNEL_STACK_SIZE / KI_PAGE_SIZE);
+    PVOID Stack = MmAllocateSystemPages(KI_STACK_PAGES, 1, 0, MM_READ | MM_WRITE, MM_SYSTEM_STACK);
 
     if (Stack == NULL)
     {
@@ -195,15 +206,14 @@ KiAllocateProcessorStacks(PKPRCB Prcb)
     Prcb->KernelStackTop = (ULONG_PTR)Stack + KI_KERNEL_STACK_SIZE;
     for (int i = 0; i < X86_IST_COUNT; i++)
     {
-        PVOID Ist = MmAllocatePages(KI_IST_STACK_SIZE / KI_PAGE_SIZE);
+        PVOID Ist = MmAllocateSystemPages(KI_IST_PAGES, 1, 0, MM_READ | MM_WRITE, MM_SYSTEM_STACK);
         if (Ist == NULL)
         {
             for (int j = 0; j < i; j++)
             {
-                MmFreePages((PVOID)(Prcb->IstTop[j] - KI_IST_STACK_SIZE),
-                            KI_IST_STACK_SIZE / KI_PAGE_SIZE);
+                MmFreeSystemPages((PVOID)(Prcb->IstTop[j] - KI_IST_STACK_SIZE), KI_IST_PAGES, 1, 0);
             }
-            MmFreePages(Stack, KI_KERNEL_STACK_SIZE / KI_PAGE_SIZE);
+            MmFreeSystemPages(Stack, KI_STACK_PAGES, 1, 0);
             return FALSE;
         }
         Prcb->IstTop[i] = (ULONG64)Ist + KI_IST_STACK_SIZE;
@@ -216,9 +226,9 @@ KiFreeProcessorStacks(PKPRCB Prcb)
 {
     for (int i = 0; i < X86_IST_COUNT; i++)
     {
-        MmFreePages((PVOID)(Prcb->IstTop[i] - KI_IST_STACK_SIZE), KI_IST_STACK_SIZE / KI_PAGE_SIZE);
+        MmFreeSystemPages((PVOID)(Prcb->IstTop[i] - KI_IST_STACK_SIZE), KI_IST_PAGES, 1, 0);
     }
-    MmFreePages((PVOID)Prcb->KernelStackBase, KI_KERNEL_STACK_SIZE / KI_PAGE_SIZE);
+    MmFreeSystemPages((PVOID)Prcb->KernelStackBase, KI_STACK_PAGES, 1, 0);
 }
 
 /*
@@ -278,12 +288,16 @@ KiStartSecondaryProcessors(VOID)
         if (LowPage == NULL)
         {
             LowPage = MmAllocateLowPage(KI_LOW_MEMORY_LIMIT);
-            if (LowPage == NULL || !HalPrepareProcessorStart(LowPage))
+            /* The identity map is no-execute; the trampoline runs from this page. */
+            if (LowPage == NULL ||
+                !MmProtectRange(LowPage, KI_PAGE_SIZE, MM_READ | MM_WRITE | MM_EXECUTE) ||
+                !HalPrepareProcessorStart(LowPage))
             {
                 DbgPrint("Spindle: no usable page below 1 MiB for the processor trampoline; "
                          "running on one processor\n");
                 if (LowPage != NULL)
                 {
+                    MmProtectRange(LowPage, KI_PAGE_SIZE, MM_READ | MM_WRITE);
                     MmFreePages(LowPage, 1);
                 }
                 return;
@@ -323,7 +337,11 @@ KiStartSecondaryProcessors(VOID)
 
     if (LowPage != NULL)
     {
-        /* Every started AP has left the trampoline and its GDT (Online comes after its lgdt). */
+        /*
+         * Every started AP has left the trampoline and its GDT (Online comes
+         * after its lgdt); the page loses execute on every processor first.
+         */
+        MmProtectRange(LowPage, KI_PAGE_SIZE, MM_READ | MM_WRITE);
         MmFreePages(LowPage, 1);
     }
     if (BeyondMaximum != 0)

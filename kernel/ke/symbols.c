@@ -4,6 +4,7 @@
  * scripts/gen-ksyms.sh generates from the kernel's own symbols (section .ksyms).
  */
 #include "kernel/ke/ke.h"
+#include "kernel/mm/mm.h"
 
 #include "lib/lib.h"
 
@@ -79,7 +80,7 @@ KiIsPlausibleFrame(ULONG64 Rbp)
     {
         return FALSE;
     }
-    return Rbp >= 0xffffffff80000000ull || (Rbp >= 0x1000 && Rbp < (4ull << 30) - 16);
+    return MmIsAddressValid(Rbp) && MmIsAddressValid(Rbp + 8);
 }
 
 VOID

@@ -11,6 +11,7 @@
  * KINTERRUPT objects of drivers (ke/intobj.c). The HAL only acknowledges (EOI).
  */
 #include "kernel/ke/ke.h"
+#include "kernel/mm/mm.h"
 
 #include "hal/hal.h"
 #include "lib/lib.h"
@@ -80,18 +81,19 @@ KiPrintTrapFrame(const struct x86_trap_frame *Frame)
              Frame->ss, (ULONG64)x86_read_cr3());
 }
 
-/* Maps an exception to the stop code and parameters Windows would use. */
+/*
+ * Maps an exception to the stop code and parameters Windows would use; a page
+ * fault's were chosen by MmHandlePageFault (Stop).
+ */
 static VOID
-KiExceptionBugCheck(const struct x86_trap_frame *Frame, ULONG64 Cr2)
+KiExceptionBugCheck(const struct x86_trap_frame *Frame, const ULONG_PTR Stop[5])
 {
     ULONG_PTR Status;
 
     switch (Frame->vector)
     {
         case X86_VECTOR_PAGE_FAULT:
-            /* P1 address, P2 1 if a write, P3 faulting RIP, P4 error code. */
-            KeBugCheckEx(PAGE_FAULT_IN_NONPAGED_AREA, Cr2, (Frame->error_code >> 1) & 1, Frame->rip,
-                         Frame->error_code);
+            KeBugCheckEx((ULONG)Stop[0], Stop[1], Stop[2], Stop[3], Stop[4]);
         case 0:
             Status = STATUS_INTEGER_DIVIDE_BY_ZERO;
             break;
@@ -129,10 +131,16 @@ KiDispatchException(struct x86_trap_frame *Frame)
     ULONG64 Cr2 = Frame->vector == X86_VECTOR_PAGE_FAULT ? x86_read_cr2() : 0;
     ULONG64 Offset;
     const char *Symbol = KiLookupSymbol(Frame->rip, &Offset);
+    ULONG_PTR Stop[5] = {0};
 
     if (Frame->vector == X86_VECTOR_NMI && KiBugCheckInProgress())
     {
         KiFreezeProcessor(Frame);
+    }
+    if (Frame->vector == X86_VECTOR_PAGE_FAULT &&
+        MmHandlePageFault(Cr2, Frame->error_code, Frame->rip, Stop))
+    {
+        return; // a stale TLB entry after a widening change: retry the access
     }
     KiSetBugCheckTrapFrame(Frame);
     if (KiBugCheckIsExpected())
@@ -140,7 +148,7 @@ KiDispatchException(struct x86_trap_frame *Frame)
         /* The workload expects this; one line is enough. */
         DbgPrint("# exception %s at %s+%#llx (cr2 %#llx)\n", KiExceptionNames[Frame->vector],
                  Symbol ? Symbol : "?", Offset, Cr2);
-        KiExceptionBugCheck(Frame, Cr2);
+        KiExceptionBugCheck(Frame, Stop);
     }
 
     KiDebugConsoleBusted = TRUE;
@@ -150,11 +158,14 @@ KiDispatchException(struct x86_trap_frame *Frame)
     KiPrintAddress("  RIP ", Frame->rip);
     if (Frame->vector == X86_VECTOR_PAGE_FAULT)
     {
-        DbgPrint("  CR2 %016llx (%s %s)\n", Cr2, (Frame->error_code & 2) ? "write" : "read",
+        DbgPrint("  CR2 %016llx (%s %s)\n", Cr2,
+                 (Frame->error_code & X86_PF_FETCH)   ? "instruction fetch"
+                 : (Frame->error_code & X86_PF_WRITE) ? "write"
+                                                      : "read",
                  (Frame->error_code & 1) ? "protection violation" : "of a page not present");
     }
     KiPrintTrapFrame(Frame);
-    KiExceptionBugCheck(Frame, Cr2);
+    KiExceptionBugCheck(Frame, Stop);
 }
 
 VOID

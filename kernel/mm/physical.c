@@ -187,5 +187,5 @@ MmFreePages(PVOID Base, ULONG Count)
 ULONG64
 MmQueryFreePages(VOID)
 {
-    return MmpFreePages;
+    return MmpFreePages + MiQueryDeferredPages();
 }

@@ -874,6 +874,7 @@ spindle-devq ADDR          a KDEVICE_QUEUE: Busy, lock, entries (and their IRPs)
 spindle-irp ADDR           an IRP: status, cancel flag and routine, stack locations
 spindle-list ADDR [TYPE FIELD] [-p]
                            the entries of a LIST_ENTRY ring, as TYPE records via FIELD
+spindle-pte ADDR           how ADDR is mapped: each page-table level, rights, frame
 spindle-locks              every lock held or awaited on every processor, with the
                            acquire's call site (the checked build's lock table)
 spindle-log [N]            the last N lines (default 40) of the kernel's output, from its
@@ -1819,6 +1820,65 @@ Usage: spindle-drvobj ADDR"""
                                                  pointer(routine)))
 
 
+class PteCommand(gdb.Command):
+    """Show how an address is mapped: the entry at each page-table level (PML4, PDPT, PD,
+PT) of the selected vCPU's CR3, with its frame and rights, and the resulting protection.
+Usage: spindle-pte ADDR"""
+
+    LEVELS = ("PML4", "PDPT", "PD", "PT")
+
+    def __init__(self):
+        self._command = "spindle-pte"
+        super().__init__("spindle-pte", gdb.COMMAND_DATA)
+
+    @staticmethod
+    def rights(entry):
+        return "%s%s%s" % ("R", "W" if entry & 0x2 else "-", "-" if entry >> 63 else "X")
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        if not argument.strip():
+            raise gdb.GdbError("usage: spindle-pte ADDR")
+        address = int(gdb.parse_and_eval(argument)) & 0xFFFFFFFFFFFFFFFF
+        print(pte_report(address, register("cr3")))
+
+
+def pte_report(address, cr3):
+    """The level-by-level walk of address under cr3, as spindle-pte prints it."""
+    lines = ["0x%016x (CR3 0x%x)" % (address, cr3 & 0x000FFFFFFFFFF000)]
+    table = cr3 & 0x000FFFFFFFFFF000
+    writable, executable = True, True
+    for level in range(4):
+        shift = 39 - 9 * level
+        index = (address >> shift) & 0x1FF
+        entry_address = table + index * 8
+        entry = u64(entry_address)
+        name = PteCommand.LEVELS[level]
+        if not entry & 1:
+            lines.append("  %-4s [%3d] at 0x%x: 0x%016x not present" % (name, index,
+                                                                         entry_address, entry))
+            lines.append("  => not mapped (an access faults)")
+            return "\n".join(lines)
+        large = level in (1, 2) and entry & 0x80
+        frame = entry & 0x000FFFFFFFFFF000
+        writable = writable and bool(entry & 0x2)
+        executable = executable and not entry >> 63
+        kind = {1: "1 GiB page", 2: "2 MiB page"}.get(level, "4 KiB page") if (large or level == 3) \
+            else "table"
+        lines.append("  %-4s [%3d] at 0x%x: 0x%016x %s %s%s frame 0x%x" % (
+            name, index, entry_address, entry, PteCommand.rights(entry), kind,
+            " uncached" if entry & 0x10 else "", frame))
+        if large or level == 3:
+            size = 1 << shift
+            physical = (frame & ~(size - 1)) + (address & (size - 1))
+            lines.append("  => %s physical 0x%x, %s" % (
+                "read-write" if writable else "read-only", physical,
+                "executable" if executable else "no-execute"))
+            return "\n".join(lines)
+        table = frame
+    return "\n".join(lines)
+
+
 def register_all():
     SpindleCommand()
     CpusCommand()
@@ -1829,6 +1889,7 @@ def register_all():
     DevqCommand()
     IrpCommand()
     ListCommand()
+    PteCommand()
     AttachCommand()
     LocksCommand()
     LogCommand()

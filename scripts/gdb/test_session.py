@@ -18,6 +18,7 @@ KiSystemStartup). The kernel runs only the GdbTarget tests
   spindle-lock    free before use; held by the last processor while its DPC
                   holds it; queued: owner, tail and (SMP) a waiter
   spindle-devq, spindle-irp, spindle-list
+  spindle-pte     kernel code read-execute, data read-write no-execute, page 0 unmapped
                   a busy device queue with two waiting IRPs: order, cancel
                   routine by symbol, current stack location, status
   auto-load       opening kernel.elf ran kernel.elf-gdb.py (the commands were auto-loaded)
@@ -428,6 +429,22 @@ def on_device_queue_loaded():
     report("spindle-list", records == [first, second] and "(ring of 2 other entries)" in printed,
            "CONTAINING_RECORD through an anonymous union gives the IRPs; the LIST_ENTRY "
            "printer counts the ring")
+    check_pte()
+
+
+def check_pte():
+    """spindle-pte: kernel code read-execute, data read-write no-execute, page 0 unmapped."""
+    code = run("spindle-pte &KeGetCurrentIrql")
+    data = run("spindle-pte &KiProcessorBlock")
+    null = run("spindle-pte 0")
+    ok = (re.search(r"PML4 \[511\].*\n.*PDPT \[510\].*\n.*PD .*table.*\n.*PT .* R-X 4 KiB page",
+                    code) is not None
+          and "=> read-only physical" in code and "executable" in code.split("=>")[1]
+          and re.search(r"PT .* RW- 4 KiB page", data) is not None
+          and "read-write" in data.split("=>")[1] and "no-execute" in data.split("=>")[1]
+          and "=> not mapped" in null)
+    report("spindle-pte", ok, "KeGetCurrentIrql R-X, KiProcessorBlock RW- (no-execute), 0 not "
+           "mapped" if ok else code + data + null)
 
 
 def on_objects_ready():
