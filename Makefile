@@ -111,7 +111,8 @@ OBJCOPY ?= objcopy
 # Freestanding C: no libc, no hosted headers, no implicit PIC/stack protector.
 CFLAGS_BASE := -std=gnu11 -ffreestanding -nostdinc -isystem $(shell $(CC) -print-file-name=include) \
     -fno-pic -fno-pie -fno-common -fno-stack-protector -fno-builtin-printf
-# Frame pointers give every backtrace; no unwind tables needed.
+# Frame pointers give every backtrace; no unwind tables needed. No shrink-wrapping: a
+# function interrupted on a path without its frame would drop its caller from a report.
 CFLAGS_BASE += -fno-omit-frame-pointer -fno-asynchronous-unwind-tables
 # CONTAINING_RECORD and list casts are everywhere.
 CFLAGS_BASE += -fno-strict-aliasing
@@ -121,7 +122,9 @@ CFLAGS_BASE += -mno-red-zone -mcmodel=kernel -mgeneral-regs-only -mcx16
 # NT's WCHAR is 16 bits.
 CFLAGS_BASE += -fshort-wchar
 ifneq ($(filter clang%,$(notdir $(CC))),)
-CFLAGS_BASE += --target=x86_64-unknown-none-elf
+CFLAGS_BASE += --target=x86_64-unknown-none-elf -mllvm -enable-shrink-wrap=false
+else
+CFLAGS_BASE += -fno-shrink-wrap
 endif
 WARNINGS := -Wall -Wextra -Werror -Wshadow -Wstrict-prototypes -Wmissing-prototypes \
     -Wmissing-declarations -Wundef -Wpointer-arith -Wwrite-strings -Wvla -Wimplicit-fallthrough \
@@ -307,8 +310,11 @@ RUN_DEPS  := $(if $(filter efi,$(FIRMWARE)),esp,$(ISO))
 # ---- host commands
 # Every run also leaves results.ktap and results.xml beside the serial log (scripts/ktap-results.py).
 RESULTS := $(dir $(LOG))results
+# QEMU's monitor socket beside the serial log (make nmi sends it an NMI).
+MONITOR ?= $(basename $(LOG)).sock
 RUNNER := bash scripts/run-qemu.sh --image $(RUN_IMAGE) --firmware $(FIRMWARE) --smp $(SMP) \
-    --mem $(MEM) --accel $(ACCEL) --log $(LOG) --results $(RESULTS)
+    --mem $(MEM) --accel $(ACCEL) --log $(LOG) --results $(RESULTS) \
+    --monitor $(MONITOR)
 # Before boot: the kernel (extra tests first), then TESTS must select at least one of its tests.
 SELECT_CHECK = $(MAKE) --no-print-directory $(KERNEL) && \
     python3 scripts/ktest-list.py --kernel $(KERNEL) --tests '$(TESTS)' --check
@@ -405,6 +411,18 @@ test-notests: deps
 verify: deps
 	@bash scripts/verify.sh --out build/verify
 
+# An NMI on every processor of the running `make run` / `make test` (same LOG or MONITOR):
+# the kernel stops with STOP 0x80 and every processor's backtrace, even when all of them
+# spin with interrupts off.
+.PHONY: nmi test-faults
+nmi:
+	@bash scripts/qemu-monitor.sh $(MONITOR) nmi
+
+# The Fault suite (tests/faults/): each case boots alone with faults=1 and must end in its
+# report (exit code, STOP line, the faulting function in the right backtrace).
+test-faults: deps
+	@bash scripts/test-faults.sh
+
 check-layering:
 	@bash scripts/check-layering.sh
 
@@ -440,6 +458,8 @@ help:
 	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s)"
 	@echo "  make test-notests   boot the kernel built without tests/ (NOTESTS=1): it has nothing to run"
 	@echo "  make verify     model-check models/*.pml with spin; every mutant must be rejected"
+	@echo "  make test-faults  the Fault suite: each fault case alone, its report checked"
+	@echo "  make nmi        NMI to every CPU of the running make run/test (STOP 0x80 report)"
 	@echo "  make check-layering  check the include rules"
 	@echo "  make check-headers   check that every header compiles on its own"
 	@echo "  make check-format    check the C formatting against .clang-format"

@@ -23,8 +23,10 @@
 #define MADT_TYPE_LOCAL_APIC          0 // processor local APIC
 #define MADT_TYPE_IO_APIC             1
 #define MADT_TYPE_INTERRUPT_OVERRIDE  2 // interrupt source override
+#define MADT_TYPE_LOCAL_APIC_NMI      4 // a local APIC LINT pin wired to NMI
 #define MADT_TYPE_LOCAL_APIC_OVERRIDE 5 // 64-bit local APIC address
 #define MADT_TYPE_LOCAL_X2APIC        9 // processor local x2APIC
+#define MADT_TYPE_LOCAL_X2APIC_NMI    10
 
 #define MADT_PROCESSOR_ENABLED        0x1 // usable now
 #define MADT_PROCESSOR_ONLINE_CAPABLE 0x2 // may be enabled later (ACPI 6.3+); not started
@@ -118,6 +120,27 @@ typedef struct __attribute__((packed)) _MADT_LOCAL_X2APIC
     ULONG ProcessorUid;
 } MADT_LOCAL_X2APIC;
 
+typedef struct __attribute__((packed)) _MADT_LOCAL_APIC_NMI
+{
+    UCHAR Type;         // 4
+    UCHAR Length;       // 6
+    UCHAR ProcessorUid; // 0xff: every processor
+    USHORT Flags;       // MPS INTI flags
+    UCHAR Lint;
+} MADT_LOCAL_APIC_NMI;
+
+typedef struct __attribute__((packed)) _MADT_LOCAL_X2APIC_NMI
+{
+    UCHAR Type;         // 10
+    UCHAR Length;       // 12
+    USHORT Flags;       // MPS INTI flags
+    ULONG ProcessorUid; // 0xffffffff: every processor
+    UCHAR Lint;
+    UCHAR Reserved[3];
+} MADT_LOCAL_X2APIC_NMI;
+
+_Static_assert(sizeof(MADT_LOCAL_APIC_NMI) == 6, "ACPI 6.5 table 5.52");
+_Static_assert(sizeof(MADT_LOCAL_X2APIC_NMI) == 12, "ACPI 6.5 table 5.57");
 _Static_assert(sizeof(MADT_LOCAL_APIC) == 8, "ACPI 6.5 table 5.46");
 _Static_assert(sizeof(MADT_IO_APIC) == 12, "ACPI 6.5 table 5.48");
 _Static_assert(sizeof(MADT_INTERRUPT_OVERRIDE) == 10, "ACPI 6.5 table 5.49");
@@ -269,7 +292,7 @@ HalQueryAcpiTable(const char Signature[4])
 
 /* Records an enabled processor once, in MADT order. */
 static VOID
-HalpMadtAddProcessor(HAL_MADT_INFO *Info, ULONG ApicId, ULONG Flags)
+HalpMadtAddProcessor(HAL_MADT_INFO *Info, ULONG ApicId, ULONG Uid, ULONG Flags)
 {
     if (!(Flags & MADT_PROCESSOR_ENABLED))
     {
@@ -290,6 +313,7 @@ HalpMadtAddProcessor(HAL_MADT_INFO *Info, ULONG ApicId, ULONG Flags)
         Info->ProcessorsDropped++;
         return;
     }
+    Info->ProcessorUids[Info->ProcessorCount] = Uid;
     Info->ApicIds[Info->ProcessorCount++] = ApicId;
 }
 
@@ -297,14 +321,14 @@ static VOID
 HalpMadtLocalApic(HAL_MADT_INFO *Info, const UCHAR *Entry)
 {
     const MADT_LOCAL_APIC *Processor = (const MADT_LOCAL_APIC *)Entry;
-    HalpMadtAddProcessor(Info, Processor->ApicId, Processor->Flags);
+    HalpMadtAddProcessor(Info, Processor->ApicId, Processor->ProcessorUid, Processor->Flags);
 }
 
 static VOID
 HalpMadtLocalX2Apic(HAL_MADT_INFO *Info, const UCHAR *Entry)
 {
     const MADT_LOCAL_X2APIC *Processor = (const MADT_LOCAL_X2APIC *)Entry;
-    HalpMadtAddProcessor(Info, Processor->X2ApicId, Processor->Flags);
+    HalpMadtAddProcessor(Info, Processor->X2ApicId, Processor->ProcessorUid, Processor->Flags);
 }
 
 static VOID
@@ -341,6 +365,35 @@ HalpMadtLocalApicOverride(HAL_MADT_INFO *Info, const UCHAR *Entry)
     Info->LocalApicAddress = Override->Address;
 }
 
+/* Records a local APIC NMI entry (dropped beyond HAL_MAX_LOCAL_NMIS, or for LINT > 1). */
+static VOID
+HalpMadtAddLocalNmi(HAL_MADT_INFO *Info, ULONG Uid, USHORT Flags, UCHAR Lint)
+{
+    if (Info->LocalNmiCount < HAL_MAX_LOCAL_NMIS && Lint <= 1)
+    {
+        HAL_LOCAL_NMI *Record = &Info->LocalNmis[Info->LocalNmiCount++];
+        Record->ProcessorUid = Uid;
+        Record->Flags = Flags;
+        Record->Lint = Lint;
+    }
+}
+
+static VOID
+HalpMadtLocalApicNmi(HAL_MADT_INFO *Info, const UCHAR *Entry)
+{
+    const MADT_LOCAL_APIC_NMI *Nmi = (const MADT_LOCAL_APIC_NMI *)Entry;
+    HalpMadtAddLocalNmi(Info,
+                        Nmi->ProcessorUid == 0xff ? HAL_ALL_PROCESSORS_UID : Nmi->ProcessorUid,
+                        Nmi->Flags, Nmi->Lint);
+}
+
+static VOID
+HalpMadtLocalX2ApicNmi(HAL_MADT_INFO *Info, const UCHAR *Entry)
+{
+    const MADT_LOCAL_X2APIC_NMI *Nmi = (const MADT_LOCAL_X2APIC_NMI *)Entry;
+    HalpMadtAddLocalNmi(Info, Nmi->ProcessorUid, Nmi->Flags, Nmi->Lint);
+}
+
 /*
  * The MADT entries Spindle reads: each type's minimum length (a shorter entry
  * makes the table malformed) and the routine that records it. Other types are
@@ -359,6 +412,8 @@ static const HALP_MADT_HANDLER HalpMadtHandlers[] = {
     {MADT_TYPE_INTERRUPT_OVERRIDE, sizeof(MADT_INTERRUPT_OVERRIDE), HalpMadtInterruptOverride},
     {MADT_TYPE_LOCAL_APIC_OVERRIDE, sizeof(MADT_LOCAL_APIC_OVERRIDE), HalpMadtLocalApicOverride},
     {MADT_TYPE_LOCAL_X2APIC, sizeof(MADT_LOCAL_X2APIC), HalpMadtLocalX2Apic},
+    {MADT_TYPE_LOCAL_APIC_NMI, sizeof(MADT_LOCAL_APIC_NMI), HalpMadtLocalApicNmi},
+    {MADT_TYPE_LOCAL_X2APIC_NMI, sizeof(MADT_LOCAL_X2APIC_NMI), HalpMadtLocalX2ApicNmi},
 };
 
 static const HALP_MADT_HANDLER *
@@ -552,6 +607,33 @@ HalInitializeAcpi(const VOID *RsdpCopy, ULONG RsdpLength)
         DbgPrint("Spindle: ACPI: the MADT does not list the boot processor (APIC ID %u)\n",
                  BootApicId);
     }
+    /* The boot processor's APIC was set up before the MADT was read: wire its NMI pins now. */
+    HalpConfigureLocalNmi();
+}
+
+BOOLEAN
+HalQueryLocalNmi(ULONG ApicId, ULONG Lint, PUSHORT Flags)
+{
+    ULONG Uid = HAL_ALL_PROCESSORS_UID;
+
+    for (ULONG i = 0; i < HalpMadt.ProcessorCount; i++)
+    {
+        if (HalpMadt.ApicIds[i] == ApicId)
+        {
+            Uid = HalpMadt.ProcessorUids[i];
+        }
+    }
+    for (ULONG i = 0; i < HalpMadt.LocalNmiCount; i++)
+    {
+        const HAL_LOCAL_NMI *Nmi = &HalpMadt.LocalNmis[i];
+        if (Nmi->Lint == Lint &&
+            (Nmi->ProcessorUid == HAL_ALL_PROCESSORS_UID || Nmi->ProcessorUid == Uid))
+        {
+            *Flags = Nmi->Flags;
+            return TRUE;
+        }
+    }
+    return FALSE;
 }
 
 ULONG

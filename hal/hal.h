@@ -68,6 +68,8 @@ VOID HalStallExecutionProcessor(ULONG Microseconds);
 #define HAL_MAX_ACPI_PROCESSORS     256 // enabled processors the HAL records
 #define HAL_MAX_IO_APICS            16
 #define HAL_MAX_INTERRUPT_OVERRIDES 16
+#define HAL_MAX_LOCAL_NMIS          16
+#define HAL_ALL_PROCESSORS_UID      0xffffffffu // a local NMI entry for every processor
 
 typedef struct _HAL_IO_APIC
 {
@@ -101,6 +103,11 @@ ULONG HalQueryIoApicCount(VOID);
 BOOLEAN HalQueryIoApic(ULONG Index, HAL_IO_APIC *IoApic);
 /* The GSI that ISA IRQ Irq is wired to (Irq itself without an override); *Flags its INTI flags. */
 ULONG HalQueryIsaInterruptGsi(ULONG Irq, PUSHORT Flags);
+/*
+ * TRUE if the MADT wires local interrupt pin Lint (0 or 1) of the processor
+ * with APIC ID ApicId to NMI; *Flags gets the entry's MPS INTI flags.
+ */
+BOOLEAN HalQueryLocalNmi(ULONG ApicId, ULONG Lint, PUSHORT Flags);
 /* Physical address of the local APICs as the MADT gives it (0 without a MADT). */
 ULONG64 HalQueryLocalApicAddress(VOID);
 /*

@@ -28,6 +28,8 @@
 
 #define LAPIC_SVR_ENABLE       0x100
 #define LAPIC_LVT_MASKED       0x10000
+#define LAPIC_LVT_NMI          0x400  // delivery mode NMI (vector ignored, always edge)
+#define LAPIC_LVT_ACTIVE_LOW   0x2000 // input pin polarity
 #define LAPIC_LVT_PERIODIC     0x20000
 #define LAPIC_ICR_FIXED        0x000
 #define LAPIC_ICR_NMI          0x400
@@ -47,8 +49,22 @@ BOOLEAN HalpApicIsReady(VOID);
 BOOLEAN HalpApicBaseSelectsX2Apic(ULONG64 ApicBase);
 ULONG HalpX2ApicMsr(uint32_t Register);
 ULONG64 HalpX2ApicIcr(uint32_t Destination, uint32_t Command);
+/*
+ * Programs this processor's LINT0/LINT1 as the MADT's local APIC NMI entries
+ * say: a pin they name becomes an NMI input, any other stays masked. Called by
+ * HalInitializeLocalApic and, on the boot processor, once the MADT is read.
+ */
+VOID HalpConfigureLocalNmi(VOID);
 
 /* ---- ACPI (hal/acpi.c) */
+
+/* A local APIC NMI entry (MADT types 4 and 0xA): LINTn of some processors is wired to NMI. */
+typedef struct _HAL_LOCAL_NMI
+{
+    ULONG ProcessorUid; // ACPI processor UID, or HAL_ALL_PROCESSORS_UID
+    USHORT Flags;       // MPS INTI flags: polarity bits 1:0, trigger mode bits 3:2
+    UCHAR Lint;         // 0 or 1
+} HAL_LOCAL_NMI;
 
 /* What one MADT says, as HalpAcpiParseMadt reads it. */
 typedef struct _HAL_MADT_INFO
@@ -58,10 +74,13 @@ typedef struct _HAL_MADT_INFO
     ULONG ProcessorsDisabled; // listed but not enabled (absent, or online-capable only)
     ULONG ProcessorsDropped;  // enabled beyond HAL_MAX_ACPI_PROCESSORS
     ULONG ApicIds[HAL_MAX_ACPI_PROCESSORS];
+    ULONG ProcessorUids[HAL_MAX_ACPI_PROCESSORS]; // ACPI processor UID of each of ApicIds
     ULONG IoApicCount;
     HAL_IO_APIC IoApics[HAL_MAX_IO_APICS];
     ULONG OverrideCount;
     HAL_INTERRUPT_OVERRIDE Overrides[HAL_MAX_INTERRUPT_OVERRIDES];
+    ULONG LocalNmiCount;
+    HAL_LOCAL_NMI LocalNmis[HAL_MAX_LOCAL_NMIS];
 } HAL_MADT_INFO;
 
 /* TRUE when the Length bytes at Table sum to 0 modulo 256 (ACPI 6.5 §5.2.5.3, §5.2.6). */

@@ -117,10 +117,32 @@ HalpApicIsReady(VOID)
     return HalpX2Apic || HalpApicMmio != NULL;
 }
 
+VOID
+HalpConfigureLocalNmi(VOID)
+{
+    static const uint32_t Registers[2] = {LAPIC_REG_LVT_LINT0, LAPIC_REG_LVT_LINT1};
+    ULONG ApicId = HalGetCurrentApicId();
+
+    for (ULONG Lint = 0; Lint < 2; Lint++)
+    {
+        USHORT Flags;
+        uint32_t Value = LAPIC_LVT_MASKED;
+
+        if (HalQueryLocalNmi(ApicId, Lint, &Flags))
+        {
+            /* MPS INTI polarity 3 = active low; 0 (bus default) and 1 = active high for LINT. */
+            Value = LAPIC_LVT_NMI | ((Flags & 3) == 3 ? LAPIC_LVT_ACTIVE_LOW : 0);
+        }
+        HalpApicWrite(Registers[Lint], Value);
+    }
+}
+
 /*
  * Enables this processor's local APIC: software enable with the spurious
- * vector, error LVT, LINT0/LINT1 masked (the 8259 PIC is not used), TPR 0.
- * Called on every processor; the first call picks the access method.
+ * vector, error LVT, TPR 0; LINT0/LINT1 masked (the 8259 PIC is not used)
+ * except a pin the MADT wires to NMI (on QEMU LINT1 of every processor: the
+ * monitor's `nmi` command arrives there). Called on every processor; the
+ * first call picks the access method.
  */
 VOID
 HalInitializeLocalApic(VOID)
@@ -147,8 +169,7 @@ HalInitializeLocalApic(VOID)
     x86_wrmsr(X86_MSR_APIC_BASE, Base);
 
     HalpApicWrite(LAPIC_REG_SVR, LAPIC_SVR_ENABLE | HAL_SPURIOUS_VECTOR);
-    HalpApicWrite(LAPIC_REG_LVT_LINT0, LAPIC_LVT_MASKED);
-    HalpApicWrite(LAPIC_REG_LVT_LINT1, LAPIC_LVT_MASKED);
+    HalpConfigureLocalNmi();
     HalpApicWrite(LAPIC_REG_LVT_ERROR, HAL_ERROR_VECTOR);
     HalpApicWrite(LAPIC_REG_ESR, 0); // back-to-back writes clear it (SDM §10.5.3)
     HalpApicWrite(LAPIC_REG_ESR, 0);

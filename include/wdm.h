@@ -226,6 +226,9 @@ KIRQL KeRaiseIrqlToSynchLevel(VOID);
 #define ATTEMPTED_WRITE_TO_READONLY_MEMORY         0x000000BE
 #define ATTEMPTED_EXECUTE_OF_NOEXECUTE_MEMORY      0x000000FC
 #define DRIVER_PAGE_FAULT_BEYOND_END_OF_ALLOCATION 0x000000D6
+/* The checked pool's trailer check (kernel/ex/pool.c); an NMI from outside (LINT1). */
+#define SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION 0x000000C1
+#define NMI_HARDWARE_FAILURE                    0x00000080
 
 /* KERNEL_SECURITY_CHECK_FAILURE's first parameter for a corrupt LIST_ENTRY. */
 #define FAST_FAIL_CORRUPT_LIST_ENTRY 3

@@ -26,6 +26,13 @@
 #   --results PREFIX    after the run, write PREFIX.ktap (nested KTAP, as
 #                       Linux's KUnit prints it) and PREFIX.xml (JUnit) from
 #                       the serial log (scripts/ktap-results.py)
+#   --monitor PATH      QEMU's human monitor on a unix socket at PATH (e.g.
+#                       build/serial.sock; `make run` and `make test` give
+#                       one beside the log). Sending it `nmi` raises an NMI
+#                       on every processor's LINT1: a hung guest stops with
+#                       STOP 0x80 NMI_HARDWARE_FAILURE and every processor's
+#                       backtrace. From another terminal: `make nmi` (same
+#                       LOG), or scripts/qemu-monitor.sh PATH nmi
 #   --dry-run           print the QEMU command and exit
 #   -h, --help          this text
 # Environment: QEMU overrides the emulator binary (qemu-system-x86_64).
@@ -62,6 +69,7 @@ timeout_s=""
 log="$root/build/serial.log"
 gdb_port=1234
 results=""
+monitor=""
 dry_run=0
 extra=()
 
@@ -96,6 +104,7 @@ while [ $# -gt 0 ]; do
         --log) need_arg "$@"; log=$2; shift 2 ;;
         --gdb-port) need_arg "$@"; gdb_port=$2; shift 2 ;;
         --results) need_arg "$@"; results=$2; shift 2 ;;
+        --monitor) need_arg "$@"; monitor=$2; shift 2 ;;
         --dry-run) dry_run=1; shift ;;
         -h | --help) usage; exit 0 ;;
         --) shift; extra=("$@"); break ;;
@@ -226,6 +235,10 @@ esac
 
 if [ "$mode" = debug ]; then
     cmd+=(-gdb "tcp::$gdb_port" -S)
+fi
+if [ -n "$monitor" ]; then
+    # server,nowait: QEMU listens and runs on; a client (make nmi) may connect at any time.
+    cmd+=(-monitor "unix:$monitor,server,nowait")
 fi
 cmd+=(${extra[@]+"${extra[@]}"})
 

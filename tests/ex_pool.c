@@ -196,3 +196,156 @@ KTEST_EX(ExPool, every_processor_allocates_at_once, KTEST_SMP_ONLY, 0)
     KtRunOnProcessors(0, AllocateAndCheck, (PVOID)&Errors);
     KT_EXPECT_EQ(Errors, 0);
 }
+
+/* ---------------------------------------------------------------- header, trailer, poison */
+
+#define EX_POOL_SIZE  1500 // a 2048-byte block: two per page
+#define EX_POOL_BLOCK 2048
+
+/* KT_EXPECT_BUGCHECK that also hands back the four parameters. */
+#define EX_POOL_EXPECT_BUGCHECK(Code, Params, Statement)                                           \
+    do                                                                                             \
+    {                                                                                              \
+        KT_BUGCHECK_CATCH ExCatch_;                                                                \
+        ExCatch_.Expected = (Code);                                                                \
+        memset(ExCatch_.Parameter, 0, sizeof(ExCatch_.Parameter));                                 \
+        KtArmBugCheck(&ExCatch_);                                                                  \
+        if (x86_setjmp(&ExCatch_.Jump) == 0)                                                       \
+        {                                                                                          \
+            Statement;                                                                             \
+            KtDisarmBugCheck(&ExCatch_);                                                           \
+            KtCheckBugCheck(&ExCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);             \
+        }                                                                                          \
+        else                                                                                       \
+        {                                                                                          \
+            KtCheckBugCheck(&ExCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);              \
+        }                                                                                          \
+        memcpy((Params), ExCatch_.Parameter, sizeof(ExCatch_.Parameter));                          \
+    } while (0)
+
+/* Two live blocks of EX_POOL_SIZE, adjacent: *Low just below *High; the rest are freed. */
+static VOID
+ExPoolAdjacentBlocks(PUCHAR *Low, PUCHAR *High)
+{
+    PUCHAR Blocks[16];
+    ULONG Count = 0;
+
+    *Low = *High = NULL;
+    while (Count < 16 && *Low == NULL)
+    {
+        Blocks[Count] = ExAllocatePoolWithTag(NonPagedPool, EX_POOL_SIZE, TAG_A);
+        KT_ASSERT(Blocks[Count] != NULL);
+        for (ULONG i = 0; i < Count; i++)
+        {
+            if (Blocks[i] + EX_POOL_BLOCK == Blocks[Count] ||
+                Blocks[Count] + EX_POOL_BLOCK == Blocks[i])
+            {
+                *Low = Blocks[i] < Blocks[Count] ? Blocks[i] : Blocks[Count];
+                *High = Blocks[i] < Blocks[Count] ? Blocks[Count] : Blocks[i];
+            }
+        }
+        Count++;
+    }
+    KT_ASSERT(*Low != NULL);
+    for (ULONG i = 0; i < Count; i++)
+    {
+        if (Blocks[i] != *Low && Blocks[i] != *High)
+        {
+            ExFreePoolWithTag(Blocks[i], TAG_A);
+        }
+    }
+}
+
+/*
+ * An overrun that reaches a free block's header: the next allocation of that
+ * size bug-checks 0x19 (P1 0x20, P2 the damaged block) instead of handing the
+ * block out, in every build, and the pool keeps working afterwards.
+ */
+KTEST(ExPool, overrun_into_a_free_block_is_never_handed_out)
+{
+    PUCHAR Low, High;
+    PUCHAR Again;
+    ULONG_PTR Params[4];
+
+    ExPoolAdjacentBlocks(&Low, &High);
+    ExFreePoolWithTag(High, TAG_A);
+    memset(Low, 0x41, EX_POOL_BLOCK); // over Low's trailer and High's header
+    EX_POOL_EXPECT_BUGCHECK(BAD_POOL_HEADER, Params,
+                            Again = ExAllocatePoolWithTag(NonPagedPool, EX_POOL_SIZE, TAG_A));
+    KT_EXPECT_EQ(Params[0], 0x20);
+    KT_EXPECT_EQ(Params[1], (ULONG_PTR)High - 32);
+    /* The damaged list is abandoned: the next block is a fresh one, not High. */
+    Again = ExAllocatePoolWithTag(NonPagedPool, EX_POOL_SIZE, TAG_A);
+    KT_ASSERT(Again != NULL);
+    KT_EXPECT(Again != High);
+    ExFreePoolWithTag(Again, TAG_A);
+#if DBG
+    memset(Low + EX_POOL_SIZE, 0xbd, EX_POOL_BLOCK - 32 - EX_POOL_SIZE); // repair the trailer
+#endif
+    ExFreePoolWithTag(Low, TAG_A);
+}
+
+#if DBG
+/*
+ * Checked build: a write just past the end of a live block (into its own
+ * trailer, then a live neighbour) is found when it is freed: 0xC1 with P4 =
+ * 0x24, P1 the block, P2 the first changed byte, P3 the size requested.
+ */
+KTEST(ExPool, overrun_past_the_end_bugchecks_0xc1_at_free)
+{
+    PUCHAR Low, High;
+    ULONG_PTR Params[4];
+
+    ExPoolAdjacentBlocks(&Low, &High);
+    Low[EX_POOL_SIZE + 3] = 0; // one byte inside the trailer
+    EX_POOL_EXPECT_BUGCHECK(SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION, Params,
+                            ExFreePoolWithTag(Low, TAG_A));
+    KT_EXPECT_EQ(Params[0], (ULONG_PTR)Low);
+    KT_EXPECT_EQ(Params[1], (ULONG_PTR)Low + EX_POOL_SIZE + 3);
+    KT_EXPECT_EQ(Params[2], EX_POOL_SIZE);
+    KT_EXPECT_EQ(Params[3], 0x24);
+    Low[EX_POOL_SIZE + 3] = 0xbd;
+    ExFreePoolWithTag(Low, TAG_A); // repaired: frees
+    ExFreePoolWithTag(High, TAG_A);
+
+    /* Into the live neighbour: its header is damaged too, and its own free says 0x19. */
+    ExPoolAdjacentBlocks(&Low, &High);
+    memset(Low, 0x41, EX_POOL_BLOCK + 8);
+    EX_POOL_EXPECT_BUGCHECK(SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION, Params,
+                            ExFreePoolWithTag(Low, TAG_A));
+    KT_EXPECT_EQ(Params[1], (ULONG_PTR)Low + EX_POOL_SIZE);
+    EX_POOL_EXPECT_BUGCHECK(BAD_POOL_HEADER, Params, ExFreePoolWithTag(High, TAG_A));
+    KT_EXPECT_EQ(Params[0], 0x20);
+    KT_EXPECT_EQ(Params[1], (ULONG_PTR)High - 32);
+    /* Repair both so the test leaves the pool as it found it. */
+    memset(Low + EX_POOL_SIZE, 0xbd, EX_POOL_BLOCK - 32 - EX_POOL_SIZE);
+    memcpy(High - 32, Low - 32, 32);
+    ExFreePoolWithTag(Low, TAG_A);
+    ExFreePoolWithTag(High, TAG_A);
+}
+
+/*
+ * Checked build: a freed block is poisoned, and a write through a stale
+ * pointer is found when the block would be handed out again: 0x19 with P1 =
+ * 0x22, P2 the block, P3 the first changed byte. The block is not handed out.
+ */
+KTEST(ExPool, write_after_free_is_found_before_the_block_is_reused)
+{
+    PUCHAR Block = ExAllocatePoolWithTag(NonPagedPool, EX_POOL_SIZE, TAG_A);
+    PUCHAR Again = NULL;
+    ULONG_PTR Params[4];
+
+    KT_ASSERT(Block != NULL);
+    ExFreePoolWithTag(Block, TAG_A);
+    Block[100] = 1; // use after free
+    EX_POOL_EXPECT_BUGCHECK(BAD_POOL_HEADER, Params,
+                            Again = ExAllocatePoolWithTag(NonPagedPool, EX_POOL_SIZE, TAG_A));
+    KT_EXPECT_EQ(Params[0], 0x22);
+    KT_EXPECT_EQ(Params[1], (ULONG_PTR)Block - 32);
+    KT_EXPECT_EQ(Params[2], (ULONG_PTR)Block + 100);
+    Again = ExAllocatePoolWithTag(NonPagedPool, EX_POOL_SIZE, TAG_A);
+    KT_ASSERT(Again != NULL);
+    KT_EXPECT(Again != Block);
+    ExFreePoolWithTag(Again, TAG_A);
+}
+#endif

@@ -316,3 +316,52 @@ KTEST(HalAcpi, checksum_helper)
     Bytes[2] ^= 0x80;
     KT_EXPECT(!HalpAcpiChecksumOk(Bytes, sizeof(Bytes)));
 }
+
+/* Local APIC NMI entries: type 4 (UID 0xff = every processor) and type 0xA (x2APIC). */
+KTEST(HalAcpi, parser_records_local_apic_nmi_entries)
+{
+    static const UCHAR NmiAll[6] = {4, 6, 0xff, 0x05, 0x00, 1};      // all, active high, LINT1
+    static const UCHAR NmiUid3[6] = {4, 6, 3, 0x0f, 0x00, 0};        // UID 3, LINT0, low, level
+    static const UCHAR X2Nmi[12] = {10, 12, 0x0d, 0, 3, 0, 0, 0, 1}; // UID 3, LINT1
+    static const UCHAR NmiLint7[6] = {4, 6, 0xff, 0, 0, 7};          // no such pin: dropped
+    KT_MADT Madt;
+    PCSTR Problem = NULL;
+
+    KtMadtBegin(&Madt, 0xfee00000);
+    KtMadtAdd(&Madt, KtLocalApic0Enabled, sizeof(KtLocalApic0Enabled));
+    KtMadtAdd(&Madt, KtX2Apic300Enabled, sizeof(KtX2Apic300Enabled));
+    KtMadtAdd(&Madt, NmiAll, sizeof(NmiAll));
+    KtMadtAdd(&Madt, NmiUid3, sizeof(NmiUid3));
+    KtMadtAdd(&Madt, X2Nmi, sizeof(X2Nmi));
+    KtMadtAdd(&Madt, NmiLint7, sizeof(NmiLint7));
+    KtMadtFinish(&Madt);
+
+    KT_ASSERT(HalpAcpiParseMadt(Madt.Bytes, Madt.Length, &KtInfo, &Problem));
+    KT_EXPECT_EQ(KtInfo.ProcessorUids[0], 0);
+    KT_EXPECT_EQ(KtInfo.ProcessorUids[1], 3); // the x2APIC entry's UID
+    KT_ASSERT_EQ(KtInfo.LocalNmiCount, 3);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[0].ProcessorUid, HAL_ALL_PROCESSORS_UID);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[0].Lint, 1);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[0].Flags, 5);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[1].ProcessorUid, 3);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[1].Lint, 0);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[1].Flags, 0x0f);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[2].ProcessorUid, 3);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[2].Lint, 1);
+    KT_EXPECT_EQ(KtInfo.LocalNmis[2].Flags, 0x0d);
+}
+
+/*
+ * QEMU's MADT wires LINT1 of every processor to NMI (one entry, UID 0xff), so
+ * every online processor has LINT1 as an NMI input (the monitor's `nmi` arrives
+ * there) and LINT0 masked.
+ */
+KTEST(HalAcpi, lint1_of_every_processor_is_an_nmi_input)
+{
+    for (ULONG i = 0; i < KiActiveProcessorCount; i++)
+    {
+        USHORT Flags = 0xffff;
+        KT_EXPECT(HalQueryLocalNmi(KiGetPrcb(i)->ApicId, 1, &Flags));
+        KT_EXPECT(!HalQueryLocalNmi(KiGetPrcb(i)->ApicId, 0, &Flags));
+    }
+}

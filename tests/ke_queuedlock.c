@@ -793,3 +793,58 @@ KTEST_EX(KeQueuedSpinLock, endless_wait_ends_in_the_deadlock_bugcheck, KTEST_SMP
     KT_SKIP("checked build only");
 #endif
 }
+
+/*
+ * Outside a threaded DPC, KeReleaseInStackQueuedSpinLockForDpc is the
+ * FromDpcLevel form: it leaves IRQL alone whatever the handle's OldIrql
+ * (API.md §4; kmtest KeSpinLock: acquire raising, release ForDpc, IRQL stays
+ * DISPATCH_LEVEL).
+ */
+KTEST(KeQueuedSpinLock, release_for_dpc_leaves_irql_alone_outside_a_threaded_dpc)
+{
+    KSPIN_LOCK Lock;
+    KLOCK_QUEUE_HANDLE Handle;
+
+    KeInitializeSpinLock(&Lock);
+    KeAcquireInStackQueuedSpinLock(&Lock, &Handle);
+    KT_EXPECT_EQ(Handle.OldIrql, PASSIVE_LEVEL);
+    KeReleaseInStackQueuedSpinLockForDpc(&Handle);
+    KT_EXPECT_EQ(KeGetCurrentIrql(), DISPATCH_LEVEL);
+    KT_EXPECT_EQ(Lock, 0);
+    KeLowerIrql(PASSIVE_LEVEL);
+}
+
+#if DBG
+/*
+ * A copied handle released after the real one (the lock is free again), and
+ * one that never took the lock but claims ownership: 0x10 at once, not a
+ * hand-off wait that ends in a deadlock report; SpinLocksHeld is untouched.
+ */
+KTEST(KeQueuedSpinLock, releasing_a_copied_or_forged_handle_bugchecks_not_owned)
+{
+    KSPIN_LOCK Lock;
+    KLOCK_QUEUE_HANDLE Handle;
+    KLOCK_QUEUE_HANDLE Copy;
+    KLOCK_QUEUE_HANDLE Forged;
+    KIRQL OldIrql;
+    ULONG HeldBefore = KeGetCurrentPrcb()->SpinLocksHeld;
+
+    KeInitializeSpinLock(&Lock);
+    KeAcquireInStackQueuedSpinLock(&Lock, &Handle);
+    Copy = Handle;
+    KeReleaseInStackQueuedSpinLock(&Handle);
+    OldIrql = KeRaiseIrqlToDpcLevel();
+    KT_EXPECT_BUGCHECK(SPIN_LOCK_NOT_OWNED, KeReleaseInStackQueuedSpinLockFromDpcLevel(&Copy));
+    KT_EXPECT_EQ(KeGetCurrentPrcb()->SpinLocksHeld, HeldBefore);
+    KT_EXPECT_EQ(Lock, 0);
+
+    /* Forged: never queued, claims ownership of a lock that is free again. */
+    KeAcquireInStackQueuedSpinLockAtDpcLevel(&Lock, &Handle);
+    Forged.LockQueue.Next = NULL;
+    Forged.LockQueue.Lock = (PKSPIN_LOCK)((ULONG_PTR)&Lock | LOCK_QUEUE_OWNER);
+    KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle); // the real owner releases
+    KT_EXPECT_BUGCHECK(SPIN_LOCK_NOT_OWNED, KeReleaseInStackQueuedSpinLockFromDpcLevel(&Forged));
+    KT_EXPECT_EQ(KeGetCurrentPrcb()->SpinLocksHeld, HeldBefore);
+    KeLowerIrql(OldIrql);
+}
+#endif

@@ -825,3 +825,28 @@ KTEST_EX(KeSpinLock, abba_deadlock_ends_in_the_deadlock_bugcheck, KTEST_SMP_ONLY
     KT_SKIP("checked build only");
 #endif
 }
+
+/*
+ * Outside a threaded DPC, KeReleaseSpinLockForDpc is the FromDpcLevel form:
+ * it ignores its OldIrql and leaves IRQL alone (API.md §3), even after a
+ * raising acquire (kmtest KeSpinLock: IRQL stays DISPATCH_LEVEL).
+ */
+KTEST(KeSpinLock, release_for_dpc_leaves_irql_alone_outside_a_threaded_dpc)
+{
+    KSPIN_LOCK Lock;
+    KIRQL OldIrql;
+
+    KeInitializeSpinLock(&Lock);
+    KeAcquireSpinLock(&Lock, &OldIrql);
+    KT_EXPECT_EQ(OldIrql, PASSIVE_LEVEL);
+    KeReleaseSpinLockForDpc(&Lock, OldIrql);
+    KT_EXPECT_EQ(KeGetCurrentIrql(), DISPATCH_LEVEL);
+    KT_EXPECT_EQ(KeTestSpinLock(&Lock), TRUE);
+    KeLowerIrql(PASSIVE_LEVEL);
+
+    OldIrql = KeRaiseIrqlToDpcLevel();
+    KeAcquireSpinLockAtDpcLevel(&Lock);
+    KeReleaseSpinLockForDpc(&Lock, PASSIVE_LEVEL);
+    KT_EXPECT_EQ(KeGetCurrentIrql(), DISPATCH_LEVEL);
+    KeLowerIrql(OldIrql);
+}

@@ -568,3 +568,118 @@ KTEST(KeTimer, set_and_cancel_from_every_processor)
     KtLog("%u of %u timers cancelled before expiry", Cancelled, Total);
     ExFreePoolWithTag(Storm.Probes, KTM_POOL_TAG);
 }
+
+/* ---------------------------------------------------------------- teardown */
+
+#define KTM_TEARDOWN_ROUNDS 200
+#define KTM_FILLERS         15 // timers expiring in the same tick just before the one torn down
+
+typedef struct _KTM_TEARDOWN
+{
+    KTIMER Timer;
+    KDPC Dpc;
+    KTIMER FillerTimers[KTM_FILLERS];
+    KDPC FillerDpcs[KTM_FILLERS];
+    volatile LONG Runs;
+    volatile LONG FillerRuns;
+    LONG Missed; // rounds where the flush returned before the DPC had run
+    LONG Rounds;
+} KTM_TEARDOWN;
+
+static VOID
+KtmTeardownDpc(PKDPC Dpc, PVOID Context, PVOID Argument1, PVOID Argument2)
+{
+    __atomic_add_fetch((volatile LONG *)Context, 1, __ATOMIC_RELEASE);
+}
+
+/*
+ * On processor 1 (processor 0's clock expires the timers): set KTM_FILLERS
+ * timers whose DPCs go to processor 1, then the one to tear down, all due at
+ * the same tick; wait until the expiry has signalled it, then the documented
+ * teardown: KeCancelTimer returns FALSE, KeFlushQueuedDpcs, and the KDPC may
+ * be freed, so its DPC must have run. The flush waits only for queued DPCs,
+ * so the DPC must be queued by the time KeCancelTimer has returned FALSE
+ * (checked at DISPATCH_LEVEL, where nothing delays the look): if the expiry
+ * queued DPCs only after dropping the timer lock, this one would still be
+ * waiting behind the fillers' inserts, and the flush would return before it.
+ */
+static VOID
+KtmTeardownRounds(ULONG Index, PVOID Context)
+{
+    KTM_TEARDOWN *Test = Context;
+
+    if (Index == 0)
+    {
+        return;
+    }
+    for (LONG Round = 0; Round < KTM_TEARDOWN_ROUNDS; Round++)
+    {
+        LARGE_INTEGER Due;
+        ULONG64 Spins = 0;
+        KIRQL OldIrql;
+        BOOLEAN Queued;
+
+        /* An absolute time two ticks ahead: the same due tick for every timer of the round. */
+        Due.QuadPart = (LONGLONG)((KtmTick() + 2) * KeQueryTimeIncrement());
+        for (ULONG i = 0; i < KTM_FILLERS; i++)
+        {
+            KeInitializeDpc(&Test->FillerDpcs[i], KtmTeardownDpc, (PVOID)&Test->FillerRuns);
+            KeSetTargetProcessorDpc(&Test->FillerDpcs[i], 0);
+            KeSetTimer(&Test->FillerTimers[i], Due, &Test->FillerDpcs[i]);
+        }
+        KeInitializeDpc(&Test->Dpc, KtmTeardownDpc, (PVOID)&Test->Runs);
+        /* At DISPATCH_LEVEL: the fillers' DPCs cannot interrupt this processor's look. */
+        OldIrql = KeRaiseIrqlToDpcLevel();
+        KeSetTimer(&Test->Timer, Due, &Test->Dpc);
+        while (!KeReadStateTimer(&Test->Timer))
+        {
+            if (++Spins == (1ull << 32))
+            {
+                KtFail("the timer expired", __FILE__, __LINE__);
+                KeLowerIrql(OldIrql);
+                return;
+            }
+            /* No pause: under TCG it leaves the vCPU's loop and would slow the look. */
+            __asm__ volatile("" ::: "memory");
+        }
+        KT_EXPECT_EQ(KeCancelTimer(&Test->Timer), FALSE);
+        /* What KeFlushQueuedDpcs relies on: the DPC is queued (or has run) by now. */
+        Queued = __atomic_load_n(&Test->Dpc.DpcData, __ATOMIC_ACQUIRE) != NULL ||
+                 __atomic_load_n(&Test->Runs, __ATOMIC_ACQUIRE) == Round + 1;
+        KeLowerIrql(OldIrql);
+        KeFlushQueuedDpcs();
+        if (!Queued || __atomic_load_n(&Test->Runs, __ATOMIC_ACQUIRE) != Round + 1)
+        {
+            Test->Missed++;
+            /* Let the late DPC run before its KDPC is initialised again. */
+            while (__atomic_load_n(&Test->Runs, __ATOMIC_ACQUIRE) != Round + 1)
+            {
+                x86_pause();
+            }
+        }
+        for (ULONG i = 0; i < KTM_FILLERS; i++)
+        {
+            KeCancelTimer(&Test->FillerTimers[i]);
+        }
+        KeFlushQueuedDpcs();
+        Test->Rounds++;
+    }
+}
+
+KTEST_EX(KeTimer, cancel_false_then_flush_leaves_no_dpc_to_run, KTEST_SMP_ONLY, 0)
+{
+    KTM_TEARDOWN *Test = ExAllocatePoolWithTag(NonPagedPool, sizeof(*Test), KTM_POOL_TAG);
+
+    KT_ASSERT(Test != NULL);
+    memset(Test, 0, sizeof(*Test));
+    KeInitializeTimer(&Test->Timer);
+    for (ULONG i = 0; i < KTM_FILLERS; i++)
+    {
+        KeInitializeTimer(&Test->FillerTimers[i]);
+    }
+    KtRunOnProcessors(2, KtmTeardownRounds, Test);
+    KtLog("%d rounds, %d with the DPC still to come after the flush", Test->Rounds, Test->Missed);
+    KT_EXPECT_EQ(Test->Rounds, KTM_TEARDOWN_ROUNDS);
+    KT_EXPECT_EQ(Test->Missed, 0);
+    ExFreePoolWithTag(Test, KTM_POOL_TAG);
+}

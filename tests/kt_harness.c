@@ -126,3 +126,56 @@ KTEST(KtHarness, run_on_processors_runs_each_index_once_on_its_own_processor)
     }
     KT_EXPECT_EQ(Record.NotPassive, 0);
 }
+
+/* Every value on the command line is checked: malformed or out of range is refused. */
+KTEST(KtHarness, command_line_values_are_checked_strictly)
+{
+    static const char *const Good[] = {
+        "tests= seed=1 repeat=1 verbose=0 smp=8",
+        "tests=Ke*,Ex:* seed=0xffffffffffffffff repeat=1000000 verbose=1 smp=64",
+        "bench=1 bench_ms=10 torture=1 duration=3000 faults=0 pool=special",
+        "bench_windows=9 bench_reps=5 bench_cs=0 bench_ncs=1000000",
+        "",
+    };
+    static const char *const Bad[] = {
+        "repeat=0",
+        "repeat=abc",
+        "repeat=",
+        "seed=-1",
+        "seed=abc",
+        "seed=1x",
+        "verbose=2",
+        "verbose",
+        "smp=0",
+        "smp=65",
+        "bench_ms=9",
+        "bench_ms=5001",
+        "bench_windows=2",
+        "bench_reps=32",
+        "bench_cs=1000001",
+        "duration=4",
+        "duration=3001",
+        "faults=2",
+        "tests=a,,b",
+        "tests=a,",
+        "tests=,a",
+        "seed=1 repeat=1 seed=18446744073709551616",
+    };
+
+    for (ULONG i = 0; i < sizeof(Good) / sizeof(Good[0]); i++)
+    {
+        if (!KtCheckCommandLine(Good[i]))
+        {
+            KtLog("refused \"%s\"", Good[i]);
+            KT_EXPECT(KtCheckCommandLine(Good[i]));
+        }
+    }
+    for (ULONG i = 0; i < sizeof(Bad) / sizeof(Bad[0]); i++)
+    {
+        if (KtCheckCommandLine(Bad[i]))
+        {
+            KtLog("accepted \"%s\"", Bad[i]);
+            KT_EXPECT(!KtCheckCommandLine(Bad[i]));
+        }
+    }
+}

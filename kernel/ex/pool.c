@@ -3,9 +3,35 @@
  * Nonpaged pool: ExAllocatePoolWithTag / ExFreePoolWithTag with per-tag
  * accounting. Small requests come from power-of-two blocks carved out of
  * pages; a request that does not fit in a 4 KiB block gets whole pages and
- * is page-aligned, as in Windows. Every block starts with a POOL_HEADER that
- * ExFreePool checks, so a double free, a foreign pointer or a wrong tag
- * bug-checks (BAD_POOL_CALLER) instead of corrupting memory.
+ * is page-aligned, as in Windows. Every block starts with a POOL_HEADER.
+ *
+ * Every build checks headers, so a corrupted block is never handed out and
+ * the allocator never follows a wild link with its lock held:
+ *   - on free: BAD_POOL_CALLER (0xC2) for a double free, a foreign pointer or
+ *     a wrong tag; BAD_POOL_HEADER (0x19) when the header itself is damaged;
+ *   - on allocate: the free block about to be handed out must carry the free
+ *     magic and its own class, and its free-list link must be 0 or another
+ *     free block of the class, else 0x19 (the class's free list is then
+ *     abandoned, leaking its blocks, so no later allocation can reach the
+ *     damage).
+ * 0x19's first parameter is the reason: 0x3 a free block's link is not a
+ * block of its class (Windows' "free list corrupt"; P2 block, P3 link, P4
+ * class), 0x20 a header's magic, class or size is damaged (P2 block, P3 the
+ * magic, P4 the address freed or 0), 0x22 a free block's poison was
+ * overwritten (checked build; P2 block, P3 first changed byte, P4 class).
+ *
+ * Checked build (DBG=1) in addition, as Windows' pool tail checking and
+ * Driver Verifier do:
+ *   - a trailer: every byte from the end of the request to the end of the
+ *     block (at least POOL_TRAILER_MINIMUM) holds POOL_TRAILER_BYTE, checked
+ *     at free; a write past the end gives 0xC1
+ *     SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION with P4 = 0x24, Windows' code
+ *     for "bytes after the end of the allocation were overwritten" (P1 the
+ *     address freed, P2 the first changed byte, P3 the bytes requested);
+ *   - freed blocks are filled with POOL_POISON_BYTE and the fill is checked
+ *     when the block is handed out again (0x19/0x22), catching a write
+ *     through a stale pointer or an overrun that reached past a free header.
+ * Every bug check is raised after the pool lock is dropped.
  */
 #include "kernel/ex/ex.h"
 #include "kernel/ke/ke.h"
@@ -26,6 +52,22 @@
 #define BAD_POOL_FREE_IRQL    0x09
 #define BAD_POOL_WRONG_TAG    0x0a
 #define BAD_POOL_INVALID_FREE 0x46
+
+/* BAD_POOL_HEADER first parameters (see above). */
+#define BAD_POOL_FREE_LIST_CORRUPT 0x03
+#define BAD_POOL_HEADER_CORRUPT    0x20
+#define BAD_POOL_POISON_CHANGED    0x22
+
+/* SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION fourth parameter: past the end overwritten. */
+#define SPECIAL_POOL_TRAILER_CHANGED 0x24
+
+#if DBG
+#define POOL_TRAILER_MINIMUM 16   // bytes of trailer every allocation gets at least
+#define POOL_TRAILER_BYTE    0xbd // after each allocation
+#define POOL_POISON_BYTE     0xdf // the body of every free block
+#else
+#define POOL_TRAILER_MINIMUM 0
+#endif
 
 /* What a physical page is to the pool (MmpPageKind). */
 #define POOL_PAGE_NONE  0
@@ -138,20 +180,81 @@ ExpRefill(ULONG Class, USHORT Nx)
     {
         POOL_HEADER *Block = (POOL_HEADER *)(Page + Offset);
         Block->Magic = POOL_MAGIC_FREE;
+        Block->Tag = 0;
+        Block->Size = 0;
         Block->Class = (USHORT)Class;
         Block->Nx = Nx;
+        Block->Pages = 0;
         Block->Next = ExpFreeBlocks[Nx][Class];
+#if DBG
+        memset(Block + 1, POOL_POISON_BYTE, BlockSize - sizeof(POOL_HEADER));
+#endif
         ExpFreeBlocks[Nx][Class] = Block;
     }
     return TRUE;
 }
 
+/* TRUE if Address is the header of a block of Class (a small-pool page of that class). */
+static BOOLEAN
+ExpIsBlockOfClass(ULONG64 Address, ULONG Class)
+{
+    return Address < (4ull << 30) &&
+           ExpPageKind[Address / KI_PAGE_SIZE] == POOL_PAGE_SMALL + Class &&
+           Address % ExpBlockSize(Class) == 0;
+}
+
+/*
+ * Checks the free block at the head of Class's list before it is handed out:
+ * magic, class, link and (checked build) poison. Returns TRUE if it is sound;
+ * else fills Stop with the 0x19 code and parameters. Called with the lock held;
+ * reads only the block, whose page is known to be pool.
+ */
+static BOOLEAN
+ExpCheckFreeBlock(POOL_HEADER *Block, ULONG Class, USHORT Nx, ULONG_PTR Stop[5])
+{
+    Stop[0] = BAD_POOL_HEADER;
+    if (Block->Magic != POOL_MAGIC_FREE || Block->Class != Class || Block->Nx != Nx)
+    {
+        Stop[1] = BAD_POOL_HEADER_CORRUPT, Stop[2] = (ULONG_PTR)Block, Stop[3] = Block->Magic;
+        Stop[4] = 0;
+        return FALSE;
+    }
+    if (Block->Next != NULL && !ExpIsBlockOfClass((ULONG64)Block->Next, Class))
+    {
+        Stop[1] = BAD_POOL_FREE_LIST_CORRUPT, Stop[2] = (ULONG_PTR)Block;
+        Stop[3] = (ULONG_PTR)Block->Next, Stop[4] = Class;
+        return FALSE;
+    }
+#if DBG
+    {
+        const UCHAR *Body = (const UCHAR *)(Block + 1);
+        for (ULONG i = 0; i < ExpBlockSize(Class) - sizeof(POOL_HEADER); i++)
+        {
+            if (Body[i] != POOL_POISON_BYTE)
+            {
+                Stop[1] = BAD_POOL_POISON_CHANGED, Stop[2] = (ULONG_PTR)Block;
+                Stop[3] = (ULONG_PTR)&Body[i], Stop[4] = Class;
+                return FALSE;
+            }
+        }
+    }
+#endif
+    return TRUE;
+}
+
+/*
+ * Takes a block of the smallest class that holds Total bytes, or NULL with
+ * Stop[0] = 0 when memory is exhausted, or NULL with Stop filled when the
+ * block at the head of the free list is damaged (the list is then abandoned).
+ * Called with the lock held.
+ */
 static POOL_HEADER *
-ExpAllocateSmall(SIZE_T Total, USHORT Nx)
+ExpAllocateSmall(SIZE_T Total, USHORT Nx, ULONG_PTR Stop[5])
 {
     ULONG Class = 0;
     POOL_HEADER *Block;
 
+    Stop[0] = 0;
     while (ExpBlockSize(Class) < Total)
     {
         Class++;
@@ -161,9 +264,26 @@ ExpAllocateSmall(SIZE_T Total, USHORT Nx)
         return NULL;
     }
     Block = ExpFreeBlocks[Nx][Class];
+    if (!ExpCheckFreeBlock(Block, Class, Nx, Stop))
+    {
+        ExpFreeBlocks[Nx][Class] = NULL; // never reach the damaged block (or past it) again
+        return NULL;
+    }
     ExpFreeBlocks[Nx][Class] = Block->Next;
     return Block;
 }
+
+#if DBG
+/* The bytes from Data + Size to the end of Header's block: the trailer. */
+static SIZE_T
+ExpTrailerLength(POOL_HEADER *Header)
+{
+    SIZE_T End = Header->Class == POOL_CLASS_LARGE
+                     ? (SIZE_T)(Header->Pages - 1) * KI_PAGE_SIZE
+                     : ExpBlockSize(Header->Class) - sizeof(POOL_HEADER);
+    return End - Header->Size;
+}
+#endif
 
 /*
  * Allocates NumberOfBytes of nonpaged pool charged to Tag.
@@ -178,8 +298,12 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     KIRQL OldIrql;
     POOL_HEADER *Header = NULL;
     PUCHAR Data = NULL;
-    SIZE_T Total = NumberOfBytes + sizeof(POOL_HEADER);
+    /* A request of 2 GiB or more goes to the large path, which refuses it (no overflow). */
+    SIZE_T Total = NumberOfBytes < (1ull << 31)
+                       ? NumberOfBytes + sizeof(POOL_HEADER) + POOL_TRAILER_MINIMUM
+                       : ~(SIZE_T)0;
     USHORT Nx = (PoolType & POOL_NX_ALLOCATION) != 0;
+    ULONG_PTR Stop[5];
 
     if (KeGetCurrentIrql() > DISPATCH_LEVEL)
     {
@@ -188,7 +312,7 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     }
     if (NumberOfBytes == 0)
     {
-        Total = sizeof(POOL_HEADER) + 1;
+        Total = sizeof(POOL_HEADER) + POOL_TRAILER_MINIMUM + 1;
     }
     if (ExpSpecialPoolEnabled)
     {
@@ -202,17 +326,22 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     if (Total <= ExpBlockSize(POOL_SMALL_CLASSES - 1))
     {
         KeAcquireSpinLock(&ExpPoolLock, &OldIrql);
-        Header = ExpAllocateSmall(Total, Nx);
+        Header = ExpAllocateSmall(Total, Nx, Stop);
         if (Header != NULL)
         {
             Data = (PUCHAR)(Header + 1);
             ExpAccount(Tag, 1, (LONG64)NumberOfBytes);
         }
         KeReleaseSpinLock(&ExpPoolLock, OldIrql);
+        if (Header == NULL && Stop[0] != 0)
+        {
+            KeBugCheckEx((ULONG)Stop[0], Stop[1], Stop[2], Stop[3], Stop[4]);
+        }
     }
     else if (NumberOfBytes < (1ull << 31))
     {
-        ULONG Pages = (ULONG)((NumberOfBytes + KI_PAGE_SIZE - 1) / KI_PAGE_SIZE) + 1;
+        ULONG Pages =
+            (ULONG)((NumberOfBytes + POOL_TRAILER_MINIMUM + KI_PAGE_SIZE - 1) / KI_PAGE_SIZE) + 1;
         PUCHAR Base = MmAllocatePages(Pages);
         if (Base != NULL && !Nx &&
             !MmProtectRange(Base, Pages * KI_PAGE_SIZE, MM_READ | MM_WRITE | MM_EXECUTE))
@@ -242,12 +371,16 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     Header->Tag = Tag;
     Header->Size = NumberOfBytes;
     Header->Next = NULL;
+#if DBG
+    memset(Data + NumberOfBytes, POOL_TRAILER_BYTE, ExpTrailerLength(Header));
+#endif
     return Data;
 }
 
 /*
- * Finds and checks the header of a block being freed. Returns NULL, with the
- * BAD_POOL_CALLER / BAD_POOL_HEADER code and parameters, on misuse; the caller
+ * Finds and checks the header (and, checked build, the trailer) of a block
+ * being freed. Returns NULL, with the BAD_POOL_CALLER / BAD_POOL_HEADER /
+ * SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION code and parameters, on misuse; the caller
  * drops the pool lock before it bug-checks (so a test that catches the bug
  * check leaves the pool usable).
  */
@@ -278,10 +411,17 @@ ExpCheckFree(PVOID P, ULONG Tag, ULONG_PTR Stop[5])
         Stop[1] = BAD_POOL_DOUBLE_FREE, Stop[2] = 0, Stop[3] = Header->Tag, Stop[4] = Address;
         return NULL;
     }
-    if (Header->Magic != POOL_MAGIC_ALLOCATED)
+    if (Header->Magic != POOL_MAGIC_ALLOCATED ||
+        (Kind == POOL_PAGE_LARGE
+             ? Header->Class != POOL_CLASS_LARGE || Header->Pages < 2 ||
+                   Header->Size + POOL_TRAILER_MINIMUM > (ULONG64)(Header->Pages - 1) * KI_PAGE_SIZE
+             : Header->Class != Kind - POOL_PAGE_SMALL ||
+                   Header->Size + POOL_TRAILER_MINIMUM >
+                       ExpBlockSize(Header->Class) - sizeof(POOL_HEADER)))
     {
         Stop[0] = BAD_POOL_HEADER;
-        Stop[1] = 0x3, Stop[2] = (ULONG_PTR)Header, Stop[3] = Header->Magic, Stop[4] = Address;
+        Stop[1] = BAD_POOL_HEADER_CORRUPT, Stop[2] = (ULONG_PTR)Header, Stop[3] = Header->Magic;
+        Stop[4] = Address;
         return NULL;
     }
     if (Tag != 0 && Header->Tag != Tag)
@@ -289,6 +429,22 @@ ExpCheckFree(PVOID P, ULONG Tag, ULONG_PTR Stop[5])
         Stop[1] = BAD_POOL_WRONG_TAG, Stop[2] = Address, Stop[3] = Header->Tag, Stop[4] = Tag;
         return NULL;
     }
+#if DBG
+    {
+        const UCHAR *Trailer = (const UCHAR *)P + Header->Size;
+        SIZE_T Length = ExpTrailerLength(Header);
+        for (SIZE_T i = 0; i < Length; i++)
+        {
+            if (Trailer[i] != POOL_TRAILER_BYTE)
+            {
+                Stop[0] = SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION;
+                Stop[1] = Address, Stop[2] = (ULONG_PTR)&Trailer[i], Stop[3] = Header->Size;
+                Stop[4] = SPECIAL_POOL_TRAILER_CHANGED;
+                return NULL;
+            }
+        }
+    }
+#endif
     return Header;
 }
 
@@ -336,6 +492,9 @@ ExFreePoolWithTag(PVOID P, ULONG Tag)
         MmFreePages((PUCHAR)P - KI_PAGE_SIZE, Pages);
         return;
     }
+#if DBG
+    memset(P, POOL_POISON_BYTE, ExpBlockSize(Header->Class) - sizeof(POOL_HEADER));
+#endif
     Header->Next = ExpFreeBlocks[Header->Nx][Header->Class];
     ExpFreeBlocks[Header->Nx][Header->Class] = Header;
     KeReleaseSpinLock(&ExpPoolLock, OldIrql);

@@ -31,6 +31,8 @@ static const KI_BUGCHECK_NAME KiBugCheckNames[] = {
     {UNEXPECTED_KERNEL_MODE_TRAP, "UNEXPECTED_KERNEL_MODE_TRAP"},
     {ATTEMPTED_SWITCH_FROM_DPC, "ATTEMPTED_SWITCH_FROM_DPC"},
     {BAD_POOL_CALLER, "BAD_POOL_CALLER"},
+    {SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION, "SPECIAL_POOL_DETECTED_MEMORY_CORRUPTION"},
+    {NMI_HARDWARE_FAILURE, "NMI_HARDWARE_FAILURE"},
     {DRIVER_VERIFIER_DETECTED_VIOLATION, "DRIVER_VERIFIER_DETECTED_VIOLATION"},
     {IRQL_UNEXPECTED_VALUE, "IRQL_UNEXPECTED_VALUE"},
     {DRIVER_VERIFIER_IOMANAGER_VIOLATION, "DRIVER_VERIFIER_IOMANAGER_VIOLATION"},
@@ -47,6 +49,9 @@ static const KI_BUGCHECK_NAME KiBugCheckNames[] = {
     {SPINDLE_IPI_TIMEOUT, "SPINDLE_IPI_TIMEOUT"},
     {SPINDLE_DPC_CALL_TIMEOUT, "SPINDLE_DPC_CALL_TIMEOUT"},
 };
+
+#define X86_VECTOR_DOUBLE_FAULT 8
+#define X86_VECTOR_PAGE_FAULT   14
 
 /* The registered catcher, or NULL; set once, before anything it expects can happen. */
 static const KI_BUGCHECK_CATCHER *volatile KiBugCheckCatcher;
@@ -99,7 +104,13 @@ KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame)
     KiBugCheckFrame[KeGetCurrentPrcb()->Number] = Frame;
 }
 
-/* Prints where each other processor was when the freeze NMI reached it. */
+/*
+ * Prints where each other processor was when the freeze NMI reached it: one
+ * "processor N: RIP symbol" line each, then, for each one that answered, a
+ * backtrace from the frame its NMI handler saved ("processor N was at:"), so
+ * a report shows the code a stuck processor is running, not only the
+ * reporter's. A processor that did not answer is named with no backtrace.
+ */
 static VOID
 KiReportOtherProcessors(ULONG Self, const char *LinePrefix)
 {
@@ -128,6 +139,19 @@ KiReportOtherProcessors(ULONG Self, const char *LinePrefix)
         {
             KiPrintAddress(Prefix, Rip);
         }
+    }
+    for (ULONG i = 0; i < KiActiveProcessorCount; i++)
+    {
+        PKPRCB Prcb = KiGetPrcb(i);
+        /* Acquire: pairs with the release store of FrozenRip after FrozenRbp. */
+        ULONG64 Rip = __atomic_load_n(&Prcb->FrozenRip, __ATOMIC_ACQUIRE);
+
+        if (i == Self || !Prcb->Online || Rip == 0)
+        {
+            continue;
+        }
+        DbgPrint("%sprocessor %u was at:\n", LinePrefix, i);
+        KiPrintTrapBacktrace(Rip, Prcb->FrozenRsp, Prcb->FrozenRbp);
     }
 }
 
@@ -189,6 +213,15 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
     const KI_BUGCHECK_CATCHER *Catcher = __atomic_load_n(&KiBugCheckCatcher, __ATOMIC_ACQUIRE);
     ULONG Expected = 0;
 
+    /*
+     * The trap frame the exception path stored for this bug check (NULL when
+     * it did not come from a trap). Taken before the catcher runs, so that an
+     * uncaught exception under the harness is still reported from the
+     * faulting instruction; cleared so that a later bug check does not reuse
+     * it.
+     */
+    Frame = KiBugCheckFrame[Prcb->Number];
+    KiBugCheckFrame[Prcb->Number] = NULL;
     if (!KiBugCheckInProgress())
     {
         KiBugCheckData.Code = BugCheckCode;
@@ -197,10 +230,10 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
         {
             KiBugCheckData.Parameter[i] = Parameters[i];
         }
-        KiBugCheckData.HasTrapFrame = KiBugCheckFrame[Prcb->Number] != NULL;
+        KiBugCheckData.HasTrapFrame = Frame != NULL;
         if (KiBugCheckData.HasTrapFrame)
         {
-            KiBugCheckData.TrapFrame = *KiBugCheckFrame[Prcb->Number];
+            KiBugCheckData.TrapFrame = *Frame;
         }
     }
     /*
@@ -237,9 +270,15 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
              (ULONG64)Parameters[0], (ULONG64)Parameters[1], (ULONG64)Parameters[2],
              (ULONG64)Parameters[3], KiBugCheckName(BugCheckCode));
     DbgPrint("*** on processor %u at IRQL %u\n", Prcb->Number, HalGetCurrentIrql());
-    if (Frame != NULL)
+    if (Frame != NULL && Frame->vector != X86_VECTOR_DOUBLE_FAULT &&
+        !(Frame->vector == X86_VECTOR_PAGE_FAULT &&
+          x86_read_cr2() / KI_PAGE_SIZE == Frame->rsp / KI_PAGE_SIZE))
     {
-        KiPrintBacktrace(Frame->rip, Frame->rbp);
+        KiPrintTrapBacktrace(Frame->rip, Frame->rsp, Frame->rbp);
+    }
+    else if (Frame != NULL)
+    {
+        KiPrintBacktrace(Frame->rip, Frame->rbp); // RSP may be in the page that faulted
     }
     else
     {
@@ -282,8 +321,34 @@ KiFreezeAndReport(const struct x86_trap_frame *Frame)
     KiPrintAddress(Prefix, Frame->rip);
     KiReportOtherProcessors(Prcb->Number, "# ");
     DbgPrint("# backtrace of processor %u:\n", Prcb->Number);
-    KiPrintBacktrace(Frame->rip, Frame->rbp);
+    KiPrintTrapBacktrace(Frame->rip, Frame->rsp, Frame->rbp);
     return TRUE;
+}
+
+VOID
+KiExternalNmi(const struct x86_trap_frame *Frame)
+{
+    static volatile ULONG Reporter; // number + 1 of the processor that reports it
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    ULONG Expected = 0;
+
+    Prcb->FrozenRbp = Frame->rbp;
+    Prcb->FrozenRsp = Frame->rsp;
+    /* Release: FrozenRbp first; pairs with KiReportOtherProcessors' acquire of FrozenRip. */
+    __atomic_store_n(&Prcb->FrozenRip, Frame->rip, __ATOMIC_RELEASE);
+    if (!__atomic_compare_exchange_n(&Reporter, &Expected, Prcb->Number + 1, FALSE,
+                                     __ATOMIC_ACQ_REL, __ATOMIC_ACQUIRE))
+    {
+        KiStopProcessor(); // recorded; the reporter's freeze finds us here (NMIs stay blocked)
+    }
+    /* This processor may have been interrupted inside DbgPrint: never wait for the console. */
+    KiDebugConsoleBusted = TRUE;
+    DbgPrint("\n*** NMI from outside (LINT1) on processor %u: stopping every processor\n",
+             Prcb->Number);
+    KiSetBugCheckTrapFrame(Frame);
+    /* P1 the reporting processor, P2 where it was (Windows leaves 0x80's parameters to the HAL). */
+    KeBugCheckEx(NMI_HARDWARE_FAILURE, Prcb->Number, Frame->rip, 0, 0);
+    KiStopProcessor();
 }
 
 /* NMI handler's part of a freeze: record where this processor was, then stop. */
@@ -292,6 +357,7 @@ KiFreezeProcessor(const struct x86_trap_frame *Frame)
 {
     PKPRCB Prcb = KeGetCurrentPrcb();
     Prcb->FrozenRbp = Frame->rbp;
+    Prcb->FrozenRsp = Frame->rsp;
     /* Release: the RBP store is visible before the RIP that KiReportOtherProcessors polls. */
     __atomic_store_n(&Prcb->FrozenRip, Frame->rip, __ATOMIC_RELEASE);
     KiStopProcessor();

@@ -10,26 +10,12 @@
  * that a caught bug check leaves the queue usable:
  *   0x2   DEVICE_QUEUE_NOT_BUSY   KeRemove(ByKey)DeviceQueue on an idle queue (P1 = queue)
  *   0x8   IRQL_NOT_DISPATCH_LEVEL a DL-only routine below or above DL (P1 = queue, P2 = IRQL)
- *   0x139 KERNEL_SECURITY_CHECK_FAILURE/3 inserting an entry that is already Inserted
- *         (P2 = entry, P3 = queue). Entries must therefore start with Inserted = FALSE
- *         (zeroed, as IoInitializeIrp leaves an IRP's DeviceQueueEntry).
+ * The insert routines never read an entry's incoming Inserted flag or links:
+ * drivers insert entries from non-zeroed pool, and Windows accepts them.
  */
 #include "kernel/ke/ke.h"
 
 #if DBG
-/* Bug-checks 0x139/3 if Entry is already in a queue; drops the lock first. */
-static VOID
-KiCheckNotInserted(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY Entry,
-                   PKLOCK_QUEUE_HANDLE LockHandle)
-{
-    if (Entry->Inserted)
-    {
-        KeReleaseInStackQueuedSpinLockFromDpcLevel(LockHandle);
-        KeBugCheckEx(KERNEL_SECURITY_CHECK_FAILURE, FAST_FAIL_CORRUPT_LIST_ENTRY, (ULONG_PTR)Entry,
-                     (ULONG_PTR)DeviceQueue, 0);
-    }
-}
-
 /* Bug-checks 0x2 if the queue is idle; drops the lock first. */
 static VOID
 KiCheckBusy(PKDEVICE_QUEUE DeviceQueue, PKLOCK_QUEUE_HANDLE LockHandle)
@@ -41,8 +27,7 @@ KiCheckBusy(PKDEVICE_QUEUE DeviceQueue, PKLOCK_QUEUE_HANDLE LockHandle)
     }
 }
 #else
-#define KiCheckNotInserted(DeviceQueue, Entry, Handle) ((void)0)
-#define KiCheckBusy(DeviceQueue, Handle)               ((void)0)
+#define KiCheckBusy(DeviceQueue, Handle) ((void)0)
 #endif
 
 /*
@@ -124,7 +109,6 @@ KeInsertDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY DeviceQueue
 
     KiCheckIrqlIsDispatch(DeviceQueue);
     KeAcquireInStackQueuedSpinLockAtDpcLevel(&DeviceQueue->Lock, &LockHandle);
-    KiCheckNotInserted(DeviceQueue, DeviceQueueEntry, &LockHandle);
     Queued = KiGrantOrQueue(DeviceQueue, DeviceQueueEntry);
     if (Queued)
     {
@@ -148,7 +132,6 @@ KeInsertByKeyDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY Device
 
     KiCheckIrqlIsDispatch(DeviceQueue);
     KeAcquireInStackQueuedSpinLockAtDpcLevel(&DeviceQueue->Lock, &LockHandle);
-    KiCheckNotInserted(DeviceQueue, DeviceQueueEntry, &LockHandle);
     DeviceQueueEntry->SortKey = SortKey;
     Queued = KiGrantOrQueue(DeviceQueue, DeviceQueueEntry);
     if (Queued)

@@ -23,11 +23,16 @@
 #include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
+#include "lib/lib.h"
 
 #define KI_IPI_GENERIC_CALL 0x1
 
-/* How long the caller waits for the other processors (generous: TCG on a loaded host). */
-#define KI_IPI_TIMEOUT_MS 30000
+/*
+ * How long the caller waits for the other processors (generous: TCG on a
+ * loaded host). A processor that never answers is a bug check naming it, and
+ * the freeze report shows where it is. A fault test lowers it.
+ */
+volatile ULONG KiIpiTimeoutMs = 30000;
 
 typedef struct _KI_IPI_PACKET
 {
@@ -39,6 +44,10 @@ typedef struct _KI_IPI_PACKET
     volatile ULONG_PTR Done;       // targets that have returned from the routine
     volatile ULONG_PTR AllDone;    // 0 -> 1 by the last target to return
     ULONG_PTR Targets;             // processors taking part, the caller not counted
+    ULONG Caller;                  // the caller's processor number
+    /* Per processor: 1 once it has arrived / returned (to name the one that never did). */
+    volatile UCHAR HasArrived[MAXIMUM_PROCESSORS];
+    volatile UCHAR IsDone[MAXIMUM_PROCESSORS];
 } KI_IPI_PACKET;
 
 static KSPIN_LOCK KiIpiLock;
@@ -53,6 +62,7 @@ typedef struct _KI_IPI_WATCH
     ULONG64 Start;
     ULONG64 Limit;
     volatile ULONG_PTR *Counter;
+    volatile UCHAR *Marks; // HasArrived or IsDone: who has not yet
 } KI_IPI_WATCH;
 
 static VOID
@@ -62,25 +72,43 @@ KiIpiWatchCheck(KI_WAIT_WATCH *Watch)
 
     if ((ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - IpiWatch->Start > IpiWatch->Limit)
     {
+        ULONG Culprit = 0;
+
+        /* The first target whose mark is still clear is the one the report names. */
+        while (Culprit < KiActiveProcessorCount &&
+               (Culprit == KiIpiPacket.Caller ||
+                __atomic_load_n(&IpiWatch->Marks[Culprit], __ATOMIC_RELAXED)))
+        {
+            Culprit++;
+        }
+        if (!KiBugCheckIsExpected())
+        {
+            DbgPrint("\n*** KeIpiGenericCall: processor %u has not %s after %u ms\n", Culprit,
+                     IpiWatch->Marks == KiIpiPacket.HasArrived ? "taken the IPI"
+                                                               : "returned from the routine",
+                     KiIpiTimeoutMs);
+        }
         KeBugCheckEx(SPINDLE_IPI_TIMEOUT, *IpiWatch->Counter + 1, KiIpiPacket.Targets + 1,
-                     (ULONG_PTR)KiIpiPacket.Routine, 0);
+                     (ULONG_PTR)KiIpiPacket.Routine, Culprit);
     }
 }
 
 /*
  * The caller waits until *Flag (AllArrived or AllDone) is set, for at most
- * KI_IPI_TIMEOUT_MS; *Counter is reported if it times out. Below CLOCK_LEVEL.
+ * KiIpiTimeoutMs; *Counter and the first processor whose Marks entry is still
+ * clear (the culprit) are reported if it times out. Below CLOCK_LEVEL.
  */
 static VOID
-KiIpiWaitForTargets(volatile ULONG_PTR *Flag, volatile ULONG_PTR *Counter)
+KiIpiWaitForTargets(volatile ULONG_PTR *Flag, volatile ULONG_PTR *Counter, volatile UCHAR *Marks)
 {
     LARGE_INTEGER Frequency;
     KI_IPI_WATCH Watch;
 
     Watch.Watch.Check = KiIpiWatchCheck;
     Watch.Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-    Watch.Limit = (ULONG64)Frequency.QuadPart / 1000 * KI_IPI_TIMEOUT_MS;
+    Watch.Limit = (ULONG64)Frequency.QuadPart / 1000 * KiIpiTimeoutMs;
     Watch.Counter = Counter;
+    Watch.Marks = Marks;
     /* Acquire (in KiWaitForChange): pairs with the last target's release of *Flag. */
     while (__atomic_load_n(Flag, __ATOMIC_ACQUIRE) == 0)
     {
@@ -94,6 +122,7 @@ KiIpiRunPacket(VOID)
 {
     KI_IPI_PACKET *Packet = &KiIpiPacket;
 
+    Packet->HasArrived[KeGetCurrentPrcb()->Number] = 1; // for a timeout report only
     /* Acquire-release: arrival ordered after the request read; the last one tells the caller. */
     if (__atomic_add_fetch(&Packet->Arrived, 1, __ATOMIC_ACQ_REL) == Packet->Targets)
     {
@@ -102,6 +131,7 @@ KiIpiRunPacket(VOID)
     /* Wait for Go: acquire, pairs with the caller's release (it is at IPI_LEVEL by then). */
     KiWaitForChange(&Packet->Go, 0, 0, NULL);
     Packet->Routine(Packet->Argument);
+    Packet->IsDone[KeGetCurrentPrcb()->Number] = 1; // for a timeout report only
     /* Release: the routine's effects are visible before the caller sees AllDone. */
     if (__atomic_add_fetch(&Packet->Done, 1, __ATOMIC_ACQ_REL) == Packet->Targets)
     {
@@ -176,6 +206,9 @@ KeIpiGenericCall(PKIPI_BROADCAST_WORKER BroadcastFunction, ULONG_PTR Context)
     KiIpiPacket.Go = 0;
     KiIpiPacket.Done = 0;
     KiIpiPacket.AllDone = KiIpiPacket.Targets == 0;
+    KiIpiPacket.Caller = Self;
+    memset((PVOID)KiIpiPacket.HasArrived, 0, sizeof(KiIpiPacket.HasArrived));
+    memset((PVOID)KiIpiPacket.IsDone, 0, sizeof(KiIpiPacket.IsDone));
     for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
     {
         if (Number != Self)
@@ -186,12 +219,12 @@ KeIpiGenericCall(PKIPI_BROADCAST_WORKER BroadcastFunction, ULONG_PTR Context)
         }
     }
 
-    KiIpiWaitForTargets(&KiIpiPacket.AllArrived, &KiIpiPacket.Arrived);
+    KiIpiWaitForTargets(&KiIpiPacket.AllArrived, &KiIpiPacket.Arrived, KiIpiPacket.HasArrived);
     LockIrql = KfRaiseIrql(IPI_LEVEL);
     KiWaitSetAndWake(&KiIpiPacket.Go, 1); // every processor is at IPI_LEVEL: start them all
     Result = BroadcastFunction(Context);
     KeLowerIrql(LockIrql);
-    KiIpiWaitForTargets(&KiIpiPacket.AllDone, &KiIpiPacket.Done);
+    KiIpiWaitForTargets(&KiIpiPacket.AllDone, &KiIpiPacket.Done, KiIpiPacket.IsDone);
     KeReleaseSpinLock(&KiIpiLock, OldIrql);
     return Result;
 }

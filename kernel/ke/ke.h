@@ -73,6 +73,7 @@ typedef struct _KPRCB
     volatile ULONG64 WaitWakesSent;           // wake IPIs this processor sent
     volatile ULONG64 WaitSpinOnly;       // waits that could not halt once the spin bound ran out
     volatile ULONG_PTR DpcDrainSequence; // DPC drain passes ended (KeFlushQueuedDpcs waits on it)
+    volatile ULONG64 FrozenRsp;
     ULONG_PTR KernelStackBase;
     ULONG_PTR KernelStackTop;
     uint64_t IstTop[X86_IST_COUNT];
@@ -136,6 +137,12 @@ VOID KiParseBootInfo(ULONG64 InfoPhysical);
 
 const char *KiBugCheckName(ULONG Code);
 VOID KiPrintBacktrace(ULONG64 Rip, ULONG64 Rbp);
+/*
+ * As KiPrintBacktrace for an interrupted context: when the function at Rip
+ * has no frame of its own (a leaf, or its first instruction), the return
+ * address at Rsp is printed as its caller. Rsp must be readable.
+ */
+VOID KiPrintTrapBacktrace(ULONG64 Rip, ULONG64 Rsp, ULONG64 Rbp);
 const char *KiLookupSymbol(ULONG64 Address, ULONG64 *Offset);
 VOID KiPrintAddress(const char *Prefix, ULONG64 Address);
 
@@ -187,12 +194,21 @@ typedef struct _KI_WORKLOAD
 /* Spindle's own stop codes (outside Windows' range of documented codes). */
 #define SPINDLE_SPIN_LOCK_DEADLOCK 0x5D000001 // P1 lock, P2 owner CPU, P3 owner RIP, P4 waiter RIP
 #define SPINDLE_TEST_WATCHDOG      0x5D000002 // P1 test index, P2 budget ms
-#define SPINDLE_IPI_TIMEOUT        0x5D000003 // P1 processors counted, P2 expected, P3 routine
+#define SPINDLE_IPI_TIMEOUT        0x5D000003 // P1 counted, P2 expected, P3 routine, P4 culprit CPU
 #define SPINDLE_DPC_CALL_TIMEOUT   0x5D000016 // P1 word, P2 its value, P3 IRQL, P4 which wait
+
+/* How long KeIpiGenericCall waits for every processor (default 30000 ms; a test may lower it). */
+extern volatile ULONG KiIpiTimeoutMs;
 
 BOOLEAN KiBugCheckInProgress(VOID);
 VOID KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame);
 __attribute__((noreturn)) VOID KiFreezeProcessor(const struct x86_trap_frame *Frame);
+/*
+ * An NMI that no bug check sent (LINT1 from outside, e.g. QEMU's monitor
+ * `nmi`, which reaches every processor): each records where it was; the first
+ * stops the system with NMI_HARDWARE_FAILURE, the others wait to be reported.
+ */
+__attribute__((noreturn)) VOID KiExternalNmi(const struct x86_trap_frame *Frame);
 BOOLEAN KiFreezeAndReport(const struct x86_trap_frame *Frame);
 
 /* ---- interrupts */
@@ -417,7 +433,7 @@ KiSpinWaitWatch(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
 BOOLEAN KiLockTrackIsHeld(PKSPIN_LOCK SpinLock);
 VOID KiLockTrackInsert(PKSPIN_LOCK SpinLock, ULONG_PTR Rip, BOOLEAN Owner);
 VOID KiLockTrackSetOwner(PKSPIN_LOCK SpinLock);
-VOID KiLockTrackRemove(PKSPIN_LOCK SpinLock);
+BOOLEAN KiLockTrackRemove(PKSPIN_LOCK SpinLock); // FALSE: not recorded, nothing changed
 #endif
 
 /* ---- interrupt objects (ke/intobj.c) */

@@ -37,7 +37,8 @@
  *
  * Never mix queued and ordinary acquisition of one KSPIN_LOCK.
  * Checked build: a processor that already holds (or waits for) the lock gets
- * 0xF; releasing a handle whose Lock lacks OWNER gets 0x10. Long waits fall
+ * 0xF; releasing a handle whose Lock lacks OWNER, whose lock is free, or whose
+ * lock this processor never took gets 0x10. Long waits fall
  * to the deadlock watch of spinlock.c.
  */
 #include "kernel/ke/ke.h"
@@ -120,12 +121,18 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
     PKSPIN_LOCK_QUEUE NextButOne;
 
 #if DBG
-    if ((LockBits & KI_QUEUE_FLAGS) != LOCK_QUEUE_OWNER)
+    /*
+     * Not owned through this handle: no OWNER bit, a free lock word (a forged
+     * or copied handle of a lock already released), or a lock this processor
+     * never recorded taking. Caught here, not as a hand-off wait that never
+     * ends.
+     */
+    if ((LockBits & KI_QUEUE_FLAGS) != LOCK_QUEUE_OWNER ||
+        __atomic_load_n(SpinLock, __ATOMIC_RELAXED) == 0 || !KiLockTrackRemove(SpinLock))
     {
         KeBugCheckEx(SPIN_LOCK_NOT_OWNED, (ULONG_PTR)SpinLock, (ULONG_PTR)LockHandle, LockBits,
                      Rip);
     }
-    KiLockTrackRemove(SpinLock);
 #endif
     Queue->Lock = SpinLock;
 
@@ -269,10 +276,15 @@ KeAcquireInStackQueuedSpinLockForDpc(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE L
     KxAcquireQueuedSpinLock(SpinLock, LockHandle, (ULONG_PTR)__builtin_return_address(0));
 }
 
-/* Releases a lock from KeAcquireInStackQueuedSpinLockForDpc and returns to its entry IRQL. */
+/*
+ * Releases the lock held through LockHandle. Outside a threaded DPC (every
+ * Spindle caller) it is KeReleaseInStackQueuedSpinLockFromDpcLevel without
+ * the IRQL check: IRQL is left alone, whatever LockHandle->OldIrql says, so
+ * a lock taken with KeAcquireInStackQueuedSpinLock and released here leaves
+ * the caller at DISPATCH_LEVEL (API.md §4). Any IRQL the acquire allowed.
+ */
 VOID
 KeReleaseInStackQueuedSpinLockForDpc(PKLOCK_QUEUE_HANDLE LockHandle)
 {
     KxReleaseQueuedSpinLock(LockHandle, (ULONG_PTR)__builtin_return_address(0));
-    KeLowerIrql(LockHandle->OldIrql);
 }

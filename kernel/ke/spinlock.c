@@ -40,6 +40,8 @@ typedef struct _KI_LOCK_TRACK
 
 static KI_LOCK_TRACK KiLockTrack[MAXIMUM_PROCESSORS][KI_LOCK_TRACK_SLOTS];
 static ULONG64 KiLockTrackCount[MAXIMUM_PROCESSORS]; // acquisitions recorded per processor
+/* Locks counted but not named because the processor's table was full; its own. */
+static ULONG KiLockTrackOverflow[MAXIMUM_PROCESSORS];
 #endif
 
 volatile ULONG KiSpinLockTimeoutMs = 20000;
@@ -87,6 +89,10 @@ KiLockTrackInsert(PKSPIN_LOCK SpinLock, ULONG_PTR Rip, BOOLEAN Owner)
         /* Release: a reporting processor that finds the lock sees its RIP too. */
         __atomic_store_n(&Slot->Lock, SpinLock, __ATOMIC_RELEASE);
     }
+    else
+    {
+        KiLockTrackOverflow[Prcb->Number]++;
+    }
     Prcb->SpinLocksHeld++;
     x86_restore_flags(Flags);
 }
@@ -105,20 +111,38 @@ KiLockTrackSetOwner(PKSPIN_LOCK SpinLock)
     x86_restore_flags(Flags);
 }
 
-/* Forgets SpinLock (released); uncounts it. */
-VOID
+/*
+ * Forgets SpinLock (released) and uncounts it. Returns FALSE, changing
+ * nothing, when this processor never recorded it (a forged or copied queued
+ * handle): the caller bug-checks 0x10. A lock that found the table full is
+ * taken on trust while any such lock is outstanding.
+ */
+BOOLEAN
 KiLockTrackRemove(PKSPIN_LOCK SpinLock)
 {
     ULONG64 Flags = x86_save_disable();
     PKPRCB Prcb = KeGetCurrentPrcb();
     KI_LOCK_TRACK *Slot = KiLockTrackFind(KiLockTrack[Prcb->Number], SpinLock);
+    BOOLEAN Tracked = TRUE;
 
     if (Slot != NULL)
     {
         __atomic_store_n(&Slot->Lock, NULL, __ATOMIC_RELAXED);
     }
-    Prcb->SpinLocksHeld--;
+    else if (KiLockTrackOverflow[Prcb->Number] != 0)
+    {
+        KiLockTrackOverflow[Prcb->Number]--;
+    }
+    else
+    {
+        Tracked = FALSE;
+    }
+    if (Tracked)
+    {
+        Prcb->SpinLocksHeld--;
+    }
     x86_restore_flags(Flags);
+    return Tracked;
 }
 
 /*
@@ -502,10 +526,16 @@ KeAcquireSpinLockForDpc(PKSPIN_LOCK SpinLock)
     return Previous;
 }
 
-/* Releases the lock and returns to OldIrql (KeAcquireSpinLockForDpc's result: no change). */
+/*
+ * Releases the lock. Outside a threaded DPC (every Spindle caller) it is
+ * KeReleaseSpinLockFromDpcLevel without the IRQL check: IRQL is left alone
+ * and OldIrql is not used, so a lock taken with KeAcquireSpinLock and
+ * released here leaves the caller at DISPATCH_LEVEL (API.md §3). Checked
+ * build: 0x10 unless this processor owns the lock.
+ */
 VOID
 KeReleaseSpinLockForDpc(PKSPIN_LOCK SpinLock, KIRQL OldIrql)
 {
+    (void)OldIrql;
     KxReleaseSpinLock(SpinLock);
-    KeLowerIrql(OldIrql);
 }

@@ -83,12 +83,11 @@ KiIsPlausibleFrame(ULONG64 Rbp)
     return MmIsAddressValid(Rbp) && MmIsAddressValid(Rbp + 8);
 }
 
-VOID
-KiPrintBacktrace(ULONG64 Rip, ULONG64 Rbp)
+/* Prints the return addresses of the frame chain from Rbp on, numbered from Depth. */
+static VOID
+KiPrintFrames(ULONG64 Rbp, int Depth)
 {
-    DbgPrint("Backtrace:\n");
-    KiPrintAddress("  #0  ", Rip);
-    for (int Depth = 1; Depth < KI_BACKTRACE_DEPTH && KiIsPlausibleFrame(Rbp); Depth++)
+    for (; Depth < KI_BACKTRACE_DEPTH && KiIsPlausibleFrame(Rbp); Depth++)
     {
         const ULONG64 *Frame = (const ULONG64 *)Rbp;
         char Prefix[16];
@@ -104,4 +103,52 @@ KiPrintBacktrace(ULONG64 Rip, ULONG64 Rbp)
         }
         Rbp = Frame[0];
     }
+}
+
+VOID
+KiPrintBacktrace(ULONG64 Rip, ULONG64 Rbp)
+{
+    DbgPrint("Backtrace:\n");
+    KiPrintAddress("  #0  ", Rip);
+    KiPrintFrames(Rbp, 1);
+}
+
+/*
+ * TRUE if the function holding Rip has no frame of its own there: it does not
+ * start with push %rbp (0x55; gcc gives leaf functions no frame even with
+ * -fno-omit-frame-pointer), or Rip is its first instruction.
+ */
+static BOOLEAN
+KiIsFramelessAt(ULONG64 Rip)
+{
+    ULONG64 Offset;
+
+    if (KiLookupSymbol(Rip, &Offset) == NULL)
+    {
+        return FALSE;
+    }
+    return Offset == 0 || *(const UCHAR *)(Rip - Offset) != 0x55;
+}
+
+VOID
+KiPrintTrapBacktrace(ULONG64 Rip, ULONG64 Rsp, ULONG64 Rbp)
+{
+    ULONG64 Offset;
+
+    /*
+     * A frameless function left its return address at RSP, and RBP still names
+     * its caller's frame: print the return address as frame #1, or the caller
+     * would be missing. RSP must be a plausible stack address (the caller does
+     * not pass one a stack overflow left in a guard page).
+     */
+    if (KiIsPlausibleFrame(Rsp) && KiIsFramelessAt(Rip) &&
+        KiLookupSymbol(*(const ULONG64 *)Rsp, &Offset) != NULL)
+    {
+        DbgPrint("Backtrace:\n");
+        KiPrintAddress("  #0  ", Rip);
+        KiPrintAddress("  #1  ", *(const ULONG64 *)Rsp);
+        KiPrintFrames(Rbp, 2);
+        return;
+    }
+    KiPrintBacktrace(Rip, Rbp);
 }

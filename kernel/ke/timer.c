@@ -18,16 +18,10 @@
 
 #include "hal/hal.h"
 
-/* DPCs of expired timers are queued in batches of this many, outside the timer lock. */
+/* Timers expired per hold of the timer lock (the clock drops it between batches). */
 #define KI_TIMER_BATCH 16
 
 #define KI_100NS_PER_MS 10000ull
-
-typedef struct _KI_EXPIRED_DPC
-{
-    PKDPC Dpc;
-    ULONG64 SystemTime; // of the expiry, in 100 ns units
-} KI_EXPIRED_DPC;
 
 /*
  * The timer list and every set timer's DueTime, TimerListEntry, Header.Inserted,
@@ -118,37 +112,42 @@ KiRemoveTimer(PKTIMER Timer)
 
 /*
  * Expires up to KI_TIMER_BATCH timers due at or before Tick: each is unlinked
- * (periodic ones linked again a period later), signalled, and its DPC recorded
- * in Expired. Returns how many DPCs were recorded and sets *More if timers
- * may remain due. Caller holds KiTimerLock.
+ * (periodic ones linked again a period later), signalled, and its DPC queued,
+ * with the expiry's system time as SystemArgument1 (low 32 bits) and
+ * SystemArgument2 (high), as NT does. Returns TRUE if timers may remain due.
+ * Caller holds KiTimerLock.
+ *
+ * The DPC is queued while the timer leaves the list, under the lock, so
+ * whoever then finds the timer unset (KeCancelTimer returning FALSE) finds its
+ * DPC queued or already run: "cancel, KeFlushQueuedDpcs, free the KDPC" is
+ * safe (the flush waits for every queued DPC). Lock order: KiTimerLock, then
+ * a processor's DPC lock.
  */
-static ULONG
-KiCollectExpiredTimers(ULONG64 Tick, KI_EXPIRED_DPC *Expired, BOOLEAN *More)
+static BOOLEAN
+KiExpireTimerBatch(ULONG64 Tick)
 {
     ULONG Count = 0;
 
-    *More = FALSE;
     while (!IsListEmpty(&KiTimerListHead))
     {
         PKTIMER Timer = CONTAINING_RECORD(KiTimerListHead.Flink, KTIMER, TimerListEntry);
+        ULONG64 SystemTime = Tick * KI_CLOCK_INCREMENT;
 
         if (Timer->DueTime > Tick)
         {
-            break;
+            return FALSE;
         }
-        if (Count == KI_TIMER_BATCH)
+        if (Count++ == KI_TIMER_BATCH)
         {
-            *More = TRUE;
-            break;
+            return TRUE;
         }
         KiRemoveTimer(Timer);
         /* Release: pairs with the acquire in KeReadStateTimer (and waiters' polls). */
         __atomic_store_n(&Timer->Header.SignalState, 1, __ATOMIC_RELEASE);
         if (Timer->Dpc != NULL)
         {
-            Expired[Count].Dpc = Timer->Dpc;
-            Expired[Count].SystemTime = Tick * KI_CLOCK_INCREMENT;
-            Count++;
+            KeInsertQueueDpc(Timer->Dpc, (PVOID)(ULONG_PTR)(ULONG)SystemTime,
+                             (PVOID)(ULONG_PTR)(ULONG)(SystemTime >> 32));
         }
         if (Timer->Period != 0)
         {
@@ -156,34 +155,23 @@ KiCollectExpiredTimers(ULONG64 Tick, KI_EXPIRED_DPC *Expired, BOOLEAN *More)
             KiInsertTimer(Timer);
         }
     }
-    return Count;
+    return FALSE;
 }
 
 /*
  * Expires every timer due at or before Tick. Called by processor 0's clock
  * interrupt at CLOCK_LEVEL just after it advanced the tick count to Tick.
- * The DPCs are queued after the lock is dropped, with the expiry's system
- * time as SystemArgument1 (low 32 bits) and SystemArgument2 (high), as NT does.
  */
 VOID
 KiExpireTimers(ULONG64 Tick)
 {
-    KI_EXPIRED_DPC Expired[KI_TIMER_BATCH];
     BOOLEAN More;
 
     do
     {
-        ULONG Count;
-
         KiAcquireTimerLockAtClockLevel();
-        Count = KiCollectExpiredTimers(Tick, Expired, &More);
+        More = KiExpireTimerBatch(Tick);
         KiReleaseTimerLock();
-
-        for (ULONG i = 0; i < Count; i++)
-        {
-            KeInsertQueueDpc(Expired[i].Dpc, (PVOID)(ULONG_PTR)(ULONG)Expired[i].SystemTime,
-                             (PVOID)(ULONG_PTR)(ULONG)(Expired[i].SystemTime >> 32));
-        }
     } while (More);
 }
 

@@ -133,9 +133,14 @@ KiDispatchException(struct x86_trap_frame *Frame)
     const char *Symbol = KiLookupSymbol(Frame->rip, &Offset);
     ULONG_PTR Stop[5] = {0};
 
-    if (Frame->vector == X86_VECTOR_NMI && KiBugCheckInProgress())
+    if (Frame->vector == X86_VECTOR_NMI)
     {
-        KiFreezeProcessor(Frame);
+        /* The freeze of a bug check or report in progress, else an NMI from outside. */
+        if (KiBugCheckInProgress())
+        {
+            KiFreezeProcessor(Frame);
+        }
+        KiExternalNmi(Frame);
     }
     if (Frame->vector == X86_VECTOR_PAGE_FAULT &&
         MmHandlePageFault(Cr2, Frame->error_code, Frame->rip, Stop))

@@ -22,8 +22,21 @@ extern KT_JMP_BUF *KtAbortJump[MAXIMUM_PROCESSORS];
 VOID KtWatchdogStart(const KTEST_CASE *Test);
 VOID KtWatchdogStop(VOID);
 
-/* The number in Key= on the kernel command line, or Default when absent or malformed. */
+/*
+ * The number in Key= on the kernel command line, or Default when absent. A
+ * malformed or out-of-range value fails the run before any test (or, for a key
+ * the harness does not know, the calling test).
+ */
 ULONG64 KtCommandLineValue(const char *Key, ULONG64 Default);
+
+/*
+ * Checks every numeric option the harness knows (seed, repeat, verbose, smp,
+ * bench, bench_ms, bench_windows, bench_reps, bench_cs, bench_ncs, torture,
+ * duration, faults) against its range, and the
+ * tests= patterns. Prints a "# command line:" line for each bad value and
+ * returns FALSE if there is one. The runner calls it before any test runs.
+ */
+BOOLEAN KtCheckCommandLine(PCSTR CommandLine);
 
 /* The -smp count from smp= on the kernel command line; skips the test when it is absent. */
 ULONG KtExpectedProcessorCount(VOID);

@@ -294,35 +294,159 @@ KtIsSelected(const KTEST_CASE *Test, const char *Patterns, SIZE_T PatternsLength
     return FALSE;
 }
 
-static ULONG64
-KtCommandLineNumber(PCSTR CommandLine, const char *Key, ULONG64 Default)
+/*
+ * Every numeric option the harness and its suites read, with its range. The
+ * whole command line is checked against this table before any test runs: a
+ * value that is empty, not a number or out of range fails the run with a line
+ * naming it, never a silent default.
+ */
+typedef struct _KT_OPTION
 {
-    SIZE_T Length;
-    const char *Value = cmdline_get(CommandLine, Key, &Length);
-    uint64_t Number;
+    const char *Key;
+    ULONG64 Minimum;
+    ULONG64 Maximum;
+} KT_OPTION;
 
-    if (Value == NULL || Length == 0)
+static const KT_OPTION KtOptions[] = {
+    {"seed", 0, ~0ull},             // KtRandom's seed
+    {"repeat", 1, 1000000},         // runs of the selection
+    {"verbose", 0, 1},              // "# running" lines and caught bug checks
+    {"smp", 1, MAXIMUM_PROCESSORS}, // processors QEMU was given
+    {"bench", 0, 1},                // run the Bench suite
+    {"bench_ms", 10, 5000},         // one contended window
+    {"bench_windows", 3, 9},        // contended windows per point
+    {"bench_reps", 5, 31},          // uncontended batches
+    {"bench_cs", 0, 1000000},       // work inside a critical section
+    {"bench_ncs", 0, 1000000},      // work outside it
+    {"torture", 0, 1},              // run the Torture suite
+    {"duration", 5, 3000},          // its seconds
+    {"faults", 0, 1},               // run the Fault suite
+    {"spin", 0, 1u << 24},          // kernel: pauses before a waiter halts (ke/wait.c)
+    {"spin_reads", 1, 1024},        // kernel: plain reads between two pauses
+};
+
+static const KT_OPTION *
+KtFindOption(const char *Key)
+{
+    for (SIZE_T i = 0; i < sizeof(KtOptions) / sizeof(KtOptions[0]); i++)
     {
-        return Default;
+        if (strcmp(KtOptions[i].Key, Key) == 0)
+        {
+            return &KtOptions[i];
+        }
     }
-    if (!parse_u64(Value, Length, &Number))
-    {
-        DbgPrint("# ignoring malformed %s= on the command line\n", Key);
-        return Default;
-    }
-    return Number;
+    return NULL;
 }
 
+/*
+ * Parses Key= from CommandLine into *Number (Default when absent). Returns
+ * FALSE, with a "# command line:" line saying why, when the value is empty,
+ * malformed or outside the option's range.
+ */
+static BOOLEAN
+KtParseOption(PCSTR CommandLine, const char *Key, ULONG64 Default, ULONG64 *Number)
+{
+    const KT_OPTION *Option = KtFindOption(Key);
+    SIZE_T Length = 0;
+    const char *Value = cmdline_get(CommandLine, Key, &Length);
+    uint64_t Parsed;
+
+    *Number = Default;
+    if (Value == NULL)
+    {
+        return TRUE;
+    }
+    if (!parse_u64(Value, Length, &Parsed))
+    {
+        DbgPrint("# command line: %s=%.*s is not a number (decimal, or hex after 0x)\n", Key,
+                 (int)Length, Value);
+        return FALSE;
+    }
+    if (Option != NULL && (Parsed < Option->Minimum || Parsed > Option->Maximum))
+    {
+        DbgPrint("# command line: %s=%.*s is out of range (%llu to %llu)\n", Key, (int)Length,
+                 Value, Option->Minimum, Option->Maximum);
+        return FALSE;
+    }
+    *Number = Parsed;
+    return TRUE;
+}
+
+/*
+ * Checks tests=: comma-separated non-empty globs, each shorter than
+ * KT_NAME_LENGTH. Returns FALSE, with a line saying why, otherwise.
+ */
+static BOOLEAN
+KtCheckPatterns(const char *Patterns, SIZE_T PatternsLength)
+{
+    SIZE_T Start = 0;
+
+    while (Start < PatternsLength)
+    {
+        SIZE_T End = Start;
+        while (End < PatternsLength && Patterns[End] != ',')
+        {
+            End++;
+        }
+        if (End == Start || End - Start >= KT_NAME_LENGTH)
+        {
+            DbgPrint("# command line: tests=%.*s has %s pattern at offset %llu\n",
+                     (int)PatternsLength, Patterns, End == Start ? "an empty" : "a too long",
+                     (ULONG64)Start);
+            return FALSE;
+        }
+        Start = End + 1;
+        if (Start == PatternsLength && Patterns[End] == ',')
+        {
+            DbgPrint("# command line: tests=%.*s ends with a comma\n", (int)PatternsLength,
+                     Patterns);
+            return FALSE;
+        }
+    }
+    return TRUE;
+}
+
+/* Checks every option of the table and tests=; FALSE if any is bad (each is named). */
+BOOLEAN
+KtCheckCommandLine(PCSTR CommandLine)
+{
+    BOOLEAN Good = TRUE;
+    SIZE_T PatternsLength = 0;
+    const char *Patterns = cmdline_get(CommandLine, "tests", &PatternsLength);
+    ULONG64 Ignored;
+
+    for (SIZE_T i = 0; i < sizeof(KtOptions) / sizeof(KtOptions[0]); i++)
+    {
+        Good &= KtParseOption(CommandLine, KtOptions[i].Key, 0, &Ignored);
+    }
+    if (Patterns != NULL)
+    {
+        Good &= KtCheckPatterns(Patterns, PatternsLength);
+    }
+    return Good;
+}
+
+/*
+ * The value of Key= (checked against its range before the run started), or
+ * Default when absent. A key outside the table that does not parse fails the
+ * calling test.
+ */
 ULONG64
 KtCommandLineValue(const char *Key, ULONG64 Default)
 {
-    return KtCommandLineNumber(KiBootInfo.CommandLine, Key, Default);
+    ULONG64 Number;
+
+    if (!KtParseOption(KiBootInfo.CommandLine, Key, Default, &Number))
+    {
+        __atomic_add_fetch(&KtState.Failures, 1, __ATOMIC_RELAXED);
+    }
+    return Number;
 }
 
 ULONG
 KtExpectedProcessorCount(VOID)
 {
-    ULONG64 Count = KtCommandLineNumber(KiBootInfo.CommandLine, "smp", 0);
+    ULONG64 Count = KtCommandLineValue("smp", 0);
 
     if (Count == 0)
     {
@@ -488,20 +612,26 @@ KtRunTestSuite(PCSTR CommandLine)
 {
     SIZE_T PatternsLength = 0;
     const char *Patterns = cmdline_get(CommandLine, "tests", &PatternsLength);
-    ULONG64 Repeat = KtCommandLineNumber(CommandLine, "repeat", 1);
+    ULONG64 Repeat;
+    ULONG64 Verbose;
     ULONG Total = 0;
     ULONG Selected = 0;
 
-    KtState.Seed = KtCommandLineNumber(CommandLine, "seed", 1);
-    KtState.Verbose = (ULONG)KtCommandLineNumber(CommandLine, "verbose", 0);
+    DbgPrint("KTAP version 1\n");
+    if (!KtCheckCommandLine(CommandLine))
+    {
+        DbgPrint("Bail out! bad value on the kernel command line (see the line above)\n");
+        DbgPrint("0 passed, 1 failed, 0 skipped\n");
+        HalExitEmulator(HAL_EXIT_FAILED);
+    }
+    KtParseOption(CommandLine, "repeat", 1, &Repeat);
+    KtParseOption(CommandLine, "seed", 1, &KtState.Seed);
+    KtParseOption(CommandLine, "verbose", 0, &Verbose);
+    KtState.Verbose = (ULONG)Verbose;
     KiRegisterBugCheckCatcher(&KtBugCheckCatcher);
     if (Patterns == NULL)
     {
         PatternsLength = 0;
-    }
-    if (Repeat == 0)
-    {
-        Repeat = 1;
     }
 
     for (const KTEST_CASE *Test = __ktests_start; Test < __ktests_end; Test++)
@@ -519,7 +649,6 @@ KtRunTestSuite(PCSTR CommandLine)
     }
     KtSortTests(Selected);
 
-    DbgPrint("KTAP version 1\n");
     DbgPrint("# Spindle test suite: %u of %u tests selected, seed %llu, repeat %llu, %u "
              "processor(s)\n",
              Selected, Total, KtState.Seed, Repeat, KiActiveProcessorCount);
