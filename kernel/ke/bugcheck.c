@@ -236,15 +236,6 @@ KeBugCheckEx(ULONG BugCheckCode, ULONG_PTR BugCheckParameter1, ULONG_PTR BugChec
             KiBugCheckData.TrapFrame = *Frame;
         }
     }
-    /*
-     * The trap frame the exception path stored for this bug check (NULL when
-     * it did not come from a trap). Taken before the catcher runs, so that an
-     * uncaught exception under the harness is still reported from the
-     * faulting instruction; cleared so that a later bug check does not reuse
-     * it.
-     */
-    Frame = KiBugCheckFrame[Prcb->Number];
-    KiBugCheckFrame[Prcb->Number] = NULL;
     if (Catcher != NULL && !KiBugCheckInProgress())
     {
         Catcher->Catch(BugCheckCode, Parameters);
