@@ -423,6 +423,18 @@ nmi:
 test-faults: deps
 	@bash scripts/test-faults.sh
 
+# The API reference, docs/api.md, is generated from include/wdm.h and the contract comments
+# in kernel/ (scripts/gen-apidoc.py). check-docs fails if it is stale or a routine has none.
+.PHONY: docs check-docs
+docs:
+	@python3 scripts/gen-apidoc.py -o docs/api.md && echo "  GEN     docs/api.md"
+
+check-docs:
+	@python3 scripts/gen-apidoc.py -o build/docs/api.md
+	@diff -u docs/api.md build/docs/api.md >build/docs/api.diff \
+	    || { head -40 build/docs/api.diff; echo "check-docs: docs/api.md is stale: run 'make docs'" >&2; exit 1; }
+	@echo "check-docs: OK (docs/api.md matches the sources)"
+
 check-layering:
 	@bash scripts/check-layering.sh
 
@@ -457,6 +469,8 @@ help:
 	@echo "  make bench-compare  make bench at SMP=8 and 2 and the Linux peer kit: build/bench/compare.md"
 	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s)"
 	@echo "  make test-notests   boot the kernel built without tests/ (NOTESTS=1): it has nothing to run"
+	@echo "  make docs       regenerate docs/api.md from the contract comments"
+	@echo "  make check-docs     check that docs/api.md is current and every routine has a contract"
 	@echo "  make verify     model-check models/*.pml with spin; every mutant must be rejected"
 	@echo "  make test-faults  the Fault suite: each fault case alone, its report checked"
 	@echo "  make nmi        NMI to every CPU of the running make run/test (STOP 0x80 report)"

@@ -255,7 +255,10 @@ KeAcquireInStackQueuedSpinLockAtDpcLevel(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HAND
     KxAcquireQueuedSpinLock(SpinLock, LockHandle, (ULONG_PTR)__builtin_return_address(0));
 }
 
-/* Releases the lock held through LockHandle; no IRQL change. IRQL >= DISPATCH_LEVEL. */
+/*
+ * Releases the lock held through LockHandle; no IRQL change. IRQL >= DISPATCH_LEVEL
+ * (checked: 0x9). Checked build: a handle that does not own its lock, 0x10.
+ */
 VOID
 KeReleaseInStackQueuedSpinLockFromDpcLevel(PKLOCK_QUEUE_HANDLE LockHandle)
 {
