@@ -39,12 +39,13 @@ def read(path):
 # Citations of the project's working documents, which live outside this repository:
 # the reference must stand alone, so they are left out of it.
 DOC = r"(?:API|DESIGN|STYLE)\.md"
-SECT = r"§[0-9.]+(?:\s*-\s*§[0-9.]+)?"
+SECT = r"§[0-9]+(?:\.[0-9]+)*(?:\s*-\s*§[0-9]+(?:\.[0-9]+)*)?"
 CITATIONS = [
     (re.compile(r"\s*\(" + DOC + r"\s*" + SECT + r"(?:,\s*" + DOC + r"\s*" + SECT + r")*\)"), ""),
     (re.compile(r"\(" + DOC + r"\s*" + SECT + r"(?:,\s*" + DOC + r"\s*" + SECT + r")*[;,]\s*"), "("),
     (re.compile(r",\s*(?:not\s+)?" + DOC + r"\s*" + SECT), ""),
     (re.compile(r"(?m)^" + DOC + r"\s*" + SECT + r"[.:]\s*"), ""),
+    (re.compile(r",\s*" + SECT + r"(?=\))"), ""),
 ]
 
 
@@ -221,6 +222,8 @@ def parse_header():
 
 def find_definition(path, name):
     """(comment lines or None, line number) of name's definition in path, or (None, None)."""
+    if not os.path.isfile(os.path.join(ROOT, path)):
+        return None, None
     lines = read(path)
     for i, line in enumerate(lines):
         if re.match(r"^" + re.escape(name) + r"\s*\(", line):
