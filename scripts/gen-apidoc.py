@@ -245,6 +245,17 @@ def body_of(path, name):
             break
     if start is None:
         return None
+    # Is the definition itself inside #if DBG (a checked-build-only helper)?
+    stack = []
+    for line in lines[:start]:
+        t = line.strip()
+        if t.startswith("#if"):
+            stack.append(t in ("#if DBG", "#ifdef DBG"))
+        elif t.startswith("#else") and stack:
+            stack[-1] = False
+        elif t.startswith("#endif") and stack:
+            stack.pop()
+    outer = any(stack)
     out, depth, started = [], 0, False
     for j in range(start, len(lines)):
         out.append(lines[j])
@@ -264,7 +275,7 @@ def body_of(path, name):
             stack[-1] = False
         elif s.startswith("#endif") and stack:
             stack.pop()
-        flags.append(any(stack))
+        flags.append(outer or any(stack))
     return list(zip(out, flags))
 
 

@@ -450,7 +450,12 @@ ExpCheckFree(PVOID P, ULONG Tag, ULONG_PTR Stop[5])
 
 /*
  * Frees a block from ExAllocatePoolWithTag; Tag must match unless it is 0.
- * IRQL <= DISPATCH_LEVEL, unchanged.
+ * IRQL <= DISPATCH_LEVEL, unchanged. Misuse bug-checks in both builds, never
+ * holding the pool lock: above DISPATCH_LEVEL 0xC2/0x09 (P2 IRQL, P4 P);
+ * P not the start of a pool block (NULL, misaligned, foreign) 0xC2/0x46
+ * (P2 P); a block already freed 0xC2/0x07 (P3 its tag, P4 P); a corrupt
+ * header 0x19/0x3 (P2 header, P3 its magic, P4 P); a wrong Tag 0xC2/0x0A
+ * (P2 P, P3 the block's tag, P4 Tag).
  */
 VOID
 ExFreePoolWithTag(PVOID P, ULONG Tag)
