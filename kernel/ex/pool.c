@@ -455,7 +455,8 @@ ExpCheckFree(PVOID P, ULONG Tag, ULONG_PTR Stop[5])
  * P not the start of a pool block (NULL, misaligned, foreign) 0xC2/0x46
  * (P2 P); a block already freed 0xC2/0x07 (P3 its tag, P4 P); a corrupt
  * header 0x19/0x3 (P2 header, P3 its magic, P4 P); a wrong Tag 0xC2/0x0A
- * (P2 P, P3 the block's tag, P4 Tag).
+ * (P2 P, P3 the block's tag, P4 Tag). 0xC2 is BAD_POOL_CALLER, 0x19
+ * BAD_POOL_HEADER; the first parameter follows the slash.
  */
 VOID
 ExFreePoolWithTag(PVOID P, ULONG Tag)
