@@ -87,6 +87,9 @@ INIT_CODE static VOID
 KiSystemStartupPhase1(VOID)
 {
     ExpInitializePool();
+#if DBG
+    KiInitializeVerifier(KiBootInfo.CommandLine);
+#endif
     HalDisableLegacyPic();
     HalInitializeLocalApic();
     HalInitializeAcpi(KiBootInfo.RsdpPhysical != 0 ? KiBootInfo.Rsdp : NULL,

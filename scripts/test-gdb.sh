@@ -129,7 +129,7 @@ expected=(auto-load boot-64bit spindle-lock-free step next processors-online dpc
     spindle-locks bt-through-trap spindle-prcb spindle-devq spindle-irp spindle-list spindle-pte
     spindle-timers spindle-pool spindle-devobj spindle-drvobj spindle-stop spindle-log
     bt-through-exception spindle-stop-trap
-    breakpoints detach target-gone)
+    spindle-lockorder breakpoints detach target-gone)
 if [ "$smp" -ge 2 ]; then
     expected+=(spindle-lock-waiter spindle-locks-waiter)
 fi

@@ -423,3 +423,35 @@ KTEST(GdbTarget, page_fault_caught_for_bt_and_spindle_stop)
     KT_EXPECT_BUGCHECK(PAGE_FAULT_IN_NONPAGED_AREA,
                        GdbTargetTouch((volatile ULONG64 *)0x00007fff00000000ull));
 }
+
+static KSPIN_LOCK GdbTargetOuterLock;
+static KSPIN_LOCK GdbTargetInnerLock;
+
+/* Break site: the verifier has recorded the order outer -> inner (checked build). */
+GDB_BREAK_SITE static VOID
+GdbTargetLockOrderRecorded(PKSPIN_LOCK Outer, PKSPIN_LOCK Inner, GDB_TARGET_RECORD *Record)
+{
+    Record->LockWord = __atomic_load_n(Outer, __ATOMIC_RELAXED);
+    Record->QueueLock = __atomic_load_n(Inner, __ATOMIC_RELAXED);
+}
+
+KTEST(GdbTarget, lock_order_graph_holds_outer_then_inner)
+{
+    GDB_TARGET_RECORD Record = {0};
+    KLOCK_QUEUE_HANDLE Handle;
+    KIRQL OldIrql;
+
+    KeInitializeSpinLock(&GdbTargetOuterLock);
+    KeInitializeSpinLock(&GdbTargetInnerLock);
+    KeAcquireSpinLock(&GdbTargetOuterLock, &OldIrql);
+    KeAcquireInStackQueuedSpinLockAtDpcLevel(&GdbTargetInnerLock, &Handle);
+    KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle);
+    KeReleaseSpinLock(&GdbTargetOuterLock, OldIrql);
+#if DBG
+    KT_EXPECT(!KiVerifierEnabled ||
+              KiVerifierOrderRecorded(&GdbTargetOuterLock, &GdbTargetInnerLock));
+#endif
+    GdbTargetLockOrderRecorded(&GdbTargetOuterLock, &GdbTargetInnerLock, &Record);
+    KT_EXPECT_EQ(Record.LockWord, 0);
+    KT_EXPECT_EQ(Record.QueueLock, 0);
+}

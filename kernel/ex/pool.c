@@ -482,6 +482,9 @@ ExFreePoolWithTag(PVOID P, ULONG Tag)
         KeBugCheckEx((ULONG)Stop[0], Stop[1], Stop[2], Stop[3], Stop[4]);
     }
     Header->Magic = POOL_MAGIC_FREE;
+#if DBG
+    KiVerifierForgetRange(P, Header->Size); // a lock inside the block ends its identity
+#endif
     ExpAccount(Header->Tag, -1, -(LONG64)Header->Size);
     if (Header->Class == POOL_CLASS_LARGE)
     {

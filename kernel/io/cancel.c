@@ -107,7 +107,9 @@ IoCancelIrp(PIRP Irp)
     IoAcquireCancelSpinLock(&OldIrql);
     /* Before the exchange, which is the full barrier the protocol above relies on. */
     __atomic_store_n(&Irp->Cancel, TRUE, __ATOMIC_RELAXED);
+    KiInject(KiInjectCancelBeforeClear);
     Routine = IoSetCancelRoutine(Irp, NULL);
+    KiInject(KiInjectCancelAfterClear);
     if (Routine == NULL)
     {
         IoReleaseCancelSpinLock(OldIrql);

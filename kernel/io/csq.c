@@ -42,6 +42,21 @@ IopCsqDetach(PIRP Irp)
 }
 
 /*
+ * Claims a queued IRP for completion: TRUE if its cancel routine was still
+ * set (cleared now), FALSE if IoCancelIrp took it first. Under the CSQ lock.
+ */
+static BOOLEAN
+IopCsqClaim(PIRP Irp)
+{
+    BOOLEAN Claimed;
+
+    KiInject(KiInjectCompleteBeforeClaim);
+    Claimed = IoSetCancelRoutine(Irp, NULL) != NULL;
+    KiInject(KiInjectCompleteAfterClaim);
+    return Claimed;
+}
+
+/*
  * The cancel routine of every CSQ-queued IRP: entered at DISPATCH_LEVEL
  * holding the cancel lock. Releases it first, then removes the IRP under the
  * CSQ lock and completes it as cancelled through the driver, holding no lock.
@@ -152,7 +167,9 @@ IoCsqInsertIrpEx(PIO_CSQ Csq, PIRP Irp, PIO_CSQ_IRP_CONTEXT Context, PVOID Inser
     }
 
     /* Queued first, cancelable second; then the re-check (the protocol in cancel.c). */
+    KiInject(KiInjectCsqBeforeSet);
     Previous = IoSetCancelRoutine(Irp, IopCsqCancelRoutine);
+    KiInject(KiInjectCsqAfterSet);
     ASSERT(Previous == NULL);
     UNREFERENCED_PARAMETER(Previous);
     if (__atomic_load_n(&Irp->Cancel, __ATOMIC_RELAXED) && IoSetCancelRoutine(Irp, NULL) != NULL)
@@ -196,7 +213,7 @@ IoCsqRemoveIrp(PIO_CSQ Csq, PIO_CSQ_IRP_CONTEXT Context)
     Irp = Context->Irp;
     if (Irp != NULL)
     {
-        if (IoSetCancelRoutine(Irp, NULL) != NULL)
+        if (IopCsqClaim(Irp))
         {
             Csq->CsqRemoveIrp(Csq, Irp);
             IopCsqDetach(Irp);
@@ -228,7 +245,7 @@ IoCsqRemoveNextIrp(PIO_CSQ Csq, PVOID PeekContext)
     for (Irp = Csq->CsqPeekNextIrp(Csq, NULL, PeekContext); Irp != NULL;
          Irp = Csq->CsqPeekNextIrp(Csq, Irp, PeekContext))
     {
-        if (IoSetCancelRoutine(Irp, NULL) != NULL)
+        if (IopCsqClaim(Irp))
         {
             Csq->CsqRemoveIrp(Csq, Irp);
             IopCsqDetach(Irp);

@@ -166,7 +166,9 @@ IoStartPacket(PDEVICE_OBJECT DeviceObject, PIRP Irp, PULONG Key, PDRIVER_CANCEL 
     if (CancelFunction != NULL)
     {
         IoAcquireCancelSpinLock(&CancelIrql);
+        KiInject(KiInjectStartIoBeforeSet);
         IoSetCancelRoutine(Irp, CancelFunction);
+        KiInject(KiInjectStartIoAfterSet);
     }
     Queued = Key != NULL ? KeInsertByKeyDeviceQueue(&DeviceObject->DeviceQueue, Entry, *Key)
                          : KeInsertDeviceQueue(&DeviceObject->DeviceQueue, Entry);

@@ -112,6 +112,7 @@ KeInsertDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY DeviceQueue
     Queued = KiGrantOrQueue(DeviceQueue, DeviceQueueEntry);
     if (Queued)
     {
+        KiInject(KiInjectDeviceQueueBusy);
         InsertTailList(&DeviceQueue->DeviceListHead, &DeviceQueueEntry->DeviceListEntry);
     }
     KeReleaseInStackQueuedSpinLockFromDpcLevel(&LockHandle);
@@ -137,8 +138,10 @@ KeInsertByKeyDeviceQueue(PKDEVICE_QUEUE DeviceQueue, PKDEVICE_QUEUE_ENTRY Device
     if (Queued)
     {
         PLIST_ENTRY Head = &DeviceQueue->DeviceListHead;
-        PLIST_ENTRY Previous = Head->Blink;
+        PLIST_ENTRY Previous;
 
+        KiInject(KiInjectDeviceQueueBusy);
+        Previous = Head->Blink;
         /* Walk back from the tail to the last entry whose key is <= SortKey. */
         while (Previous != Head &&
                CONTAINING_RECORD(Previous, KDEVICE_QUEUE_ENTRY, DeviceListEntry)->SortKey > SortKey)

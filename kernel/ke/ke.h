@@ -12,6 +12,7 @@
 
 #include "arch/x86_64/x86.h"
 #include "kernel/ke/kicheck.h"
+#include "kernel/ke/verifier.h"
 #include "kernel/kihal.h"
 
 #define KI_CACHE_LINE 64
@@ -273,7 +274,7 @@ VOID KiStartSecondaryProcessors(VOID);
 /* Kernel and IST stacks for Prcb, above guard pages; FALSE when memory runs out. */
 BOOLEAN KiAllocateProcessorStacks(PKPRCB Prcb);
 
-/* ---- spin-lock internals (ke/spinlock.c) */
+/* ---- spin-lock internals (ke/spinlock.c; bookkeeping and deadlock watch in ke/verifier.c) */
 
 /*
  * Checked build: a spin wait during which the lock does not change hands for
@@ -423,18 +424,6 @@ KiSpinWaitWatch(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
     return NULL;
 #endif
 }
-
-#if DBG
-/*
- * Checked build: each processor's record of the spin locks it holds (and the
- * queued locks it waits for), for recursion checks and deadlock reports. Each
- * insert counts in Prcb->SpinLocksHeld and each remove uncounts.
- */
-BOOLEAN KiLockTrackIsHeld(PKSPIN_LOCK SpinLock);
-VOID KiLockTrackInsert(PKSPIN_LOCK SpinLock, ULONG_PTR Rip, BOOLEAN Owner);
-VOID KiLockTrackSetOwner(PKSPIN_LOCK SpinLock);
-BOOLEAN KiLockTrackRemove(PKSPIN_LOCK SpinLock); // FALSE: not recorded, nothing changed
-#endif
 
 /* ---- interrupt objects (ke/intobj.c) */
 

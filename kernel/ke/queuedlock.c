@@ -39,7 +39,7 @@
  * Checked build: a processor that already holds (or waits for) the lock gets
  * 0xF; releasing a handle whose Lock lacks OWNER, whose lock is free, or whose
  * lock this processor never took gets 0x10. Long waits fall
- * to the deadlock watch of spinlock.c.
+ * to the deadlock watch of verifier.c.
  */
 #include "kernel/ke/ke.h"
 
@@ -59,6 +59,7 @@ KxWaitForQueuedSpinLock(PKSPIN_LOCK SpinLock, PKSPIN_LOCK_QUEUE Queue,
     KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
 
     Queue->Lock = (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT);
+    KiInject(KiInjectQueuedLockLink); // the predecessor's release may wait for our link
     /*
      * Release: WAIT is in our entry before the predecessor can see us and
      * overwrite it with OWNER; pairs with its acquire load of Next.
@@ -84,6 +85,7 @@ KxAcquireQueuedSpinLock(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle, UL
     {
         KeBugCheckEx(SPIN_LOCK_ALREADY_OWNED, (ULONG_PTR)SpinLock, (ULONG_PTR)LockHandle, 0, Rip);
     }
+    KiVerifierAcquire(SpinLock, Rip);
     KiLockTrackInsert(SpinLock, Rip, FALSE);
 #endif
     Queue->Next = NULL;

@@ -12,239 +12,13 @@
  * its values are exactly the ones above. Acquiring raises IRQL first;
  * releasing stores 0 before IRQL is lowered.
  *
- * Checked-build deadlock watch: a waiter looks at the performance counter
- * every KI_SPIN_CHECK_INTERVAL spins; a wait longer than KiSpinLockTimeoutMs
- * bug-checks SPINDLE_SPIN_LOCK_DEADLOCK (lock, owner processor, owner's
- * acquire RIP, waiter's RIP). Owners are found in a small per-processor table
- * of the locks each one holds (KI_LOCK_TRACK_SLOTS deep; deeper nests are
- * still counted in SpinLocksHeld, only not named in reports).
+ * Checked build: the lock bookkeeping, the deadlock watch of a long wait and
+ * the lock-order verifier live in verifier.c; every blocking acquire asks the
+ * verifier (KiVerifierAcquire) before it waits.
  */
 #include "kernel/ke/ke.h"
 
 #include "hal/hal.h"
-
-#define KI_LOCK_TRACK_SLOTS 16
-
-#if DBG
-/*
- * One lock a processor holds or (queued) waits for. Written only by that
- * processor with interrupts off; other processors read it for reports only.
- */
-typedef struct _KI_LOCK_TRACK
-{
-    PKSPIN_LOCK volatile Lock; // NULL: a free slot
-    volatile ULONG_PTR Rip;    // where the acquire was called from
-    volatile BOOLEAN Owner;    // FALSE while a queued acquirer still waits
-    volatile ULONG64 Sequence; // names this acquisition: (processor + 1) << 48 | its count
-} KI_LOCK_TRACK;
-
-static KI_LOCK_TRACK KiLockTrack[MAXIMUM_PROCESSORS][KI_LOCK_TRACK_SLOTS];
-static ULONG64 KiLockTrackCount[MAXIMUM_PROCESSORS]; // acquisitions recorded per processor
-/* Locks counted but not named because the processor's table was full; its own. */
-static ULONG KiLockTrackOverflow[MAXIMUM_PROCESSORS];
-#endif
-
-volatile ULONG KiSpinLockTimeoutMs = 20000;
-
-/* ---------------------------------------------------------------- checked-build bookkeeping */
-
-#if DBG
-static KI_LOCK_TRACK *
-KiLockTrackFind(KI_LOCK_TRACK *Slots, PKSPIN_LOCK SpinLock)
-{
-    for (ULONG i = 0; i < KI_LOCK_TRACK_SLOTS; i++)
-    {
-        if (Slots[i].Lock == SpinLock)
-        {
-            return &Slots[i];
-        }
-    }
-    return NULL;
-}
-
-/* TRUE if this processor holds SpinLock or waits for it as a queued lock. */
-BOOLEAN
-KiLockTrackIsHeld(PKSPIN_LOCK SpinLock)
-{
-    ULONG64 Flags = x86_save_disable();
-    BOOLEAN Held = KiLockTrackFind(KiLockTrack[KeGetCurrentPrcb()->Number], SpinLock) != NULL;
-
-    x86_restore_flags(Flags);
-    return Held;
-}
-
-/* Records SpinLock as held (Owner) or waited for, acquired from Rip; counts it. */
-VOID
-KiLockTrackInsert(PKSPIN_LOCK SpinLock, ULONG_PTR Rip, BOOLEAN Owner)
-{
-    ULONG64 Flags = x86_save_disable();
-    PKPRCB Prcb = KeGetCurrentPrcb();
-    KI_LOCK_TRACK *Slot = KiLockTrackFind(KiLockTrack[Prcb->Number], NULL);
-
-    if (Slot != NULL)
-    {
-        Slot->Rip = Rip;
-        Slot->Owner = Owner;
-        Slot->Sequence = ((ULONG64)(Prcb->Number + 1) << 48) | ++KiLockTrackCount[Prcb->Number];
-        /* Release: a reporting processor that finds the lock sees its RIP too. */
-        __atomic_store_n(&Slot->Lock, SpinLock, __ATOMIC_RELEASE);
-    }
-    else
-    {
-        KiLockTrackOverflow[Prcb->Number]++;
-    }
-    Prcb->SpinLocksHeld++;
-    x86_restore_flags(Flags);
-}
-
-/* A queued acquirer's wait is over: it owns SpinLock now. */
-VOID
-KiLockTrackSetOwner(PKSPIN_LOCK SpinLock)
-{
-    ULONG64 Flags = x86_save_disable();
-    KI_LOCK_TRACK *Slot = KiLockTrackFind(KiLockTrack[KeGetCurrentPrcb()->Number], SpinLock);
-
-    if (Slot != NULL)
-    {
-        Slot->Owner = TRUE;
-    }
-    x86_restore_flags(Flags);
-}
-
-/*
- * Forgets SpinLock (released) and uncounts it. Returns FALSE, changing
- * nothing, when this processor never recorded it (a forged or copied queued
- * handle): the caller bug-checks 0x10. A lock that found the table full is
- * taken on trust while any such lock is outstanding.
- */
-BOOLEAN
-KiLockTrackRemove(PKSPIN_LOCK SpinLock)
-{
-    ULONG64 Flags = x86_save_disable();
-    PKPRCB Prcb = KeGetCurrentPrcb();
-    KI_LOCK_TRACK *Slot = KiLockTrackFind(KiLockTrack[Prcb->Number], SpinLock);
-    BOOLEAN Tracked = TRUE;
-
-    if (Slot != NULL)
-    {
-        __atomic_store_n(&Slot->Lock, NULL, __ATOMIC_RELAXED);
-    }
-    else if (KiLockTrackOverflow[Prcb->Number] != 0)
-    {
-        KiLockTrackOverflow[Prcb->Number]--;
-    }
-    else
-    {
-        Tracked = FALSE;
-    }
-    if (Tracked)
-    {
-        Prcb->SpinLocksHeld--;
-    }
-    x86_restore_flags(Flags);
-    return Tracked;
-}
-
-/*
- * The processor that owns SpinLock and where it acquired it, for a deadlock
- * report: the tables first, then (ordinary locks) the owner in the lock word.
- * ~0 when nobody can be named. Reads other processors' tables without a lock.
- */
-static ULONG
-KiFindLockOwner(PKSPIN_LOCK SpinLock, ULONG_PTR *OwnerRip, ULONG64 *Sequence)
-{
-    ULONG_PTR Word = __atomic_load_n(SpinLock, __ATOMIC_RELAXED);
-    ULONG_PTR First = (ULONG_PTR)&KiProcessorBlock[0];
-    ULONG_PTR Last = (ULONG_PTR)&KiProcessorBlock[MAXIMUM_PROCESSORS - 1];
-
-    *OwnerRip = 0;
-    *Sequence = Word; // no table names an owner: the word itself stands for the state
-    for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
-    {
-        for (ULONG i = 0; i < KI_LOCK_TRACK_SLOTS; i++)
-        {
-            KI_LOCK_TRACK *Slot = &KiLockTrack[Number][i];
-            if (__atomic_load_n(&Slot->Lock, __ATOMIC_ACQUIRE) == SpinLock && Slot->Owner)
-            {
-                *OwnerRip = Slot->Rip;
-                *Sequence = Slot->Sequence;
-                return Number;
-            }
-        }
-    }
-    if ((Word & 1) != 0 && (Word & ~(ULONG_PTR)1) >= First && (Word & ~(ULONG_PTR)1) <= Last)
-    {
-        return ((PKPRCB)(Word & ~(ULONG_PTR)1))->Number;
-    }
-    return ~0u;
-}
-#endif /* DBG */
-
-/*
- * Checked build: bug-checks SPINDLE_SPIN_LOCK_DEADLOCK once the lock Wait
- * waits for has made no progress for KiSpinLockTimeoutMs. Progress is an
- * acquisition changing hands: each window records which acquisition owns
- * the lock (the owner's lock-table sequence number, else the lock word); when
- * the window ends with another owner, a new window starts instead of a bug
- * check, so a slow but moving system (a loaded host, a long queue) never
- * trips it, and a holder that never lets go does. Called every
- * KI_SPIN_CHECK_INTERVAL spins by KiSpinWaitPause and by KiWaitForChange's
- * watch (also after each halt). Any IRQL.
- */
-VOID
-KiSpinWaitCheck(KI_SPIN_WAIT *Wait, PKSPIN_LOCK SpinLock, ULONG_PTR WaiterRip)
-{
-#if DBG
-    LARGE_INTEGER Frequency;
-    ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-    ULONG_PTR OwnerRip;
-    ULONG64 Progress;
-    ULONG Owner;
-
-    if (Frequency.QuadPart <= 0)
-    {
-        return; // the clock is not calibrated yet (early boot)
-    }
-    if (Wait->Start == 0)
-    {
-        Wait->Start = Now;
-        (void)KiFindLockOwner(SpinLock, &OwnerRip, &Wait->Progress);
-        return;
-    }
-    if (Now - Wait->Start < (ULONG64)Frequency.QuadPart / 1000 * KiSpinLockTimeoutMs)
-    {
-        return;
-    }
-    Owner = KiFindLockOwner(SpinLock, &OwnerRip, &Progress);
-    if (Progress != Wait->Progress)
-    {
-        Wait->Progress = Progress; // the lock changed hands: a new window
-        Wait->Start = Now;
-        return;
-    }
-    if (!KiBugCheckIsExpected())
-    {
-        DbgPrint("\n*** spin lock %p: processor %u waited %u ms; owner: processor %d\n",
-                 (PVOID)SpinLock, KeGetCurrentPrcb()->Number, KiSpinLockTimeoutMs, (int)Owner);
-        KiPrintAddress("***   owner acquired it at ", OwnerRip);
-        KiPrintAddress("***   waiter called from   ", WaiterRip);
-    }
-    KeBugCheckEx(SPINDLE_SPIN_LOCK_DEADLOCK, (ULONG_PTR)SpinLock, Owner, OwnerRip, WaiterRip);
-#else
-    (void)Wait;
-    (void)SpinLock;
-    (void)WaiterRip;
-#endif
-}
-
-/* KiWaitForChange's watch for a lock wait: the deadlock watch above. */
-VOID
-KiSpinWaitWatchRoutine(KI_WAIT_WATCH *Watch)
-{
-    KI_SPIN_WAIT *Wait = CONTAINING_RECORD(Watch, KI_SPIN_WAIT, Watch);
-
-    KiSpinWaitCheck(Wait, Wait->SpinLock, Wait->WaiterRip);
-}
 
 /* ---------------------------------------------------------------- the lock word */
 
@@ -295,6 +69,7 @@ KxAcquireSpinLock(PKSPIN_LOCK SpinLock, ULONG_PTR Rip)
     ULONG_PTR Tag = (ULONG_PTR)KeGetCurrentPrcb() | 1;
     ULONG_PTR Expected = 0;
 
+    KiVerifierAcquire(SpinLock, Rip); // before any wait: a cycle is reported, not entered
     if (!__atomic_compare_exchange_n(SpinLock, &Expected, Tag, FALSE, __ATOMIC_ACQUIRE,
                                      __ATOMIC_RELAXED))
     {
@@ -400,6 +175,9 @@ KiReleaseSpinLock(PKSPIN_LOCK SpinLock)
 VOID
 KeInitializeSpinLock(PKSPIN_LOCK SpinLock)
 {
+#if DBG
+    KiVerifierForgetLock(SpinLock); // a new identity: the old one's orders are forgotten
+#endif
     *SpinLock = 0;
 }
 

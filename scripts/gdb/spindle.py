@@ -16,6 +16,7 @@ the commands work even where a type is absent from the debug information.
 """
 import os
 import re
+import struct
 
 import gdb
 import gdb.FrameDecorator
@@ -1877,6 +1878,69 @@ def pte_report(address, cr3):
             return "\n".join(lines)
         table = frame
     return "\n".join(lines)
+def lock_order_edges():
+    """The verifier's recorded edges: [(from, to, processor, irql, from_rip, [stack])]."""
+    try:
+        enabled = int(gdb.parse_and_eval("KiVerifierEnabled"))
+    except gdb.error:
+        raise gdb.GdbError("no lock-order verifier in this kernel (free build, DBG=0)")
+    if not enabled:
+        raise gdb.GdbError("the lock-order verifier is off (verifier=0, or not started yet)")
+    table = int(gdb.parse_and_eval("KiVfEdges"))
+    count = int(gdb.parse_and_eval("KiVfMaxEdges"))
+    edge_type = gdb.lookup_type("KI_VF_EDGE")
+    stride = edge_type.sizeof
+    fields = {field.name: field.bitpos // 8 for field in edge_type.fields()}
+    depth = edge_type["Stack"].type.sizeof // 8
+    data = bytes(gdb.selected_inferior().read_memory(table, stride * count))
+    edges = []
+    for index in range(count):
+        base = index * stride
+        source = struct.unpack_from("<Q", data, base + fields["From"])[0]
+        if source == 0:
+            continue
+        target = struct.unpack_from("<Q", data, base + fields["To"])[0]
+        processor = struct.unpack_from("<I", data, base + fields["Processor"])[0]
+        irql = data[base + fields["Irql"]]
+        from_rip = struct.unpack_from("<Q", data, base + fields["FromRip"])[0]
+        stack = [value for value in struct.unpack_from("<%dQ" % depth, data,
+                                                       base + fields["Stack"]) if value != 0]
+        edges.append((source, target, processor, irql, from_rip, stack))
+    return edges
+
+
+class LockOrderCommand(gdb.Command):
+    """Show the lock-order verifier's graph (checked build): every recorded order
+"A -> B" (B taken while A was held), with the processor and IRQL of its first
+occurrence, where A had been acquired and the stack that first took B.
+With ADDR, only the orders into or out of the lock at ADDR.
+Usage: spindle-lockorder [ADDR]"""
+
+    def __init__(self):
+        self._command = "spindle-lockorder"
+        super().__init__("spindle-lockorder", gdb.COMMAND_DATA, gdb.COMPLETE_EXPRESSION)
+
+    @readable_errors
+    def invoke(self, argument, from_tty):
+        edges = lock_order_edges()
+        if argument.strip():
+            lock = address_of(argument, ("KSPIN_LOCK",))
+            edges = [edge for edge in edges if lock in (edge[0], edge[1])]
+            print("lock 0x%x%s: %d recorded orders" % (lock, describe_symbol(lock), len(edges)))
+        else:
+            print("lock-order graph: %d recorded orders" % len(edges))
+        for source, target, processor, irql, from_rip, stack in sorted(edges):
+            print("  0x%x%s -> 0x%x%s  (processor %d, IRQL %d)"
+                  % (source, describe_symbol(source), target, describe_symbol(target),
+                     processor, irql))
+            print("    first lock acquired at 0x%x %s" % (from_rip, symbol(from_rip)))
+            for depth, address in enumerate(stack):
+                print("    #%d 0x%x %s" % (depth, address, symbol(address)))
+
+
+def describe_symbol(address):
+    name = symbol(address)
+    return " <%s>" % name if name else ""
 
 
 def register_all():
@@ -1899,6 +1963,7 @@ def register_all():
     PrcbCommand()
     DevobjCommand()
     DrvobjCommand()
+    LockOrderCommand()
     CpuFunction()
     register_unwinder()
     gdb.printing.register_pretty_printer(gdb.current_objfile(), build_pretty_printers(),

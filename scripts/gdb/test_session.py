@@ -38,6 +38,8 @@ KiSystemStartup). The kernel runs only the GdbTarget tests
                   exception's trap frame to the faulting function and the test; spindle-stop
                   shows code 0x50 and the trap frame's registers (RIP in GdbTargetTouch)
   spindle-log     the kernel's log ring holds the suite's header and earlier results
+  spindle-lockorder  the verifier's graph holds outer -> inner with the
+                  acquiring test on the recorded stack (free build: says none)
   detach          the session detaches; test-gdb.sh then checks exit 33
   target-gone     after detach, the commands refuse to show the ELF file's stale data
 
@@ -529,6 +531,27 @@ def on_page_fault_caught():
 # Stops that come more than once: the number of hits to handle.
 REPEATS = {"KtCatchBugCheck": 2}
 
+
+def on_lock_order_recorded():
+    """spindle-lockorder: the order outer -> inner, with the stack of the test that took it."""
+    if not CHECKED:
+        try:
+            output = run("spindle-lockorder")
+        except gdb.error as error:
+            output = str(error)
+        report("spindle-lockorder", "no lock-order verifier" in output or "off" in output,
+               "free build: the command says there is no verifier")
+        return
+    output = run("spindle-lockorder &GdbTargetOuterLock")
+    ok = (re.search(r"<GdbTargetOuterLock> -> 0x[0-9a-f]+ <GdbTargetInnerLock>\s+\(processor 0, "
+                    r"IRQL 2\)", output) is not None
+          and "KtTest_GdbTarget_lock_order_graph_holds_outer_then_inner" in output)
+    whole = run("spindle-lockorder")
+    ok = ok and re.search(r"lock-order graph: \d+ recorded orders", whole) is not None
+    report("spindle-lockorder", ok, "outer -> inner on processor 0 at DISPATCH_LEVEL, "
+           "with the acquiring test on its stack")
+
+
 STOPS = {
     "GdbTargetObjectsReady": on_objects_ready,
     "KtCatchBugCheck": on_bug_check_caught,
@@ -538,6 +561,7 @@ STOPS = {
     "KtTest_GdbTarget_in_stack_queued_acquire_makes_handle_the_tail": on_queued_test_entry,
     "GdbTargetQueuedLockContended": on_queued_contended,
     "GdbTargetDeviceQueueLoaded": on_device_queue_loaded,
+    "GdbTargetLockOrderRecorded": on_lock_order_recorded,
 }
 
 
