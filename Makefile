@@ -27,6 +27,7 @@ CC := gcc
 endif
 GDB_PORT    ?= 1234
 DURATION    ?= 60
+INJECT      ?= 0
 
 # ---- every variable is checked before anything builds: a bad value is a one-line error.
 # uint(x): x when it is one word of decimal digits, else empty (no shell involved).
@@ -55,6 +56,7 @@ $(call in_range,MEM,64,16384)
 $(call in_range,TIMEOUT,0,604800)
 $(call in_range,GDB_PORT,1024,65535)
 $(call in_range,DURATION,5,3000)
+$(call in_range,INJECT,0,1)
 # make bench's contended window (the kernel clamps bench_ms to 10..5000); empty = its default.
 ifneq ($(BENCH_MS),)
 $(call in_range,BENCH_MS,10,5000)
@@ -387,10 +389,11 @@ bench-compare: deps
 
 # The stress mode (tests/torture/): the Torture suite with torture=1 on the kernel command line,
 # every primitive on every processor for DURATION seconds (5..3000), with interrupt storms.
+# INJECT=1 (checked build) adds inject=1: random delays and IPIs inside the primitives' windows.
 .PHONY: torture
 torture: deps
 	@$(MAKE) --no-print-directory test TESTS='Torture:*' TIMEOUT=$$(( $(DURATION) + $(TIMEOUT) )) \
-	    CMDLINE='torture=1 duration=$(DURATION) $(CMDLINE)'
+	    CMDLINE='torture=1 duration=$(DURATION) $(if $(filter 1,$(INJECT)),inject=1) $(CMDLINE)'
 
 # The kernel without tests/ boots, says it has nothing to run and exits 41 (HAL_EXIT_IDLE).
 .PHONY: test-notests
@@ -467,7 +470,8 @@ help:
 	@echo "  make esp / efi  build the EFI system partition / only the GNU-EFI loader"
 	@echo "  make bench      lock benchmark (free build, SMP CPUs): build/bench/report.md, results.json, plots"
 	@echo "  make bench-compare  make bench at SMP=8 and 2 and the Linux peer kit: build/bench/compare.md"
-	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s)"
+	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s,"
+	@echo "                  INJECT=1: fault injection in the primitives' windows, checked build)"
 	@echo "  make test-notests   boot the kernel built without tests/ (NOTESTS=1): it has nothing to run"
 	@echo "  make docs       regenerate docs/api.md from the contract comments"
 	@echo "  make check-docs     check that docs/api.md is current and every routine has a contract"
@@ -495,6 +499,7 @@ help:
 	@echo "  CC=$(CC)        gcc | clang"
 	@echo "  B=$(B)  build folder; LOG=$(LOG): serial log, results.ktap/.xml beside it"
 	@echo "  DURATION=$(DURATION)     seconds of make torture, 5..3000"
+	@echo "  INJECT=$(INJECT)        1: make torture with fault injection (inject=1, checked build)"
 	@echo "  NOTESTS=$(NOTESTS)      1: the kernel without tests/ (build/<flavour>-notests)"
 	@echo "  BENCH_MS=$(BENCH_MS)  make bench's contended window in ms, 10..5000 (empty: 200)"
 	@echo "  BENCH_OUT=$(BENCH_OUT)  make bench's report folder; PEER_KIT=path: bench-compare's Linux kit"

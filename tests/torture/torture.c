@@ -22,7 +22,9 @@
  * one place, DPC runs equal successful inserts minus successful removes, timer
  * DPC runs equal sets minus successful cancels, and the interrupt counter
  * equals ISR runs plus synchronised calls. One summary line per category says
- * what was exercised.
+ * what was exercised. With fault injection on (`make torture INJECT=1`, the
+ * checked build's inject=1) one more line per injection point says how often
+ * it fired.
  */
 #include <wdm.h>
 
@@ -721,6 +723,16 @@ KTEST_EX(Torture, every_primitive_on_every_processor, 0, TT_TIMEOUT_MS)
     KtLog("torture: synchronize ops=%llu calls=%lld counter=%llu", Total.Ops[TT_OP_SYNC],
           Tt.SyncRuns, Tt.InterruptCounter);
     KtLog("torture: raised to DISPATCH_LEVEL around %llu of the operations", Total.RaisedOps);
+#if DBG
+    if (KiInjectEnabled)
+    {
+        for (ULONG Point = 0; Point < KiInjectPointCount; Point++)
+        {
+            KtLog("torture: inject %-22s fired=%llu", KiInjectPointName(Point),
+                  KiInjectFired[Point]);
+        }
+    }
+#endif
 
     for (ULONG Op = 0; Op < TT_OP_COUNT; Op++)
     {
