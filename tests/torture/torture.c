@@ -24,7 +24,8 @@
  * equals ISR runs plus synchronised calls. One summary line per category says
  * what was exercised. With fault injection on (`make torture INJECT=1`, the
  * checked build's inject=1) one more line per injection point says how often
- * it fired.
+ * it fired. broken=1 swaps the queued lock for a deliberately racy test-only
+ * lock: the run then passes only if it catches the lost updates.
  */
 #include <wdm.h>
 
@@ -138,6 +139,8 @@ typedef struct _TT_STATE
     ULONG64 volatile InterruptCounter; // guarded by the interrupt lock
     LONG64 volatile IsrRuns, SyncRuns, IsrListMoves;
 
+    BOOLEAN Broken;                    // broken=1: the queued-lock operation uses TtBrokenAcquire
+    LONG volatile BrokenLock;          // its lock word
     LONG volatile Errors[TT_OP_COUNT]; // invariant violations seen while running
     TT_CPU Cpu[TT_MAX_CPUS];
 } TT_STATE;
@@ -355,12 +358,47 @@ TtSpinLock(TT_CPU *Cpu, BOOLEAN Raised)
     }
 }
 
+/*
+ * The deliberately broken lock of broken=1: a test, then a plain store, with
+ * no atomic between them, so two processors can both see it free and both
+ * enter. Test-only: torture must notice (QueuedCounter falls short).
+ */
+static VOID
+TtBrokenAcquire(volatile LONG *Word)
+{
+    while (__atomic_load_n(Word, __ATOMIC_RELAXED) != 0)
+    {
+        KeStallExecutionProcessor(0);
+    }
+    KiInject(KiInjectQueuedLockLink); // widens the window between the test and the store
+    __atomic_store_n(Word, 1, __ATOMIC_RELAXED);
+}
+
+static VOID
+TtBrokenRelease(volatile LONG *Word)
+{
+    __atomic_store_n(Word, 0, __ATOMIC_RELEASE);
+}
+
 static VOID
 TtQueuedLock(TT_CPU *Cpu, BOOLEAN Raised)
 {
     KLOCK_QUEUE_HANDLE Handle;
     ULONG64 Value;
 
+    if (Tt.Broken)
+    {
+        KIRQL OldIrql;
+        KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
+        TtBrokenAcquire(&Tt.BrokenLock);
+        Value = Tt.QueuedCounter;
+        KeStallExecutionProcessor(TtBelow(Cpu, TT_MAX_STALL + 1));
+        Tt.QueuedCounter = Value + 1;
+        Cpu->QueuedAcquired++;
+        TtBrokenRelease(&Tt.BrokenLock);
+        KeLowerIrql(OldIrql);
+        return;
+    }
     if (Raised)
     {
         KeAcquireInStackQueuedSpinLockAtDpcLevel(&Tt.QueuedLock, &Handle);
@@ -659,6 +697,11 @@ KTEST_EX(Torture, every_primitive_on_every_processor, 0, TT_TIMEOUT_MS)
     }
     Seconds = Seconds < TT_MIN_S ? TT_MIN_S : Seconds > TT_MAX_S ? TT_MAX_S : Seconds;
     TtInitialize();
+    Tt.Broken = KtCommandLineValue("broken", 0) == 1;
+    if (Tt.Broken)
+    {
+        KtLog("torture: broken=1: the queued-lock operation uses a racy test-only lock");
+    }
     KT_ASSERT_EQ(IoConnectInterrupt(&Tt.Interrupt, TtIsr, &Tt, NULL, TT_VECTOR, TT_IRQL, TT_IRQL,
                                     Latched, FALSE, ~(KAFFINITY)0, FALSE),
                  STATUS_SUCCESS);
@@ -744,7 +787,18 @@ KTEST_EX(Torture, every_primitive_on_every_processor, 0, TT_TIMEOUT_MS)
         KT_EXPECT_GT(Total.Ops[Op], 0); // every category was exercised
     }
     KT_EXPECT_EQ(Tt.SpinCounter, Total.SpinAcquired);
-    KT_EXPECT_EQ(Tt.QueuedCounter, Total.QueuedAcquired);
+    if (Tt.Broken)
+    {
+        /* The run must catch the broken lock: updates lost under it. */
+        KtLog("torture: broken lock %s: counter=%llu acquisitions=%llu",
+              Tt.QueuedCounter != Total.QueuedAcquired ? "caught" : "NOT caught", Tt.QueuedCounter,
+              Total.QueuedAcquired);
+        KT_EXPECT_NE(Tt.QueuedCounter, Total.QueuedAcquired);
+    }
+    else
+    {
+        KT_EXPECT_EQ(Tt.QueuedCounter, Total.QueuedAcquired);
+    }
     KT_EXPECT_EQ((ULONG)Tt.Interlocked, (ULONG)Total.InterlockedSum);
     KT_EXPECT_EQ(Tt.AddUlong, (ULONG)Total.AddUlongSum);
     TtCountEntries();
