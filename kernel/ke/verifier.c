@@ -798,21 +798,31 @@ KiVfCheckIrql(PKSPIN_LOCK SpinLock, KIRQL Irql, BOOLEAN InInterrupt, BOOLEAN Exp
     KIRQL High = 0, Low = 0xff;
     ULONG_PTR HighRip = 0, LowRip = 0;
 
-    if (!InInterrupt)
+    /*
+     * Lock-free first look: most acquisitions add nothing (no node and not in
+     * an interrupt, or a node that already records this IRQL), and a state
+     * that breaks the rule was reported when it was recorded.
+     */
+    ULONG Sequence = __atomic_load_n(&KiVfSequence, __ATOMIC_ACQUIRE); // pairs with EndWrite
+    if ((Sequence & 1) == 0)
     {
-        /* Lock-free first look: is SpinLock known to be taken by an interrupt above Irql? */
-        ULONG Sequence = __atomic_load_n(&KiVfSequence, __ATOMIC_ACQUIRE); // pairs with EndWrite
-        if ((Sequence & 1) == 0)
+        BOOLEAN Nothing;
+        Node = KiVfFindNode(SpinLock);
+        if (Node == KI_VF_NONE)
         {
-            Node = KiVfFindNode(SpinLock);
-            if (Node == KI_VF_NONE)
-            {
-                __atomic_thread_fence(__ATOMIC_ACQUIRE);
-                if (__atomic_load_n(&KiVfSequence, __ATOMIC_RELAXED) == Sequence)
-                {
-                    return; // no interrupt took it: nothing to record either
-                }
-            }
+            Nothing = !InInterrupt;
+        }
+        else
+        {
+            KIRQL KnownHigh = KiVfNodes[Node].HighIrql;
+            KIRQL KnownLow = KiVfNodes[Node].ExposedIrql;
+            Nothing = !(InInterrupt && Irql > KnownHigh) && !(Exposed && Irql < KnownLow);
+        }
+        /* The reads above are complete before the re-read (a load-load order x86 keeps). */
+        __atomic_thread_fence(__ATOMIC_ACQUIRE);
+        if (Nothing && __atomic_load_n(&KiVfSequence, __ATOMIC_RELAXED) == Sequence)
+        {
+            return;
         }
     }
     Flags = KiVfLockTables();
