@@ -48,7 +48,11 @@
 #define KI_VERIFIER_LOCK_ORDER 0x1001 // P2 lock taken, P3 lock held, P4 opposite edge's CPU
 #define KI_VERIFIER_LOCK_IRQL  0x1002 // P2 lock, P3 interrupt IRQL, P4 exposed IRQL
 
-/* The fault-injection points, in the windows the names say. */
+/*
+ * The fault-injection points, in the windows the names say.
+ * TODO(verifier): a point inside the spin-then-halt/wake handshake of the
+ * lock waits, once that wait primitive (branch `overcommit`) is on main.
+ */
 typedef enum _KI_INJECT_POINT
 {
     KiInjectQueuedLockLink,      // queued lock: after the tail exchange, before the link store
