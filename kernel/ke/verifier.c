@@ -254,7 +254,8 @@ KiSpinWaitWatchRoutine(KI_WAIT_WATCH *Watch)
 #define KI_VF_EDGE_HASH   8192 // a power of 2, at least twice KI_VF_MAX_EDGES
 #define KI_VF_STACK_DEPTH 8
 #define KI_VF_NONE        0xffffffffu
-#define KI_VF_REPORT_PATH 8 // edges of a cycle printed
+#define KI_VF_REPORT_PATH 8    // edges of a cycle printed
+#define KI_VF_IRQL_UNREAD 0xff // an IRQL argument not read yet
 
 /* One order A->B: B was taken while A was held. */
 typedef struct _KI_VF_EDGE
@@ -787,8 +788,9 @@ KiVfAddEdge(PKSPIN_LOCK Held, ULONG_PTR HeldRip, PKSPIN_LOCK Taken, ULONG_PTR Ri
 }
 
 /*
- * The IRQL rule for SpinLock taken at Irql, inside an interrupt (InInterrupt)
- * or with interrupts on (Exposed). Interrupts are off.
+ * The IRQL rule for SpinLock taken at Irql (KI_VF_IRQL_UNREAD: read it when
+ * needed), inside an interrupt (InInterrupt) or with interrupts on (Exposed).
+ * Interrupts are off.
  */
 static VOID
 KiVfCheckIrql(PKSPIN_LOCK SpinLock, KIRQL Irql, BOOLEAN InInterrupt, BOOLEAN Exposed, ULONG_PTR Rip)
@@ -816,6 +818,7 @@ KiVfCheckIrql(PKSPIN_LOCK SpinLock, KIRQL Irql, BOOLEAN InInterrupt, BOOLEAN Exp
         {
             KIRQL KnownHigh = KiVfNodes[Node].HighIrql;
             KIRQL KnownLow = KiVfNodes[Node].ExposedIrql;
+            Irql = Irql == KI_VF_IRQL_UNREAD ? KeGetCurrentIrql() : Irql;
             Nothing = !(InInterrupt && Irql > KnownHigh) && !(Exposed && Irql < KnownLow);
         }
         /* The reads above are complete before the re-read (a load-load order x86 keeps). */
@@ -825,6 +828,7 @@ KiVfCheckIrql(PKSPIN_LOCK SpinLock, KIRQL Irql, BOOLEAN InInterrupt, BOOLEAN Exp
             return;
         }
     }
+    Irql = Irql == KI_VF_IRQL_UNREAD ? KeGetCurrentIrql() : Irql;
     Flags = KiVfLockTables();
     Node = InInterrupt ? KiVfGetNode(SpinLock) : KiVfFindNode(SpinLock);
     if (Node == KI_VF_NONE)
@@ -891,8 +895,9 @@ KiVerifierAcquire(PKSPIN_LOCK SpinLock, ULONG_PTR Rip)
     }
     Flags = x86_save_disable();
     Prcb = KeGetCurrentPrcb();
-    Irql = KeGetCurrentIrql();
-    if (Irql > DISPATCH_LEVEL && Prcb->InterruptNesting != 0)
+    /* The IRQL (a CR8 read, not cheap under TCG) only when the IRQL rule needs it. */
+    Irql = Prcb->InterruptNesting != 0 ? KeGetCurrentIrql() : KI_VF_IRQL_UNREAD;
+    if (Irql != KI_VF_IRQL_UNREAD && Irql > DISPATCH_LEVEL)
     {
         KiVfCheckIrql(SpinLock, Irql, TRUE, (Flags & X86_RFLAGS_IF) != 0, Rip);
     }
