@@ -1,10 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
- * Bug checks of the catalogue that no other suite provokes: a DPC routine
+ * A bug check of the catalogue that no other suite provokes: a DPC routine
  * that returns above DISPATCH_LEVEL (0xC8 IRQL_UNEXPECTED_VALUE, checked
- * build) and a pool block whose header was overwritten (0x19
- * BAD_POOL_HEADER). The other codes Spindle raises have their tests beside
- * the code they check (0xC4/0x1001 and 0x1002: KeVerifier).
+ * build). The other codes Spindle raises have their tests beside the code
+ * they check (0xC4/0x1001 and 0x1002: KeVerifier).
  */
 #include <wdm.h>
 
@@ -67,41 +66,4 @@ KTEST(KeBugCheckCodes, dpc_returning_above_dispatch_level_is_irql_unexpected_val
 #else
     KT_SKIP("checked build only");
 #endif
-}
-
-/*
- * White-box: a small block's header is the 32 bytes before it, its magic
- * first (kernel/ex/pool.c, POOL_HEADER).
- */
-#define BC_POOL_HEADER_SIZE 32
-
-KTEST(KeBugCheckCodes, free_of_a_block_with_an_overwritten_header_is_bad_pool_header)
-{
-    PUCHAR Block = ExAllocatePoolWithTag(NonPagedPool, 64, 'hBtK');
-    volatile ULONG *Magic;
-    ULONG Saved;
-    KT_BUGCHECK_CATCH Catch;
-
-    KT_ASSERT(Block != NULL);
-    Magic = (volatile ULONG *)(Block - BC_POOL_HEADER_SIZE);
-    Saved = *Magic;
-    *Magic = Saved ^ 0x5a5a5a5a; // what an underrun from the block before would do
-    Catch.Expected = BAD_POOL_HEADER;
-    KtArmBugCheck(&Catch);
-    if (x86_setjmp(&Catch.Jump) == 0)
-    {
-        ExFreePool(Block);
-        KtDisarmBugCheck(&Catch);
-        KtCheckBugCheck(&Catch, BAD_POOL_HEADER, FALSE, "ExFreePool(Block)", __FILE__, __LINE__);
-    }
-    else
-    {
-        KtCheckBugCheck(&Catch, BAD_POOL_HEADER, TRUE, "ExFreePool(Block)", __FILE__, __LINE__);
-        KT_EXPECT_EQ(Catch.Parameter[0], 3);
-        KT_EXPECT_EQ(Catch.Parameter[1], (ULONG_PTR)Magic);
-        KT_EXPECT_EQ(Catch.Parameter[2], Saved ^ 0x5a5a5a5a);
-        KT_EXPECT_EQ(Catch.Parameter[3], (ULONG_PTR)Block);
-    }
-    *Magic = Saved; // repaired, the block frees normally (the pool lock was dropped first)
-    ExFreePool(Block);
 }
