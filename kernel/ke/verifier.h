@@ -50,8 +50,9 @@
 
 /*
  * The fault-injection points, in the windows the names say.
- * TODO(verifier): a point inside the spin-then-halt/wake handshake of the
- * lock waits, once that wait primitive (branch `overcommit`) is on main.
+ * TODO(verifier): a point inside the spin-then-halt/wake handshake of
+ * KiWaitForChange (kernel/ke/wait.c, between publishing the halted bit and
+ * the re-check), with a KeInject case that makes a wait halt.
  */
 typedef enum _KI_INJECT_POINT
 {
