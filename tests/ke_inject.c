@@ -5,7 +5,8 @@
  * injection on for its own run (as inject=1 would) and drives each window: a
  * contended queued lock, an insert into a busy device queue (both forms),
  * IoCancelIrp, IoStartPacket with a cancel routine, a cancel-safe queue's
- * insert and its removals for completion.
+ * insert and its removals for completion, and a wait that halts (the
+ * spin-then-halt handshake of kernel/ke/wait.c).
  */
 #include <wdm.h>
 
@@ -38,6 +39,35 @@ TiContend(ULONG Index, PVOID Context)
         KeAcquireInStackQueuedSpinLock(&TiQueuedLock, &Handle);
         TiQueuedCounter++;
         KeReleaseInStackQueuedSpinLock(&Handle);
+    }
+}
+
+/* A word one processor waits on (KiWaitForChange halts) and another changes. */
+static volatile ULONG_PTR TiWaitWord;
+static volatile ULONG_PTR TiWaitAck; // the last round the waiter has seen
+
+static VOID
+TiWaitAndWake(ULONG Index, PVOID Context)
+{
+    (void)Context;
+    for (ULONG Round = 1; Round <= TI_ROUNDS; Round++)
+    {
+        if (Index == 0)
+        {
+            /* Acquire (in KiWaitForChange): pairs with the release in KiWaitSetAndWake. */
+            KiWaitForChange(&TiWaitWord, Round - 1, 0, NULL);
+            __atomic_store_n(&TiWaitAck, Round, __ATOMIC_RELEASE);
+        }
+        else
+        {
+            /* Acquire: pairs with the waiter's release; it waits on the previous round. */
+            while (__atomic_load_n(&TiWaitAck, __ATOMIC_ACQUIRE) != Round - 1)
+            {
+                x86_pause();
+            }
+            KeStallExecutionProcessor(200); // long enough for the waiter to spin out and halt
+            KiWaitSetAndWake(&TiWaitWord, Round);
+        }
     }
 }
 
@@ -160,6 +190,9 @@ TiDriveEveryPoint(VOID)
     {
         KeInitializeSpinLock(&TiQueuedLock);
         KtRunOnProcessors(2, TiContend, NULL);
+        TiWaitWord = 0;
+        TiWaitAck = 0;
+        KtRunOnProcessors(2, TiWaitAndWake, NULL);
     }
 
     /* Device queue: inserts into a busy queue, in order and by key. */
@@ -242,9 +275,10 @@ KTEST(KeInject, every_injection_point_fires)
     {
         ULONG64 Fired = KiInjectFired[Point] - Before[Point];
         KtLog("%-22s fired %llu times", KiInjectPointName(Point), Fired);
-        if (Point == KiInjectQueuedLockLink && KeNumberProcessors == 1)
+        if ((Point == KiInjectQueuedLockLink || Point == KiInjectWaitRecheck) &&
+            KeNumberProcessors == 1)
         {
-            continue; // no successor without a second processor
+            continue; // no successor, no waker without a second processor
         }
         KT_EXPECT_GT(Fired, 0);
     }

@@ -1011,6 +1011,7 @@ static const char *const KiInjectNames[KiInjectPointCount] = {
     [KiInjectCsqAfterSet] = "csq-after-set",
     [KiInjectCompleteBeforeClaim] = "complete-before-claim",
     [KiInjectCompleteAfterClaim] = "complete-after-claim",
+    [KiInjectWaitRecheck] = "wait-before-recheck",
 };
 
 /* The name of an injection point, for reports. */

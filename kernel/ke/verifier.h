@@ -48,12 +48,7 @@
 #define KI_VERIFIER_LOCK_ORDER 0x1001 // P2 lock taken, P3 lock held, P4 opposite edge's CPU
 #define KI_VERIFIER_LOCK_IRQL  0x1002 // P2 lock, P3 interrupt IRQL, P4 exposed IRQL
 
-/*
- * The fault-injection points, in the windows the names say.
- * TODO(verifier): a point inside the spin-then-halt/wake handshake of
- * KiWaitForChange (kernel/ke/wait.c, between publishing the halted bit and
- * the re-check), with a KeInject case that makes a wait halt.
- */
+/* The fault-injection points, in the windows the names say. */
 typedef enum _KI_INJECT_POINT
 {
     KiInjectQueuedLockLink,      // queued lock: after the tail exchange, before the link store
@@ -66,6 +61,7 @@ typedef enum _KI_INJECT_POINT
     KiInjectCsqAfterSet,         // IoCsqInsertIrp: cancel routine set, Cancel not yet re-read
     KiInjectCompleteBeforeClaim, // CSQ removal for completion: before clearing the routine
     KiInjectCompleteAfterClaim,  // CSQ removal for completion: routine cleared, IRP not yet out
+    KiInjectWaitRecheck, // KiWaitForChange: halted bit published (W3), word not re-read (W4)
     KiInjectPointCount
 } KI_INJECT_POINT;
 

@@ -161,6 +161,7 @@ KiWaitHalt(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags)
     /* W3: the locked OR is a full barrier; pairs with the waker's K2. */
     __atomic_store_n(&Prcb->WaitAddress, Address, __ATOMIC_RELAXED);
     __atomic_or_fetch(&KiWaitHaltedMask, Bit, __ATOMIC_SEQ_CST);
+    KiInject(KiInjectWaitRecheck); // widen W3..W4: the waker's K1-K3 may land in between
     if (__atomic_load_n(Address, __ATOMIC_RELAXED) == OldValue) // W4
     {
         Prcb->WaitHalts++;

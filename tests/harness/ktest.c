@@ -323,6 +323,8 @@ static const KT_OPTION KtOptions[] = {
     {"faults", 0, 1},               // run the Fault suite
     {"spin", 0, 1u << 24},          // kernel: pauses before a waiter halts (ke/wait.c)
     {"spin_reads", 1, 1024},        // kernel: plain reads between two pauses
+    {"verifier", 0, 1},             // kernel: the lock-order verifier (checked build)
+    {"inject", 0, 1},               // kernel: fault injection (checked build)
 };
 
 static const KT_OPTION *
