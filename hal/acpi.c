@@ -221,15 +221,12 @@ HalpAcpiRootEntry(ULONG Index)
     if (HalpRootIsXsdt)
     {
         ULONG64 Address;
-        memcpy(&Address, Entries + Index * 8, sizeof(Address)); // only 4-byte aligned
+        memcpy(&Address, Entries + (SIZE_T)Index * 8, sizeof(Address)); // only 4-byte aligned
         return Address;
     }
-    else
-    {
-        ULONG Address;
-        memcpy(&Address, Entries + Index * 4, sizeof(Address));
-        return Address;
-    }
+    ULONG Address;
+    memcpy(&Address, Entries + (SIZE_T)Index * 4, sizeof(Address));
+    return Address;
 }
 
 static ULONG
@@ -645,7 +642,7 @@ HalQueryProcessorCount(VOID)
 ULONG
 HalQueryProcessorApicId(ULONG Index)
 {
-    return Index < HalpMadt.ProcessorCount ? HalpMadt.ApicIds[Index] : ~0u;
+    return Index < HalpMadt.ProcessorCount ? HalpMadt.ApicIds[Index] : ~0U;
 }
 
 ULONG

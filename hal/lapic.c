@@ -203,7 +203,7 @@ HalFreezeOtherProcessors(VOID)
 static BOOLEAN
 HalpApicVectorLatched(ULONG Vector)
 {
-    uint32_t Bit = 1u << (Vector % 32);
+    uint32_t Bit = 1U << (Vector % 32);
     uint32_t Offset = (Vector / 32) * 0x10;
     return ((HalpApicRead(LAPIC_REG_IRR0 + Offset) | HalpApicRead(LAPIC_REG_ISR0 + Offset)) &
             Bit) != 0;

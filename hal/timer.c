@@ -97,8 +97,10 @@ static VOID
 HalpMeasureWindow(ULONG64 *TscCycles, ULONG64 *ApicCounts)
 {
     ULONG64 Flags = x86_save_disable();
-    ULONG64 TscStart, TscEnd;
-    uint32_t ApicStart, ApicEnd;
+    ULONG64 TscStart;
+    ULONG64 TscEnd;
+    uint32_t ApicStart;
+    uint32_t ApicEnd;
 
     HalpPitStartWindow(HALP_CALIBRATION_COUNT);
     TscStart = x86_rdtsc();
@@ -124,16 +126,18 @@ HalpMeasureWindow(ULONG64 *TscCycles, ULONG64 *ApicCounts)
 VOID
 HalInitializeClock(VOID)
 {
-    ULONG64 BestTsc = ~0ull, BestApic = 0;
+    ULONG64 BestTsc = ~0ULL;
+    ULONG64 BestApic = 0;
 
     /* A one-shot, masked APIC timer counting down from the top: ~68 s at 62.5 MHz. */
     HalpApicWrite(LAPIC_REG_LVT_TIMER, LAPIC_LVT_MASKED);
     HalpApicWrite(LAPIC_REG_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_16);
-    HalpApicWrite(LAPIC_REG_TIMER_INITIAL, 0xffffffffu);
+    HalpApicWrite(LAPIC_REG_TIMER_INITIAL, 0xffffffffU);
 
     for (ULONG Run = 0; Run < HALP_CALIBRATION_RUNS; Run++)
     {
-        ULONG64 Tsc, Apic;
+        ULONG64 Tsc;
+        ULONG64 Apic;
         HalpMeasureWindow(&Tsc, &Apic);
         if (Tsc < BestTsc)
         {
@@ -166,7 +170,7 @@ HalStartClockInterrupt(ULONG Vector, ULONG PeriodMicroseconds)
     ULONG64 Count = HalpScale(PeriodMicroseconds, HalpApicTimerFrequency, HALP_MICROSECONDS);
 
     ASSERT(HalpApicTimerFrequency != 0);
-    ASSERT(Count != 0 && Count <= 0xffffffffull);
+    ASSERT(Count != 0 && Count <= 0xffffffffULL);
     HalpApicWrite(LAPIC_REG_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_16);
     HalpApicWrite(LAPIC_REG_LVT_TIMER, LAPIC_LVT_PERIODIC | (Vector & 0xff));
     HalpApicWrite(LAPIC_REG_TIMER_INITIAL, (uint32_t)Count); // this write starts the timer

@@ -485,14 +485,14 @@ PopEntryList(PSINGLE_LIST_ENTRY ListHead)
 static inline LONG
 InterlockedIncrement(LONG volatile *Addend)
 {
-    return (LONG)__atomic_add_fetch((ULONG volatile *)Addend, 1u, __ATOMIC_SEQ_CST);
+    return (LONG)__atomic_add_fetch((ULONG volatile *)Addend, 1U, __ATOMIC_SEQ_CST);
 }
 
 /* Subtracts 1 from *Addend; returns the new value (MINLONG - 1 gives MAXLONG). */
 static inline LONG
 InterlockedDecrement(LONG volatile *Addend)
 {
-    return (LONG)__atomic_sub_fetch((ULONG volatile *)Addend, 1u, __ATOMIC_SEQ_CST);
+    return (LONG)__atomic_sub_fetch((ULONG volatile *)Addend, 1U, __ATOMIC_SEQ_CST);
 }
 
 /* Stores Value in *Target; returns the old value. */
@@ -550,7 +550,7 @@ InterlockedXor(LONG volatile *Destination, LONG Value)
 static inline BOOLEAN
 InterlockedBitTestAndSet(LONG volatile *Base, LONG Offset)
 {
-    ULONG Mask = 1u << (Offset & 31);
+    ULONG Mask = 1U << (Offset & 31);
     ULONG Old = __atomic_fetch_or((ULONG volatile *)Base + (Offset >> 5), Mask, __ATOMIC_SEQ_CST);
 
     return (BOOLEAN)((Old & Mask) != 0);
@@ -560,7 +560,7 @@ InterlockedBitTestAndSet(LONG volatile *Base, LONG Offset)
 static inline BOOLEAN
 InterlockedBitTestAndReset(LONG volatile *Base, LONG Offset)
 {
-    ULONG Mask = 1u << (Offset & 31);
+    ULONG Mask = 1U << (Offset & 31);
     ULONG Old = __atomic_fetch_and((ULONG volatile *)Base + (Offset >> 5), ~Mask, __ATOMIC_SEQ_CST);
 
     return (BOOLEAN)((Old & Mask) != 0);
@@ -570,14 +570,14 @@ InterlockedBitTestAndReset(LONG volatile *Base, LONG Offset)
 static inline LONG64
 InterlockedIncrement64(LONG64 volatile *Addend)
 {
-    return (LONG64)__atomic_add_fetch((ULONG64 volatile *)Addend, 1ull, __ATOMIC_SEQ_CST);
+    return (LONG64)__atomic_add_fetch((ULONG64 volatile *)Addend, 1ULL, __ATOMIC_SEQ_CST);
 }
 
 /* Subtracts 1 from *Addend; returns the new value (wraps MINLONG64 to MAXLONG64). */
 static inline LONG64
 InterlockedDecrement64(LONG64 volatile *Addend)
 {
-    return (LONG64)__atomic_sub_fetch((ULONG64 volatile *)Addend, 1ull, __ATOMIC_SEQ_CST);
+    return (LONG64)__atomic_sub_fetch((ULONG64 volatile *)Addend, 1ULL, __ATOMIC_SEQ_CST);
 }
 
 /* Stores Value in *Target; returns the old value. */

@@ -127,7 +127,7 @@ KiParseBootInfo(ULONG64 InfoPhysical)
             default:
                 break;
         }
-        Cursor += (Tag->size + 7) & ~7u;
+        Cursor += (Tag->size + 7) & ~7U;
     }
 
     if (OwnLoader)

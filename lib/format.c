@@ -240,6 +240,8 @@ fmt_fetch_signed(fmt_length_t length, va_list *ap)
             return va_arg(*ap, long);
         case FMT_LEN_LL:
             return va_arg(*ap, long long);
+        /* ptrdiff_t and intmax_t are both long here, but C does not promise it. */
+        // NOLINTNEXTLINE(bugprone-branch-clone)
         case FMT_LEN_Z: // the signed type of size_t's width
         case FMT_LEN_T:
             return va_arg(*ap, ptrdiff_t);

@@ -42,10 +42,10 @@ x86_cpu_tables_load(struct x86_cpu_tables *Tables, const uint64_t IstTop[X86_IST
     Tables->tss.iomap_base = sizeof(Tables->tss); // no I/O permission bitmap
 
     Tables->gdt[0] = 0;
-    Tables->gdt[1] = 0x00af9a000000ffffull; // 64-bit code, DPL 0
-    Tables->gdt[2] = 0x00cf92000000ffffull; // data, DPL 0
+    Tables->gdt[1] = 0x00af9a000000ffffULL; // 64-bit code, DPL 0
+    Tables->gdt[2] = 0x00cf92000000ffffULL; // data, DPL 0
     /* 64-bit available TSS descriptor, 16 bytes (SDM vol. 3A §8.2.3). */
-    Tables->gdt[3] = (Limit & 0xffff) | ((Base & 0xffffff) << 16) | (0x89ull << 40) |
+    Tables->gdt[3] = (Limit & 0xffff) | ((Base & 0xffffff) << 16) | (0x89ULL << 40) |
                      ((Limit & 0xf0000) << 32) | ((Base & 0xff000000) << 32);
     Tables->gdt[4] = Base >> 32;
 

@@ -124,7 +124,8 @@ x86_outl(uint16_t Port, uint32_t Value)
 static inline uint64_t
 x86_rdmsr(uint32_t Msr)
 {
-    uint32_t Lo, Hi;
+    uint32_t Lo;
+    uint32_t Hi;
     __asm__ volatile("rdmsr" : "=a"(Lo), "=d"(Hi) : "c"(Msr) : "memory");
     return ((uint64_t)Hi << 32) | Lo;
 }
@@ -139,7 +140,8 @@ x86_wrmsr(uint32_t Msr, uint64_t Value)
 static inline uint64_t
 x86_rdtsc(void)
 {
-    uint32_t Lo, Hi;
+    uint32_t Lo;
+    uint32_t Hi;
     __asm__ volatile("rdtsc" : "=a"(Lo), "=d"(Hi)::"memory");
     return ((uint64_t)Hi << 32) | Lo;
 }
@@ -155,7 +157,8 @@ x86_rdtsc(void)
 static inline uint64_t
 x86_rdtsc_begin(void)
 {
-    uint32_t Lo, Hi;
+    uint32_t Lo;
+    uint32_t Hi;
     __asm__ volatile("lfence; rdtsc; lfence" : "=a"(Lo), "=d"(Hi)::"memory");
     return ((uint64_t)Hi << 32) | Lo;
 }
@@ -163,7 +166,9 @@ x86_rdtsc_begin(void)
 static inline uint64_t
 x86_rdtscp_end(void)
 {
-    uint32_t Lo, Hi, Aux;
+    uint32_t Lo;
+    uint32_t Hi;
+    uint32_t Aux;
     __asm__ volatile("rdtscp; lfence" : "=a"(Lo), "=d"(Hi), "=c"(Aux)::"memory");
     return ((uint64_t)Hi << 32) | Lo;
 }
@@ -331,7 +336,8 @@ struct x86_trap_frame
     unsigned long long vector, error_code;
     unsigned long long rip, cs, rflags, rsp, ss;
 };
-_Static_assert(sizeof(struct x86_trap_frame) == 22 * 8, "isr.asm pushes 22 quadwords");
+_Static_assert(sizeof(struct x86_trap_frame) == 22 * sizeof(unsigned long long),
+               "isr.asm pushes 22 quadwords");
 
 struct __attribute__((packed)) x86_tss
 {

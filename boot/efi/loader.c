@@ -888,7 +888,7 @@ LdrpAllocateHandover(LDR_HANDOVER *Handover, UINTN AtLeast)
     }
     /* A protected range splits at most one descriptor into three pieces at each end. */
     Handover->MmapCapacity =
-        Handover->MapCapacity / Handover->DescriptorSize + 2 * LDR_MAX_PROTECTED;
+        Handover->MapCapacity / Handover->DescriptorSize + (UINTN)2 * LDR_MAX_PROTECTED;
     Handover->InfoPages = LDR_PAGES(LdrpInfoSize(Handover->MapCapacity, Handover->MmapCapacity));
     Status = BS->AllocatePages(AllocateMaxAddress, EfiLoaderData, Handover->InfoPages, &Address);
     if (EFI_ERROR(Status))
@@ -967,16 +967,17 @@ LdrpConvertMemoryMap(const LDR_HANDOVER *Handover, MB2_MMAP_ENTRY *Entries)
         }
         for (UINTN i = 0; i < LdrpProtectedCount; i++) // sorted by Base, disjoint
         {
-            UINT64 pBase = LdrpProtected[i].Base;
-            UINT64 pEnd = LdrpProtected[i].End;
-            if (pEnd <= Cursor || pBase >= End)
+            UINT64 HoleStart = LdrpProtected[i].Base;
+            UINT64 HoleEnd = LdrpProtected[i].End;
+            if (HoleEnd <= Cursor || HoleStart >= End)
             {
                 continue;
             }
-            Count = LdrpEmit(Entries, Count, Cursor, pBase, MB2_MEMORY_AVAILABLE);
-            Cursor = pBase > Cursor ? pBase : Cursor;
-            Count = LdrpEmit(Entries, Count, Cursor, pEnd < End ? pEnd : End, MB2_MEMORY_RESERVED);
-            Cursor = pEnd < End ? pEnd : End;
+            Count = LdrpEmit(Entries, Count, Cursor, HoleStart, MB2_MEMORY_AVAILABLE);
+            Cursor = HoleStart > Cursor ? HoleStart : Cursor;
+            Count = LdrpEmit(Entries, Count, Cursor, HoleEnd < End ? HoleEnd : End,
+                             MB2_MEMORY_RESERVED);
+            Cursor = HoleEnd < End ? HoleEnd : End;
         }
         Count = LdrpEmit(Entries, Count, Cursor, End, MB2_MEMORY_AVAILABLE);
     }

@@ -125,12 +125,12 @@ KiReportOtherProcessors(ULONG Self, const char *LinePrefix)
             continue;
         }
         /* Bounded wait for the NMI handler's store (KiFreezeProcessor). */
-        for (ULONG Spin = 0; Spin < (1u << 24) && Rip == 0; Spin++)
+        for (ULONG Spin = 0; Spin < (1U << 24) && Rip == 0; Spin++)
         {
             Rip = __atomic_load_n(&Prcb->FrozenRip, __ATOMIC_ACQUIRE);
             x86_pause();
         }
-        snprintf(Prefix, sizeof(Prefix), "%sprocessor %u: ", LinePrefix, i);
+        (void)snprintf(Prefix, sizeof(Prefix), "%sprocessor %u: ", LinePrefix, i); // fits or is cut
         if (Rip == 0)
         {
             DbgPrint("%sdid not answer the freeze NMI\n", Prefix);
@@ -308,7 +308,7 @@ KiFreezeAndReport(const struct x86_trap_frame *Frame)
     }
     KiDebugConsoleBusted = TRUE;
     HalFreezeOtherProcessors();
-    snprintf(Prefix, sizeof(Prefix), "# processor %u: ", Prcb->Number);
+    (void)snprintf(Prefix, sizeof(Prefix), "# processor %u: ", Prcb->Number); // fits
     KiPrintAddress(Prefix, Frame->rip);
     KiReportOtherProcessors(Prcb->Number, "# ");
     DbgPrint("# backtrace of processor %u:\n", Prcb->Number);

@@ -18,8 +18,8 @@
 #define KI_CACHE_LINE 64
 #define KI_PAGE_SIZE  4096ull
 
-#define KI_KERNEL_STACK_SIZE (32 * 1024)
-#define KI_IST_STACK_SIZE    (8 * 1024)
+#define KI_KERNEL_STACK_SIZE (32ULL * 1024)
+#define KI_IST_STACK_SIZE    (8ULL * 1024)
 
 /* Code that runs only while the system starts (seL4 BOOT_CODE). */
 #define INIT_CODE __attribute__((section(".text.init")))

@@ -23,10 +23,14 @@
         }                                                                                          \
     } while (0)
 
-/* IRQL <= Maximum, else 0xA IRQL_NOT_LESS_OR_EQUAL (P1 Object, P2 IRQL, P3 0, P4 caller IP). */
+/*
+ * IRQL <= Maximum, else 0xA IRQL_NOT_LESS_OR_EQUAL (P1 Object, P2 IRQL, P3 0, P4 caller IP).
+ * Written as !(IRQL > Maximum): with Maximum PASSIVE_LEVEL, "unsigned <= 0" reads as a
+ * mistake to cppcheck (unsignedLessThanZero).
+ */
 #define KiCheckIrqlAtMost(Maximum, Object)                                                         \
-    KiCheck(KeGetCurrentIrql() <= (Maximum), IRQL_NOT_LESS_OR_EQUAL, (Object), KeGetCurrentIrql(), \
-            0, __builtin_return_address(0))
+    KiCheck(!(KeGetCurrentIrql() > (Maximum)), IRQL_NOT_LESS_OR_EQUAL, (Object),                   \
+            KeGetCurrentIrql(), 0, __builtin_return_address(0))
 
 /* IRQL >= Minimum, else 0x9 IRQL_NOT_GREATER_OR_EQUAL (P1 Object, P2 IRQL, P3 Minimum, P4 0). */
 #define KiCheckIrqlAtLeast(Minimum, Object)                                                        \

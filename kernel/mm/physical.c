@@ -46,7 +46,7 @@ MmpIsFree(ULONG64 Page)
 static VOID
 MmpSetFree(ULONG64 Page, BOOLEAN Free)
 {
-    ULONG64 Bit = 1ull << (Page % MM_BITS_PER_WORD);
+    ULONG64 Bit = 1ULL << (Page % MM_BITS_PER_WORD);
     if (Free)
     {
         MmpFreeBitmap[Page / MM_BITS_PER_WORD] |= Bit;
