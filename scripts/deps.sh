@@ -32,6 +32,8 @@ PACKAGES=(
     clang
     binutils
     clang-format  # make check-format (STYLE.md §10)
+    cppcheck      # make cppcheck / make check (STYLE.md §11)
+    clang-tidy    # make clang-tidy / make check (STYLE.md §11)
     # make bench: the report and its plots
     python3
     gnuplot-nox
