@@ -39,26 +39,6 @@ typedef struct _GDB_TARGET_RECORD
 static KSPIN_LOCK GdbTargetSpinLock;
 static KSPIN_LOCK GdbTargetQueuedLock;
 
-/* Bounded wait for *Value >= Target on the performance counter; FALSE on timeout. */
-static BOOLEAN
-GdbTargetWaitFor(volatile LONG *Value, LONG Target)
-{
-    LARGE_INTEGER Frequency;
-    ULONG64 Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-    ULONG64 Budget = (ULONG64)Frequency.QuadPart / 1000 * GDB_TARGET_WAIT_MS;
-
-    /* Acquire: what the other processor wrote before its release increment is visible. */
-    while (__atomic_load_n(Value, __ATOMIC_ACQUIRE) < Target)
-    {
-        if ((ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Start > Budget)
-        {
-            return FALSE;
-        }
-        x86_pause();
-    }
-    return TRUE;
-}
-
 static ULONG
 GdbTargetLastProcessor(VOID)
 {
@@ -75,7 +55,7 @@ GdbTargetRunDpcOnLast(PKDEFERRED_ROUTINE Routine, GDB_TARGET_RECORD *Record, PKD
     {
         return FALSE;
     }
-    return GdbTargetWaitFor(&Record->Runs, 1);
+    return KtWaitForLongAtLeast(&Record->Runs, 1, GDB_TARGET_WAIT_MS);
 }
 
 /* Records where and how it ran; the session's breakpoint for "a DPC on the last processor". */
@@ -270,7 +250,7 @@ KTEST_EX(GdbTarget, queued_lock_hands_off_to_waiter, KTEST_SMP_ONLY, 0)
     }
     KeReleaseInStackQueuedSpinLock(&Handle); // hands the lock to the waiter (or frees it)
     KT_EXPECT(Linked);
-    KT_ASSERT(GdbTargetWaitFor(&Record.Runs, 1));
+    KT_ASSERT(KtWaitForLongAtLeast(&Record.Runs, 1, GDB_TARGET_WAIT_MS));
     KT_EXPECT_EQ(Record.Processor, GdbTargetLastProcessor());
     KT_EXPECT_EQ(Record.QueueLock, (ULONG_PTR)&GdbTargetQueuedLock | LOCK_QUEUE_OWNER);
     KT_EXPECT_EQ(GdbTargetQueuedLock, 0);

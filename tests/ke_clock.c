@@ -17,7 +17,6 @@
  * TCG each pause can cost a trip through QEMU's global lock, so a step may
  * take far longer than its stall.
  */
-#define KC_WAIT_STEP_US  100
 #define KC_WAIT_LIMIT_US 10000000 // 10 s: a missing tick fails, never hangs
 
 /* Performance-counter counts in Microseconds (Frequency in Hz). */
@@ -49,24 +48,6 @@ KcTickCount(VOID)
     return (ULONG64)Count.QuadPart;
 }
 
-/* Waits (bounded) until *Counter differs from Start; FALSE if it never does. */
-static BOOLEAN
-KcWaitForChange(volatile ULONG64 *Counter, ULONG64 Start)
-{
-    ULONG64 Deadline =
-        KcPerformanceCounter() + KcCounts(KC_WAIT_LIMIT_US, KcPerformanceFrequency());
-
-    while (KcPerformanceCounter() < Deadline)
-    {
-        if (*Counter != Start)
-        {
-            return TRUE;
-        }
-        KeStallExecutionProcessor(KC_WAIT_STEP_US);
-    }
-    return *Counter != Start;
-}
-
 KTEST(KeClock, time_increment_is_ten_milliseconds)
 {
     KT_EXPECT_EQ(KeQueryTimeIncrement(), 100000);
@@ -83,7 +64,7 @@ KTEST(KeClock, tick_count_advances_below_clock_level)
         KeRaiseIrql(Level, &OldIrql);
         Ticks = KeGetCurrentPrcb()->ClockTicks;
         Global = KcTickCount();
-        if (!KcWaitForChange(&KeGetCurrentPrcb()->ClockTicks, Ticks))
+        if (!KtWaitForWordChange(&KeGetCurrentPrcb()->ClockTicks, Ticks, KC_WAIT_LIMIT_US / 1000))
         {
             KtLog("no clock tick at IRQL %u", Level);
             KT_EXPECT(KeGetCurrentPrcb()->ClockTicks != Ticks);
@@ -134,7 +115,7 @@ KTEST(KeClock, clock_level_and_above_mask_this_processors_tick)
         KeLowerIrql(OldIrql);
 
         /* The tick that came due meanwhile is delivered now, or the next one soon. */
-        KT_EXPECT(KcWaitForChange(&Prcb->ClockTicks, Ticks));
+        KT_EXPECT(KtWaitForWordChange(&Prcb->ClockTicks, Ticks, KC_WAIT_LIMIT_US / 1000));
     }
 }
 
@@ -144,7 +125,7 @@ KcWaitForOwnTick(ULONG Index, PVOID Context)
     PKPRCB Prcb = KeGetCurrentPrcb();
     ULONG64 Ticks = Prcb->ClockTicks;
 
-    if (!KcWaitForChange(&Prcb->ClockTicks, Ticks))
+    if (!KtWaitForWordChange(&Prcb->ClockTicks, Ticks, KC_WAIT_LIMIT_US / 1000))
     {
         KtLog("processor %u took no clock interrupt", Prcb->Number);
         KT_EXPECT(Prcb->ClockTicks != Ticks);

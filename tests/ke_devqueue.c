@@ -442,21 +442,6 @@ KdqDrain(KDQ_RACE *Race, BOOLEAN ByKey)
     }
 }
 
-/* Bounded wait (about 10 s) for *Value to reach Target; FALSE on timeout. */
-static BOOLEAN
-KdqWaitFor(volatile LONG *Value, LONG Target)
-{
-    for (ULONG Waited = 0; *Value < Target; Waited++)
-    {
-        if (Waited == 10000)
-        {
-            return FALSE;
-        }
-        KeStallExecutionProcessor(1000);
-    }
-    return TRUE;
-}
-
 static ULONG64
 KdqDeadlineAfter(ULONG Ms)
 {
@@ -477,12 +462,13 @@ KdqReleasePlug(KDQ_RACE *Race)
 {
     KIRQL OldIrql;
 
-    KT_EXPECT(KdqWaitFor(&Race->Plugged, (LONG)KeQueryActiveProcessorCount(NULL) - 1));
+    KT_EXPECT(KtWaitForLongAtLeast(&Race->Plugged, (LONG)KeQueryActiveProcessorCount(NULL) - 1,
+                                   KT_WAIT_MS));
     KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
     KdqDrain(Race, FALSE);
     KeLowerIrql(OldIrql);
     Race->Deadline = KdqDeadlineAfter(KDQ_RACE_MS);
-    __atomic_store_n(&Race->Released, 1, __ATOMIC_RELEASE); // pairs with KdqWaitFor's reads
+    __atomic_store_n(&Race->Released, 1, __ATOMIC_RELEASE); // pairs with KtWaitFor*'s reads
 }
 
 static VOID
@@ -523,7 +509,7 @@ KdqRaceRoutine(ULONG Index, PVOID Context)
             KT_EXPECT(Queued); // processor 0 still holds the plugged device
             InterlockedIncrement(&Race->Plugged);
             KeLowerIrql(OldIrql);
-            KT_EXPECT(KdqWaitFor(&Race->Released, 1));
+            KT_EXPECT(KtWaitForLongAtLeast(&Race->Released, 1, KT_WAIT_MS));
             continue;
         }
         if (!Queued)

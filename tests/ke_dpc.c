@@ -69,21 +69,6 @@ LogOrderDpc(PKDPC Dpc, PVOID Context, PVOID Argument1, PVOID Argument2)
     }
 }
 
-/* Bounded wait for *Value to reach Target; FALSE on timeout (never a hang). */
-static BOOLEAN
-WaitForCount(volatile LONG *Value, LONG Target)
-{
-    for (ULONG64 Spin = 0; Spin < (1ull << 30); Spin++)
-    {
-        if (*Value >= Target)
-        {
-            return TRUE;
-        }
-        x86_pause();
-    }
-    return FALSE;
-}
-
 KTEST(KeDpc, initialize_sets_fields_and_keeps_list_entry_and_arguments)
 {
     KDPC Dpc;
@@ -251,7 +236,7 @@ KTEST(KeDpc, targeted_dpc_runs_on_each_processor_at_dispatch)
         KeInitializeDpc(&Dpc, RecordDpc, &Record);
         KeSetTargetProcessorDpc(&Dpc, (CCHAR)Target);
         KT_EXPECT_EQ(KeInsertQueueDpc(&Dpc, (PVOID)(ULONG_PTR)Target, NULL), TRUE);
-        KT_ASSERT(WaitForCount(&Record.Runs, 1));
+        KT_ASSERT(KtWaitForLongAtLeast(&Record.Runs, 1, KT_WAIT_MS));
         KT_EXPECT_EQ(Record.Processor, Target);
         KT_EXPECT_EQ(Record.Irql, DISPATCH_LEVEL);
         KT_EXPECT(Record.InterruptsOn);

@@ -23,33 +23,6 @@
 #define IT_WAIT_MS       10000
 #define IT_SYNC_CALLS    2000 // KeSynchronizeExecution calls per processor
 
-/* KT_EXPECT_BUGCHECK that also hands back the bug check's four parameters. */
-#define IT_EXPECT_BUGCHECK(Code, Params, Statement)                                                \
-    do                                                                                             \
-    {                                                                                              \
-        KT_BUGCHECK_CATCH ItCatch_;                                                                \
-        ItCatch_.Expected = (Code);                                                                \
-        for (int ItI_ = 0; ItI_ < 4; ItI_++)                                                       \
-        {                                                                                          \
-            ItCatch_.Parameter[ItI_] = 0;                                                          \
-        }                                                                                          \
-        KtArmBugCheck(&ItCatch_);                                                                  \
-        if (x86_setjmp(&ItCatch_.Jump) == 0)                                                       \
-        {                                                                                          \
-            Statement;                                                                             \
-            KtDisarmBugCheck(&ItCatch_);                                                           \
-            KtCheckBugCheck(&ItCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);             \
-        }                                                                                          \
-        else                                                                                       \
-        {                                                                                          \
-            KtCheckBugCheck(&ItCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);              \
-        }                                                                                          \
-        for (int ItI_ = 0; ItI_ < 4; ItI_++)                                                       \
-        {                                                                                          \
-            (Params)[ItI_] = ItCatch_.Parameter[ItI_];                                             \
-        }                                                                                          \
-    } while (0)
-
 /* The word of an ordinary lock the current processor holds. */
 static ULONG_PTR
 ItHeldWord(VOID)
@@ -59,32 +32,6 @@ ItHeldWord(VOID)
 #else
     return 1;
 #endif
-}
-
-static ULONG64
-ItNowMs(VOID)
-{
-    LARGE_INTEGER Frequency;
-    ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-
-    return Now / ((ULONG64)Frequency.QuadPart / 1000);
-}
-
-/* Waits until *Value >= Expected, at most IT_WAIT_MS; TRUE if it got there. */
-static BOOLEAN
-ItWaitAtLeast(volatile LONG *Value, LONG Expected)
-{
-    ULONG64 Start = ItNowMs();
-
-    while (__atomic_load_n(Value, __ATOMIC_ACQUIRE) < Expected)
-    {
-        if (ItNowMs() - Start > IT_WAIT_MS)
-        {
-            return FALSE;
-        }
-        YieldProcessor();
-    }
-    return TRUE;
 }
 
 /* What an ISR saw, for the test to check afterwards. */
@@ -235,7 +182,7 @@ KTEST(KeInterrupt, isr_runs_at_synchronize_irql_holding_its_lock)
     KT_ASSERT_EQ(ItConnect(&Interrupt, &Record, &Shared, IT_VECTOR, Latched, FALSE, 1),
                  STATUS_SUCCESS);
     KiRequestInterrupt(0, IT_VECTOR); // at PASSIVE_LEVEL: delivered at once
-    KT_EXPECT(ItWaitAtLeast(&Record.Calls, 1));
+    KT_EXPECT(KtWaitForLongAtLeast(&Record.Calls, 1, IT_WAIT_MS));
     KT_EXPECT_EQ(Record.Calls, 1);
     KT_EXPECT_EQ(Record.Irql, IT_SYNCH_IRQL);
     KT_EXPECT_EQ(Record.Processor, 0);
@@ -286,7 +233,7 @@ KTEST_EX(KeInterrupt, isr_runs_on_the_processor_the_interrupt_is_raised_on, KTES
     for (ULONG Number = 0; Number < KiActiveProcessorCount; Number++)
     {
         KiRequestInterrupt(Number, IT_VECTOR);
-        if (!ItWaitAtLeast(&Record.Calls, (LONG)Number + 1))
+        if (!KtWaitForLongAtLeast(&Record.Calls, (LONG)Number + 1, IT_WAIT_MS))
         {
             KtLog("no ISR call on processor %u", Number);
             KtFail("the ISR ran", __FILE__, __LINE__);
@@ -310,7 +257,7 @@ KTEST_EX(KeInterrupt, isr_runs_only_on_processors_in_its_affinity, KTEST_SMP_ONL
     KeStallExecutionProcessor(2000);
     KT_EXPECT_EQ(Record.Calls, 0);
     KiRequestInterrupt(1, IT_VECTOR);
-    KT_EXPECT(ItWaitAtLeast(&Record.Calls, 1));
+    KT_EXPECT(KtWaitForLongAtLeast(&Record.Calls, 1, IT_WAIT_MS));
     KT_EXPECT_EQ(Record.Processor, 1);
     IoDisconnectInterrupt(Interrupt);
 }
@@ -336,7 +283,7 @@ ItRaiseShared(KINTERRUPT_MODE Mode, BOOLEAN FirstClaims, IT_RECORD *First, IT_RE
         return;
     }
     KiRequestInterrupt(0, IT_SHARED_VECTOR);
-    KT_EXPECT(ItWaitAtLeast(&First->Calls, 1));
+    KT_EXPECT(KtWaitForLongAtLeast(&First->Calls, 1, IT_WAIT_MS));
     KT_EXPECT_EQ(A->ServiceCount, FirstClaims ? 1 : 0);
     KT_EXPECT_EQ(B->ServiceCount, (ULONG)Second->Calls);
     IoDisconnectInterrupt(B);
@@ -421,7 +368,7 @@ KTEST_EX(KeInterrupt, disconnect_waits_for_a_running_isr, KTEST_SMP_ONLY, 0)
     Record.Order = &Entered;
     Entered = 0;
     KiRequestInterrupt(1, IT_VECTOR);
-    KT_ASSERT(ItWaitAtLeast(&Entered, 1)); // the ISR is running on processor 1
+    KT_ASSERT(KtWaitForLongAtLeast(&Entered, 1, IT_WAIT_MS)); // the ISR is running on processor 1
     IoDisconnectInterrupt(Interrupt);
     KT_EXPECT_EQ(Record.Finished, 1); // ... and had returned before the disconnect did
 }
@@ -456,8 +403,8 @@ KTEST(KeInterrupt, interrupt_spin_lock_irql_matrix)
         KIRQL Saved;
 
         KeRaiseIrql(HIGH_LEVEL, &Saved); // above SynchronizeIrql: a raise to a lower level
-        IT_EXPECT_BUGCHECK(IRQL_NOT_GREATER_OR_EQUAL, Params,
-                           KeAcquireInterruptSpinLock(Interrupt));
+        KT_EXPECT_BUGCHECK_PARAMS(IRQL_NOT_GREATER_OR_EQUAL, Params,
+                                  KeAcquireInterruptSpinLock(Interrupt));
         KT_EXPECT_EQ(Params[0], HIGH_LEVEL);
         KT_EXPECT_EQ(Params[1], IT_SYNCH_IRQL);
         KT_EXPECT_EQ(Interrupt->SpinLock, 0);

@@ -14,7 +14,6 @@
 #include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
-#define QL_UNCHANGED 0xff
 /*
  * Each contention test runs for a fixed time rather than a fixed count: MCS
  * hands the lock to the next waiter even when QEMU's host has descheduled
@@ -26,82 +25,12 @@
 #define QL_ROUNDS         8     // FIFO rounds, each a fresh random arrival order
 #define QL_WAIT_MS        10000 // bound on every cross-processor wait
 
-/* KT_EXPECT_BUGCHECK that also hands back the bug check's four parameters. */
-#define QL_EXPECT_BUGCHECK(Code, Params, Statement)                                                \
-    do                                                                                             \
-    {                                                                                              \
-        KT_BUGCHECK_CATCH QlCatch_;                                                                \
-        QlCatch_.Expected = (Code);                                                                \
-        for (int QlI_ = 0; QlI_ < 4; QlI_++)                                                       \
-        {                                                                                          \
-            QlCatch_.Parameter[QlI_] = 0;                                                          \
-        }                                                                                          \
-        KtArmBugCheck(&QlCatch_);                                                                  \
-        if (x86_setjmp(&QlCatch_.Jump) == 0)                                                       \
-        {                                                                                          \
-            Statement;                                                                             \
-            KtDisarmBugCheck(&QlCatch_);                                                           \
-            KtCheckBugCheck(&QlCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);             \
-        }                                                                                          \
-        else                                                                                       \
-        {                                                                                          \
-            KtCheckBugCheck(&QlCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);              \
-        }                                                                                          \
-        for (int QlI_ = 0; QlI_ < 4; QlI_++)                                                       \
-        {                                                                                          \
-            (Params)[QlI_] = QlCatch_.Parameter[QlI_];                                             \
-        }                                                                                          \
-    } while (0)
-
 #define QL_LOCK_BITS(Handle) ((ULONG_PTR)(Handle)->LockQueue.Lock)
 
 static ULONG
 QlLocksHeld(VOID)
 {
     return KeGetCurrentPrcb()->SpinLocksHeld;
-}
-
-static ULONG64
-QlNowMs(VOID)
-{
-    LARGE_INTEGER Frequency;
-    ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-
-    return Now / ((ULONG64)Frequency.QuadPart / 1000);
-}
-
-/* Waits until *Value == Expected, at most QL_WAIT_MS; TRUE if it got there. */
-static BOOLEAN
-QlWaitFor(volatile LONG *Value, LONG Expected)
-{
-    ULONG64 Start = QlNowMs();
-
-    while (__atomic_load_n(Value, __ATOMIC_ACQUIRE) != Expected)
-    {
-        if (QlNowMs() - Start > QL_WAIT_MS)
-        {
-            return FALSE;
-        }
-        YieldProcessor();
-    }
-    return TRUE;
-}
-
-/* Waits until the 64-bit *Value == Expected, at most QL_WAIT_MS. */
-static BOOLEAN
-QlWaitForWord(volatile ULONG_PTR *Value, ULONG_PTR Expected)
-{
-    ULONG64 Start = QlNowMs();
-
-    while (__atomic_load_n(Value, __ATOMIC_ACQUIRE) != Expected)
-    {
-        if (QlNowMs() - Start > QL_WAIT_MS)
-        {
-            return FALSE;
-        }
-        YieldProcessor();
-    }
-    return TRUE;
 }
 
 /* ---------------------------------------------------------------- the IRQL matrix */
@@ -111,7 +40,7 @@ typedef VOID QL_RELEASE(PKLOCK_QUEUE_HANDLE Handle);
 
 /*
  * One acquire/release pair, as in ke_spinlock.c: legal entry IRQLs
- * MinIrql..MaxIrql, held at HeldIrql (QL_UNCHANGED: the entry IRQL);
+ * MinIrql..MaxIrql, held at HeldIrql (KT_IRQL_UNCHANGED: the entry IRQL);
  * WritesOldIrql: the acquire stores the entry IRQL in the handle.
  */
 typedef struct _QL_VARIANT
@@ -135,17 +64,16 @@ static const QL_VARIANT QlVariants[] = {
     {"RaiseToSynch", KeAcquireInStackQueuedSpinLockRaiseToSynch, KeReleaseInStackQueuedSpinLock,
      PASSIVE_LEVEL, SYNCH_LEVEL, SYNCH_LEVEL, TRUE, 0, IRQL_NOT_LESS_OR_EQUAL, SYNCH_LEVEL},
     {"AtDpcLevel", KeAcquireInStackQueuedSpinLockAtDpcLevel,
-     KeReleaseInStackQueuedSpinLockFromDpcLevel, DISPATCH_LEVEL, HIGH_LEVEL, QL_UNCHANGED, FALSE,
-     IRQL_NOT_GREATER_OR_EQUAL, 0, 0},
+     KeReleaseInStackQueuedSpinLockFromDpcLevel, DISPATCH_LEVEL, HIGH_LEVEL, KT_IRQL_UNCHANGED,
+     FALSE, IRQL_NOT_GREATER_OR_EQUAL, 0, 0},
     {"ForDpc", KeAcquireInStackQueuedSpinLockForDpc, KeReleaseInStackQueuedSpinLockForDpc,
-     PASSIVE_LEVEL, HIGH_LEVEL, QL_UNCHANGED, TRUE, 0, 0, 0},
+     PASSIVE_LEVEL, HIGH_LEVEL, KT_IRQL_UNCHANGED, TRUE, 0, 0, 0},
 };
 
-static const KIRQL QlEntryIrqls[] = {PASSIVE_LEVEL, APC_LEVEL, DISPATCH_LEVEL, HIGH_LEVEL};
-
 static VOID
-QlCheckPair(const QL_VARIANT *Variant, KIRQL Entry, KIRQL Held)
+QlCheckPair(const void *Context, KIRQL Entry, KIRQL Held)
 {
+    const QL_VARIANT *Variant = Context;
     KSPIN_LOCK Lock;
     KLOCK_QUEUE_HANDLE Handle;
     ULONG HeldBefore = QlLocksHeld();
@@ -174,16 +102,16 @@ QlCheckPair(const QL_VARIANT *Variant, KIRQL Entry, KIRQL Held)
     KT_EXPECT_EQ(QlLocksHeld(), HeldBefore);
 }
 
-#if DBG
 /* Checked build: Variant at the illegal level Entry bug-checks Code before touching the lock. */
 static VOID
-QlCheckMisuse(const QL_VARIANT *Variant, KIRQL Entry, ULONG Code)
+QlCheckMisuse(const void *Context, KIRQL Entry, ULONG Code)
 {
+    const QL_VARIANT *Variant = Context;
     KSPIN_LOCK Lock = 0;
     KLOCK_QUEUE_HANDLE Handle;
     ULONG_PTR Params[4];
 
-    QL_EXPECT_BUGCHECK(Code, Params, Variant->Acquire(&Lock, &Handle));
+    KT_EXPECT_BUGCHECK_PARAMS(Code, Params, Variant->Acquire(&Lock, &Handle));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Params[1], Entry);
     if (Code == IRQL_NOT_GREATER_OR_EQUAL)
@@ -193,34 +121,21 @@ QlCheckMisuse(const QL_VARIANT *Variant, KIRQL Entry, ULONG Code)
     KT_EXPECT_EQ(Lock, 0);
     KT_EXPECT_EQ(KeGetCurrentIrql(), Entry);
 }
-#endif
 
 static VOID
 QlRunMatrix(const QL_VARIANT *Variant)
 {
-    for (ULONG i = 0; i < sizeof(QlEntryIrqls) / sizeof(QlEntryIrqls[0]); i++)
-    {
-        KIRQL Entry = QlEntryIrqls[i];
-        KIRQL Saved;
+    const KT_IRQL_MATRIX Matrix = {
+        .Name = Variant->Name,
+        .MinIrql = Variant->MinIrql,
+        .MaxIrql = Variant->MaxIrql,
+        .HeldIrql = Variant->HeldIrql,
+        .LowCode = Variant->LowCode,
+        .HighCode = Variant->HighCode,
+        .FreeHighHeld = Variant->FreeHighHeld,
+    };
 
-        KtLog("%s at IRQL %u", Variant->Name, Entry);
-        KeRaiseIrql(Entry, &Saved);
-        if (Entry >= Variant->MinIrql && Entry <= Variant->MaxIrql)
-        {
-            KIRQL Held = Variant->HeldIrql == QL_UNCHANGED ? Entry : Variant->HeldIrql;
-            QlCheckPair(Variant, Entry, Held);
-        }
-        else
-        {
-#if DBG
-            QlCheckMisuse(Variant, Entry,
-                          Entry < Variant->MinIrql ? Variant->LowCode : Variant->HighCode);
-#else
-            QlCheckPair(Variant, Entry, Entry < Variant->MinIrql ? Entry : Variant->FreeHighHeld);
-#endif
-        }
-        KeLowerIrql(Saved);
-    }
+    KtRunIrqlMatrix(&Matrix, QlCheckPair, QlCheckMisuse, Variant);
 }
 
 KTEST(KeQueuedSpinLock, in_stack_irql_matrix)
@@ -305,12 +220,12 @@ KTEST(KeQueuedSpinLock, recursive_acquire_bugchecks_already_owned)
     ULONG_PTR Params[4];
 
     KeAcquireInStackQueuedSpinLock(&Lock, &Handle);
-    QL_EXPECT_BUGCHECK(SPIN_LOCK_ALREADY_OWNED, Params,
-                       KeAcquireInStackQueuedSpinLockAtDpcLevel(&Lock, &Second));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_ALREADY_OWNED, Params,
+                              KeAcquireInStackQueuedSpinLockAtDpcLevel(&Lock, &Second));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Params[1], (ULONG_PTR)&Second);
-    QL_EXPECT_BUGCHECK(SPIN_LOCK_ALREADY_OWNED, Params,
-                       KeAcquireInStackQueuedSpinLock(&Lock, &Second));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_ALREADY_OWNED, Params,
+                              KeAcquireInStackQueuedSpinLock(&Lock, &Second));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     /* Nothing was queued: the word and our handle are as before. */
     KT_EXPECT_EQ(Lock, (ULONG_PTR)&Handle.LockQueue);
@@ -334,13 +249,13 @@ KTEST(KeQueuedSpinLock, release_of_a_handle_that_does_not_own_bugchecks_not_owne
     KeReleaseInStackQueuedSpinLock(&Handle);
     KeRaiseIrqlToDpcLevel();
     /* A second release of the same handle: its Lock has lost OWNER. */
-    QL_EXPECT_BUGCHECK(SPIN_LOCK_NOT_OWNED, Params,
-                       KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_NOT_OWNED, Params,
+                              KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Params[1], (ULONG_PTR)&Handle);
     /* A handle that is waiting, not owning. */
     Handle.LockQueue.Lock = (PKSPIN_LOCK)((ULONG_PTR)&Lock | LOCK_QUEUE_WAIT);
-    QL_EXPECT_BUGCHECK(SPIN_LOCK_NOT_OWNED, Params, KeReleaseInStackQueuedSpinLock(&Handle));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_NOT_OWNED, Params, KeReleaseInStackQueuedSpinLock(&Handle));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Lock, 0);
     KT_EXPECT_EQ(QlLocksHeld(), 0);
@@ -359,8 +274,8 @@ KTEST(KeQueuedSpinLock, release_below_dispatch_bugchecks_verifier_0x36)
 
     KeAcquireInStackQueuedSpinLock(&Lock, &Handle);
     KeLowerIrql(PASSIVE_LEVEL); // a held queued lock at PASSIVE_LEVEL: the misuse
-    QL_EXPECT_BUGCHECK(DRIVER_VERIFIER_DETECTED_VIOLATION, Params,
-                       KeReleaseInStackQueuedSpinLock(&Handle));
+    KT_EXPECT_BUGCHECK_PARAMS(DRIVER_VERIFIER_DETECTED_VIOLATION, Params,
+                              KeReleaseInStackQueuedSpinLock(&Handle));
     KT_EXPECT_EQ(Params[0], 0x36);
     KT_EXPECT_EQ(Params[1], PASSIVE_LEVEL);
     KT_EXPECT_EQ(Params[2], (ULONG_PTR)&Handle);
@@ -396,7 +311,7 @@ QlHandoffRoutine(ULONG Index, PVOID Context)
 
     if (Index == 1)
     {
-        if (!QlWaitFor(&Test->OwnerHolds, 1))
+        if (!KtWaitForLong(&Test->OwnerHolds, 1, QL_WAIT_MS))
         {
             return;
         }
@@ -411,9 +326,9 @@ QlHandoffRoutine(ULONG Index, PVOID Context)
     KeAcquireInStackQueuedSpinLock(&Test->Lock, &Test->Owner);
     __atomic_store_n(&Test->OwnerHolds, 1, __ATOMIC_RELEASE);
     /* The waiter is queued once it is the tail and linked behind us. */
-    if (QlWaitForWord(&Test->Lock, (ULONG_PTR)&Test->Waiter.LockQueue) &&
-        QlWaitForWord((volatile ULONG_PTR *)&Test->Owner.LockQueue.Next,
-                      (ULONG_PTR)&Test->Waiter.LockQueue))
+    if (KtWaitForWord(&Test->Lock, (ULONG_PTR)&Test->Waiter.LockQueue, QL_WAIT_MS) &&
+        KtWaitForWord((volatile ULONG_PTR *)&Test->Owner.LockQueue.Next,
+                      (ULONG_PTR)&Test->Waiter.LockQueue, QL_WAIT_MS))
     {
         KT_EXPECT_EQ(QL_LOCK_BITS(&Test->Waiter), (ULONG_PTR)&Test->Lock | LOCK_QUEUE_WAIT);
         KT_EXPECT_EQ(QL_LOCK_BITS(&Test->Owner), (ULONG_PTR)&Test->Lock | LOCK_QUEUE_OWNER);
@@ -470,7 +385,7 @@ QlFifoWaiter(QL_FIFO *Test, ULONG Index)
     {
         KIRQL OldIrql;
 
-        if (!QlWaitFor(&Test->Go[Index], Round) || Test->Abandon)
+        if (!KtWaitForLong(&Test->Go[Index], Round, QL_WAIT_MS) || Test->Abandon)
         {
             return;
         }
@@ -503,7 +418,7 @@ QlFifoRound(QL_FIFO *Test, LONG Round)
     {
         ULONG Index = Test->Arrival[k];
         __atomic_store_n(&Test->Go[Index], Round, __ATOMIC_RELEASE);
-        if (!QlWaitForWord(&Test->Lock, (ULONG_PTR)&Test->Handles[Index].LockQueue))
+        if (!KtWaitForWord(&Test->Lock, (ULONG_PTR)&Test->Handles[Index].LockQueue, QL_WAIT_MS))
         {
             KtFail("the waiter queued", __FILE__, __LINE__);
             Test->Abandon = 1;
@@ -512,7 +427,7 @@ QlFifoRound(QL_FIFO *Test, LONG Round)
     }
     KeReleaseInStackQueuedSpinLockFromDpcLevel(&Test->Handles[0]);
     KeLowerIrql(OldIrql);
-    if (Test->Abandon || !QlWaitFor(&Test->Finished, (LONG)Waiters))
+    if (Test->Abandon || !KtWaitForLong(&Test->Finished, (LONG)Waiters, QL_WAIT_MS))
     {
         Test->Abandon = 1;
         return FALSE;
@@ -550,7 +465,7 @@ QlFifoRoutine(ULONG Index, PVOID Context)
 KTEST_EX(KeQueuedSpinLock, lock_is_granted_in_arrival_order, KTEST_SMP_ONLY, 0)
 {
     static QL_FIFO Test;
-    ULONG64 Start = QlNowMs();
+    ULONG64 Start = KtNowMs();
 
     if (KiActiveProcessorCount < 3)
     {
@@ -559,7 +474,7 @@ KTEST_EX(KeQueuedSpinLock, lock_is_granted_in_arrival_order, KTEST_SMP_ONLY, 0)
     memset(&Test, 0, sizeof(Test));
     Test.Count = KiActiveProcessorCount;
     KtRunOnProcessors(0, QlFifoRoutine, &Test);
-    KtLog("%d rounds of %u waiters in %llu ms", QL_ROUNDS, Test.Count - 1, QlNowMs() - Start);
+    KtLog("%d rounds of %u waiters in %llu ms", QL_ROUNDS, Test.Count - 1, KtNowMs() - Start);
     KT_EXPECT_EQ(Test.OutOfOrder, 0);
     KT_EXPECT_EQ(Test.Abandon, 0);
     KT_EXPECT_EQ(Test.Lock, 0);
@@ -578,7 +493,7 @@ typedef enum _QL_FLAVOUR
 typedef struct _QL_CONTENTION
 {
     QL_FLAVOUR Flavour;
-    ULONG64 Deadline;                                // QlNowMs() at which to stop
+    ULONG64 Deadline;                                // KtNowMs() at which to stop
     volatile ULONG Acquisitions[MAXIMUM_PROCESSORS]; // per processor
     KSPIN_LOCK Lock;
     volatile ULONG64 Counter; // changed only under Lock, non-atomically
@@ -593,7 +508,7 @@ QlContentionRoutine(ULONG Index, PVOID Context)
 {
     QL_CONTENTION *Test = Context;
 
-    for (ULONG i = 0; i < QL_MAX_ITERATIONS && QlNowMs() < Test->Deadline; i++)
+    for (ULONG i = 0; i < QL_MAX_ITERATIONS && KtNowMs() < Test->Deadline; i++)
     {
         KLOCK_QUEUE_HANDLE Handle; // on this processor's stack, as intended
         KIRQL Expected = DISPATCH_LEVEL;
@@ -656,7 +571,7 @@ static VOID
 QlRunContention(QL_FLAVOUR Flavour)
 {
     static QL_CONTENTION Test;
-    ULONG64 Start = QlNowMs();
+    ULONG64 Start = KtNowMs();
     ULONG64 Total = 0;
 
     memset(&Test, 0, sizeof(Test));
@@ -668,7 +583,7 @@ QlRunContention(QL_FLAVOUR Flavour)
         Total += Test.Acquisitions[i];
     }
     KtLog("%u processors: %llu acquisitions in %llu ms, %d found the lock busy",
-          KiActiveProcessorCount, Total, QlNowMs() - Start, Test.Contended);
+          KiActiveProcessorCount, Total, KtNowMs() - Start, Test.Contended);
     KT_EXPECT_EQ(Test.Counter, Total);
     KT_EXPECT_EQ(Test.Violations, 0);
     KT_EXPECT_EQ(Test.BadIrql, 0);
@@ -716,7 +631,7 @@ QlStuckHolder(QL_STUCK *Test)
 {
     KeAcquireInStackQueuedSpinLock(&Test->Lock, &Test->Holder);
     __atomic_store_n(&Test->Holds, 1, __ATOMIC_RELEASE);
-    KT_EXPECT(QlWaitFor(&Test->Caught, 1));
+    KT_EXPECT(KtWaitForLong(&Test->Caught, 1, QL_WAIT_MS));
     KeReleaseInStackQueuedSpinLock(&Test->Holder); // hands off to the abandoned waiter
 }
 
@@ -727,7 +642,7 @@ QlStuckWaiter(QL_STUCK *Test)
     ULONG Saved = KiSpinLockTimeoutMs;
     KIRQL OldIrql;
 
-    if (!QlWaitFor(&Test->Holds, 1))
+    if (!KtWaitForLong(&Test->Holds, 1, QL_WAIT_MS))
     {
         KtFail("processor 1 took the lock", __FILE__, __LINE__);
         __atomic_store_n(&Test->Caught, 1, __ATOMIC_RELEASE);
@@ -735,14 +650,14 @@ QlStuckWaiter(QL_STUCK *Test)
     }
     OldIrql = KeRaiseIrqlToDpcLevel();
     KiSpinLockTimeoutMs = QL_DEADLOCK_TIMEOUT_MS;
-    QL_EXPECT_BUGCHECK(SPINDLE_SPIN_LOCK_DEADLOCK, Test->Params,
-                       KeAcquireInStackQueuedSpinLockAtDpcLevel(&Test->Lock, &Test->Waiter));
+    KT_EXPECT_BUGCHECK_PARAMS(SPINDLE_SPIN_LOCK_DEADLOCK, Test->Params,
+                              KeAcquireInStackQueuedSpinLockAtDpcLevel(&Test->Lock, &Test->Waiter));
     KiSpinLockTimeoutMs = Saved;
     /* Still queued: the holder's release hands the lock to this handle. */
     KT_EXPECT_EQ(QL_LOCK_BITS(&Test->Waiter), (ULONG_PTR)&Test->Lock | LOCK_QUEUE_WAIT);
     __atomic_store_n(&Test->Caught, 1, __ATOMIC_RELEASE);
-    if (QlWaitForWord((volatile ULONG_PTR *)&Test->Waiter.LockQueue.Lock,
-                      (ULONG_PTR)&Test->Lock | LOCK_QUEUE_OWNER))
+    if (KtWaitForWord((volatile ULONG_PTR *)&Test->Waiter.LockQueue.Lock,
+                      (ULONG_PTR)&Test->Lock | LOCK_QUEUE_OWNER, QL_WAIT_MS))
     {
         KeReleaseInStackQueuedSpinLockFromDpcLevel(&Test->Waiter);
     }

@@ -13,37 +13,9 @@
 #include "kernel/ke/ke.h"
 #include "lib/lib.h"
 
-#define SL_UNCHANGED      0xff   // "the entry IRQL" in a table
 #define SL_CONTENTION_MS  1000   // each contention test runs this long...
 #define SL_MAX_ITERATIONS 100000 // ... or this many acquisitions per processor
 #define SL_WAIT_MS        10000  // bound on every cross-processor wait
-
-/* KT_EXPECT_BUGCHECK that also hands back the bug check's four parameters. */
-#define SL_EXPECT_BUGCHECK(Code, Params, Statement)                                                \
-    do                                                                                             \
-    {                                                                                              \
-        KT_BUGCHECK_CATCH SlCatch_;                                                                \
-        SlCatch_.Expected = (Code);                                                                \
-        for (int SlI_ = 0; SlI_ < 4; SlI_++)                                                       \
-        {                                                                                          \
-            SlCatch_.Parameter[SlI_] = 0;                                                          \
-        }                                                                                          \
-        KtArmBugCheck(&SlCatch_);                                                                  \
-        if (x86_setjmp(&SlCatch_.Jump) == 0)                                                       \
-        {                                                                                          \
-            Statement;                                                                             \
-            KtDisarmBugCheck(&SlCatch_);                                                           \
-            KtCheckBugCheck(&SlCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);             \
-        }                                                                                          \
-        else                                                                                       \
-        {                                                                                          \
-            KtCheckBugCheck(&SlCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);              \
-        }                                                                                          \
-        for (int SlI_ = 0; SlI_ < 4; SlI_++)                                                       \
-        {                                                                                          \
-            (Params)[SlI_] = SlCatch_.Parameter[SlI_];                                             \
-        }                                                                                          \
-    } while (0)
 
 /* The word of a lock this processor holds. */
 static ULONG_PTR
@@ -62,34 +34,6 @@ SlLocksHeld(VOID)
     return KeGetCurrentPrcb()->SpinLocksHeld;
 }
 
-static ULONG64
-SlNowMs(VOID)
-{
-    LARGE_INTEGER Frequency;
-    ULONG64 Now = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-
-    return Now / ((ULONG64)Frequency.QuadPart / 1000);
-}
-
-#if DBG
-/* Waits until *Value == Expected, at most SL_WAIT_MS; TRUE if it got there. */
-static BOOLEAN
-SlWaitFor(volatile LONG *Value, LONG Expected)
-{
-    ULONG64 Start = SlNowMs();
-
-    while (__atomic_load_n(Value, __ATOMIC_ACQUIRE) != Expected)
-    {
-        if (SlNowMs() - Start > SL_WAIT_MS)
-        {
-            return FALSE;
-        }
-        YieldProcessor();
-    }
-    return TRUE;
-}
-#endif
-
 /* ---------------------------------------------------------------- the IRQL matrix */
 
 typedef KIRQL SL_ACQUIRE(PKSPIN_LOCK Lock);
@@ -97,7 +41,7 @@ typedef VOID SL_RELEASE(PKSPIN_LOCK Lock, KIRQL OldIrql);
 
 /*
  * One acquire/release pair. Legal entry IRQLs are MinIrql..MaxIrql; the lock
- * is held at HeldIrql (SL_UNCHANGED: the entry IRQL) and Acquire returns the
+ * is held at HeldIrql (KT_IRQL_UNCHANGED: the entry IRQL) and Acquire returns the
  * entry IRQL. Below MinIrql the checked build raises LowCode, above MaxIrql
  * HighCode; the free build then holds at FreeLowHeld / FreeHighHeld.
  */
@@ -157,19 +101,18 @@ static const SL_VARIANT SlVariants[] = {
     {"RaiseToSynch", KeAcquireSpinLockRaiseToSynch, SlReleaseNormal, PASSIVE_LEVEL, SYNCH_LEVEL,
      SYNCH_LEVEL, 0, IRQL_NOT_LESS_OR_EQUAL, SYNCH_LEVEL},
     {"AtDpcLevel", SlAcquireAtDpcLevel, SlReleaseFromDpcLevel, DISPATCH_LEVEL, HIGH_LEVEL,
-     SL_UNCHANGED, IRQL_NOT_GREATER_OR_EQUAL, 0, 0},
+     KT_IRQL_UNCHANGED, IRQL_NOT_GREATER_OR_EQUAL, 0, 0},
     {"TryToAcquire", SlTryToAcquire, SlReleaseFromDpcLevel, DISPATCH_LEVEL, HIGH_LEVEL,
-     SL_UNCHANGED, IRQL_NOT_GREATER_OR_EQUAL, 0, 0},
+     KT_IRQL_UNCHANGED, IRQL_NOT_GREATER_OR_EQUAL, 0, 0},
     {"ForDpc", KeAcquireSpinLockForDpc, KeReleaseSpinLockForDpc, PASSIVE_LEVEL, HIGH_LEVEL,
-     SL_UNCHANGED, 0, 0, 0},
+     KT_IRQL_UNCHANGED, 0, 0, 0},
 };
-
-static const KIRQL SlEntryIrqls[] = {PASSIVE_LEVEL, APC_LEVEL, DISPATCH_LEVEL, HIGH_LEVEL};
 
 /* Takes and releases a fresh lock with Variant at Entry (a legal level, or the free build). */
 static VOID
-SlCheckPair(const SL_VARIANT *Variant, KIRQL Entry, KIRQL Held)
+SlCheckPair(const void *Context, KIRQL Entry, KIRQL Held)
 {
+    const SL_VARIANT *Variant = Context;
     KSPIN_LOCK Lock;
     ULONG HeldBefore = SlLocksHeld();
     KIRQL Returned;
@@ -194,15 +137,15 @@ SlCheckPair(const SL_VARIANT *Variant, KIRQL Entry, KIRQL Held)
     KT_EXPECT_EQ(SlLocksHeld(), HeldBefore);
 }
 
-#if DBG
 /* Checked build: Variant at the illegal level Entry bug-checks Code before touching the lock. */
 static VOID
-SlCheckMisuse(const SL_VARIANT *Variant, KIRQL Entry, ULONG Code)
+SlCheckMisuse(const void *Context, KIRQL Entry, ULONG Code)
 {
+    const SL_VARIANT *Variant = Context;
     KSPIN_LOCK Lock = 0;
     ULONG_PTR Params[4];
 
-    SL_EXPECT_BUGCHECK(Code, Params, Variant->Acquire(&Lock));
+    KT_EXPECT_BUGCHECK_PARAMS(Code, Params, Variant->Acquire(&Lock));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Params[1], Entry);
     if (Code == IRQL_NOT_GREATER_OR_EQUAL)
@@ -212,36 +155,22 @@ SlCheckMisuse(const SL_VARIANT *Variant, KIRQL Entry, ULONG Code)
     KT_EXPECT_EQ(Lock, 0);
     KT_EXPECT_EQ(KeGetCurrentIrql(), Entry);
 }
-#endif
 
-/* Runs Variant at every entry IRQL of SlEntryIrqls: legal ones, and the misuse ones. */
+/* Runs Variant at every entry IRQL (KtRunIrqlMatrix): legal ones, and the misuse ones. */
 static VOID
 SlRunMatrix(const SL_VARIANT *Variant)
 {
-    for (ULONG i = 0; i < sizeof(SlEntryIrqls) / sizeof(SlEntryIrqls[0]); i++)
-    {
-        KIRQL Entry = SlEntryIrqls[i];
-        KIRQL Saved;
+    const KT_IRQL_MATRIX Matrix = {
+        .Name = Variant->Name,
+        .MinIrql = Variant->MinIrql,
+        .MaxIrql = Variant->MaxIrql,
+        .HeldIrql = Variant->HeldIrql,
+        .LowCode = Variant->LowCode,
+        .HighCode = Variant->HighCode,
+        .FreeHighHeld = Variant->FreeHighHeld,
+    };
 
-        KtLog("%s at IRQL %u", Variant->Name, Entry);
-        KeRaiseIrql(Entry, &Saved);
-        if (Entry >= Variant->MinIrql && Entry <= Variant->MaxIrql)
-        {
-            KIRQL Held = Variant->HeldIrql == SL_UNCHANGED ? Entry : Variant->HeldIrql;
-            SlCheckPair(Variant, Entry, Held);
-        }
-        else
-        {
-#if DBG
-            SlCheckMisuse(Variant, Entry,
-                          Entry < Variant->MinIrql ? Variant->LowCode : Variant->HighCode);
-#else
-            /* Free build: no check; a raise from above lowers, AtDpcLevel just takes it. */
-            SlCheckPair(Variant, Entry, Entry < Variant->MinIrql ? Entry : Variant->FreeHighHeld);
-#endif
-        }
-        KeLowerIrql(Saved);
-    }
+    KtRunIrqlMatrix(&Matrix, SlCheckPair, SlCheckMisuse, Variant);
 }
 
 KTEST(KeSpinLock, acquire_spin_lock_irql_matrix)
@@ -396,15 +325,17 @@ KTEST(KeSpinLock, recursive_acquire_bugchecks_already_owned)
     KIRQL OldIrql, Ignored;
 
     KeAcquireSpinLock(&Lock, &OldIrql);
-    SL_EXPECT_BUGCHECK(SPIN_LOCK_ALREADY_OWNED, Params, KeAcquireSpinLock(&Lock, &Ignored));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_ALREADY_OWNED, Params, KeAcquireSpinLock(&Lock, &Ignored));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
-    SL_EXPECT_BUGCHECK(SPIN_LOCK_ALREADY_OWNED, Params, KeAcquireSpinLockAtDpcLevel(&Lock));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_ALREADY_OWNED, Params, KeAcquireSpinLockAtDpcLevel(&Lock));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
-    SL_EXPECT_BUGCHECK(SPIN_LOCK_ALREADY_OWNED, Params, KeAcquireSpinLockRaiseToSynch(&Lock));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_ALREADY_OWNED, Params,
+                              KeAcquireSpinLockRaiseToSynch(&Lock));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(KeGetCurrentIrql(), DISPATCH_LEVEL); // the catcher restores the armed level
     /* API.md §3: a try on a lock the caller holds is 0xF in the checked build. */
-    SL_EXPECT_BUGCHECK(SPIN_LOCK_ALREADY_OWNED, Params, KeTryToAcquireSpinLockAtDpcLevel(&Lock));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_ALREADY_OWNED, Params,
+                              KeTryToAcquireSpinLockAtDpcLevel(&Lock));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Lock, SlHeldWord());
     KT_EXPECT_EQ(SlLocksHeld(), 1);
@@ -439,9 +370,10 @@ KTEST(KeSpinLock, release_of_a_free_lock_bugchecks_not_owned)
     ULONG_PTR Params[4];
     KIRQL OldIrql = KeRaiseIrqlToDpcLevel();
 
-    SL_EXPECT_BUGCHECK(SPIN_LOCK_NOT_OWNED, Params, KeReleaseSpinLockFromDpcLevel(&Lock));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_NOT_OWNED, Params, KeReleaseSpinLockFromDpcLevel(&Lock));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
-    SL_EXPECT_BUGCHECK(SPIN_LOCK_NOT_OWNED, Params, KeReleaseSpinLock(&Lock, DISPATCH_LEVEL));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_NOT_OWNED, Params,
+                              KeReleaseSpinLock(&Lock, DISPATCH_LEVEL));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Lock, 0);
     KT_EXPECT_EQ(SlLocksHeld(), 0);
@@ -459,7 +391,7 @@ KTEST(KeSpinLock, release_of_a_lock_another_processor_owns_bugchecks_not_owned)
     ULONG_PTR Params[4];
     KIRQL OldIrql = KeRaiseIrqlToDpcLevel();
 
-    SL_EXPECT_BUGCHECK(SPIN_LOCK_NOT_OWNED, Params, KeReleaseSpinLockFromDpcLevel(&Lock));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_NOT_OWNED, Params, KeReleaseSpinLockFromDpcLevel(&Lock));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Params[1], Foreign);
     KT_EXPECT_EQ(Lock, Foreign); // left alone
@@ -488,20 +420,20 @@ SlCrossReleaseRoutine(ULONG Index, PVOID Context)
     {
         KeAcquireSpinLock(&Test->Lock, &OldIrql);
         __atomic_store_n(&Test->Held, 1, __ATOMIC_RELEASE);
-        KT_EXPECT(SlWaitFor(&Test->Tried, 1));
+        KT_EXPECT(KtWaitForLong(&Test->Tried, 1, SL_WAIT_MS));
         KT_EXPECT_EQ(Test->Lock, SlHeldWord()); // still ours
         KeReleaseSpinLock(&Test->Lock, OldIrql);
         return;
     }
-    if (!SlWaitFor(&Test->Held, 1))
+    if (!KtWaitForLong(&Test->Held, 1, SL_WAIT_MS))
     {
         KtFail("processor 1 took the lock", __FILE__, __LINE__);
         __atomic_store_n(&Test->Tried, 1, __ATOMIC_RELEASE);
         return;
     }
     OldIrql = KeRaiseIrqlToDpcLevel();
-    SL_EXPECT_BUGCHECK(SPIN_LOCK_NOT_OWNED, Test->Params,
-                       KeReleaseSpinLockFromDpcLevel(&Test->Lock));
+    KT_EXPECT_BUGCHECK_PARAMS(SPIN_LOCK_NOT_OWNED, Test->Params,
+                              KeReleaseSpinLockFromDpcLevel(&Test->Lock));
     KeLowerIrql(OldIrql);
     __atomic_store_n(&Test->Tried, 1, __ATOMIC_RELEASE);
 }
@@ -532,8 +464,8 @@ KTEST(KeSpinLock, release_below_dispatch_bugchecks_verifier_0x32)
     KeRaiseIrqlToDpcLevel();
     KeAcquireSpinLockAtDpcLevel(&Lock);
     KeLowerIrql(PASSIVE_LEVEL); // now a held lock at PASSIVE_LEVEL: the misuse
-    SL_EXPECT_BUGCHECK(DRIVER_VERIFIER_DETECTED_VIOLATION, Params,
-                       KeReleaseSpinLock(&Lock, PASSIVE_LEVEL));
+    KT_EXPECT_BUGCHECK_PARAMS(DRIVER_VERIFIER_DETECTED_VIOLATION, Params,
+                              KeReleaseSpinLock(&Lock, PASSIVE_LEVEL));
     KT_EXPECT_EQ(Params[0], 0x32);
     KT_EXPECT_EQ(Params[1], PASSIVE_LEVEL);
     KT_EXPECT_EQ(Params[2], (ULONG_PTR)&Lock);
@@ -555,7 +487,8 @@ KTEST(KeSpinLock, from_dpc_level_release_below_dispatch_bugchecks_0x9)
     KeRaiseIrqlToDpcLevel();
     KeAcquireSpinLockAtDpcLevel(&Lock);
     KeLowerIrql(APC_LEVEL);
-    SL_EXPECT_BUGCHECK(IRQL_NOT_GREATER_OR_EQUAL, Params, KeReleaseSpinLockFromDpcLevel(&Lock));
+    KT_EXPECT_BUGCHECK_PARAMS(IRQL_NOT_GREATER_OR_EQUAL, Params,
+                              KeReleaseSpinLockFromDpcLevel(&Lock));
     KT_EXPECT_EQ(Params[0], (ULONG_PTR)&Lock);
     KT_EXPECT_EQ(Params[1], APC_LEVEL);
     KT_EXPECT_EQ(Params[2], DISPATCH_LEVEL);
@@ -581,7 +514,7 @@ typedef enum _SL_FLAVOUR
 typedef struct _SL_CONTENTION
 {
     SL_FLAVOUR Flavour;
-    ULONG64 Deadline;                                // SlNowMs() at which to stop
+    ULONG64 Deadline;                                // KtNowMs() at which to stop
     volatile ULONG Acquisitions[MAXIMUM_PROCESSORS]; // per processor
     KSPIN_LOCK Lock;
     volatile ULONG64 Counter; // changed only under Lock, non-atomically
@@ -611,7 +544,7 @@ SlContentionRoutine(ULONG Index, PVOID Context)
 {
     SL_CONTENTION *Test = Context;
 
-    for (ULONG i = 0; i < SL_MAX_ITERATIONS && SlNowMs() < Test->Deadline; i++)
+    for (ULONG i = 0; i < SL_MAX_ITERATIONS && KtNowMs() < Test->Deadline; i++)
     {
         KIRQL OldIrql;
         KIRQL Expected = DISPATCH_LEVEL;
@@ -667,7 +600,7 @@ static VOID
 SlRunContention(SL_FLAVOUR Flavour)
 {
     static SL_CONTENTION Test;
-    ULONG64 Start = SlNowMs();
+    ULONG64 Start = KtNowMs();
     ULONG64 Total = 0;
 
     memset(&Test, 0, sizeof(Test));
@@ -680,7 +613,7 @@ SlRunContention(SL_FLAVOUR Flavour)
         Total += Test.Acquisitions[i];
     }
     KtLog("%u processors: %llu acquisitions in %llu ms, %d found the lock busy",
-          KiActiveProcessorCount, Total, SlNowMs() - Start, Test.Contended);
+          KiActiveProcessorCount, Total, KtNowMs() - Start, Test.Contended);
     KT_EXPECT_EQ(Test.Counter, Total);
     KT_EXPECT_EQ(Test.Violations, 0);
     KT_EXPECT_EQ(Test.BadIrql, 0);
@@ -738,11 +671,11 @@ SlAbbaWatchingSide(SL_ABBA *Test)
 
     KeAcquireSpinLock(&Test->A, &OldIrql);
     __atomic_store_n(&Test->HoldsA, 1, __ATOMIC_RELEASE);
-    if (SlWaitFor(&Test->HoldsB, 1))
+    if (KtWaitForLong(&Test->HoldsB, 1, SL_WAIT_MS))
     {
         KiSpinLockTimeoutMs = SL_DEADLOCK_TIMEOUT_MS;
-        SL_EXPECT_BUGCHECK(SPINDLE_SPIN_LOCK_DEADLOCK, Test->Params,
-                           KeAcquireSpinLockAtDpcLevel(&Test->B));
+        KT_EXPECT_BUGCHECK_PARAMS(SPINDLE_SPIN_LOCK_DEADLOCK, Test->Params,
+                                  KeAcquireSpinLockAtDpcLevel(&Test->B));
         KiSpinLockTimeoutMs = Saved;
     }
     else
@@ -750,7 +683,8 @@ SlAbbaWatchingSide(SL_ABBA *Test)
         KtFail("processor 1 took lock B", __FILE__, __LINE__);
     }
     __atomic_store_n(&Test->Caught, 1, __ATOMIC_RELEASE);
-    KT_EXPECT(SlWaitFor(&Test->Stopped, 1)); // A stays held until the other side stops trying
+    KT_EXPECT(KtWaitForLong(&Test->Stopped, 1,
+                            SL_WAIT_MS)); // A stays held until the other side stops trying
     KT_EXPECT_EQ(Test->A, SlHeldWord());
     KeReleaseSpinLock(&Test->A, OldIrql);
 }
@@ -764,12 +698,12 @@ SlAbbaTryingSide(SL_ABBA *Test)
 
     KeAcquireSpinLock(&Test->B, &OldIrql);
     __atomic_store_n(&Test->HoldsB, 1, __ATOMIC_RELEASE);
-    if (!SlWaitFor(&Test->HoldsA, 1))
+    if (!KtWaitForLong(&Test->HoldsA, 1, SL_WAIT_MS))
     {
         KtFail("processor 0 took lock A", __FILE__, __LINE__);
     }
-    Start = SlNowMs();
-    while (__atomic_load_n(&Test->Caught, __ATOMIC_ACQUIRE) == 0 && SlNowMs() - Start < SL_WAIT_MS)
+    Start = KtNowMs();
+    while (__atomic_load_n(&Test->Caught, __ATOMIC_ACQUIRE) == 0 && KtNowMs() - Start < SL_WAIT_MS)
     {
         if (KeTryToAcquireSpinLockAtDpcLevel(&Test->A))
         {

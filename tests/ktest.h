@@ -98,6 +98,50 @@ VOID KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context
 typedef VOID KT_TICK_HOOK(VOID);
 VOID KtSetTickHook(KT_TICK_HOOK *Hook);
 
+/* ---- helpers shared by the test files (tests/harness/helpers.c) */
+
+/* Milliseconds on the performance counter. Any IRQL. */
+ULONG64 KtNowMs(VOID);
+
+/*
+ * Bounded waits for another processor's store: poll until the condition holds
+ * or TimeoutMs have passed on the performance counter (KT_WAIT_MS is the usual
+ * bound). TRUE if it held; FALSE when the bound is spent, so a test fails
+ * (KT_ASSERT(KtWaitForLong(...))) or takes its other path instead of hanging.
+ * Any IRQL, interrupts on or off; each look is an acquire load.
+ */
+#define KT_WAIT_MS 10000
+BOOLEAN KtWaitForLong(volatile LONG *Value, LONG Expected, ULONG TimeoutMs); // *Value == Expected
+BOOLEAN KtWaitForLongAtLeast(volatile LONG *Value, LONG Minimum, ULONG TimeoutMs); // >= Minimum
+BOOLEAN KtWaitForWord(volatile ULONG_PTR *Value, ULONG_PTR Expected, ULONG TimeoutMs);
+BOOLEAN KtWaitForWordChange(volatile ULONG64 *Value, ULONG64 Old, ULONG TimeoutMs); // != Old
+
+/*
+ * The IRQL matrix of an acquire/release pair: KtRunIrqlMatrix raises to each
+ * of PASSIVE, APC, DISPATCH and HIGH_LEVEL in turn (logging "Name at IRQL n")
+ * and there calls CheckPair(Context, Entry, Held) when Entry is legal
+ * (MinIrql..MaxIrql; Held is HeldIrql, or Entry for KT_IRQL_UNCHANGED). At an
+ * illegal Entry the checked build calls CheckMisuse(Context, Entry, Code)
+ * with LowCode below MinIrql or HighCode above MaxIrql; the free build checks
+ * a plain pair, held at Entry below MinIrql and at FreeHighHeld above. Each
+ * check returns at the IRQL it was called at. PASSIVE_LEVEL caller.
+ */
+#define KT_IRQL_UNCHANGED 0xff
+typedef struct _KT_IRQL_MATRIX
+{
+    const char *Name;
+    KIRQL MinIrql;
+    KIRQL MaxIrql;
+    KIRQL HeldIrql;
+    ULONG LowCode;
+    ULONG HighCode;
+    KIRQL FreeHighHeld;
+} KT_IRQL_MATRIX;
+typedef VOID KT_IRQL_PAIR_CHECK(const void *Context, KIRQL Entry, KIRQL Held);
+typedef VOID KT_IRQL_MISUSE_CHECK(const void *Context, KIRQL Entry, ULONG Code);
+VOID KtRunIrqlMatrix(const KT_IRQL_MATRIX *Matrix, KT_IRQL_PAIR_CHECK *CheckPair,
+                     KT_IRQL_MISUSE_CHECK *CheckMisuse, const void *Context);
+
 /* ---- expectations */
 
 #define KT_EXPECT(Cond)                                                                            \
@@ -163,5 +207,35 @@ VOID KtSetTickHook(KT_TICK_HOOK *Hook);
         else                                                                                       \
         {                                                                                          \
             KtCheckBugCheck(&KtCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);              \
+        }                                                                                          \
+    } while (0)
+
+/*
+ * KT_EXPECT_BUGCHECK that also copies the caught bug check's four parameters
+ * into Params (ULONG_PTR[4]); all zero when none was caught.
+ */
+#define KT_EXPECT_BUGCHECK_PARAMS(Code, Params, Statement)                                         \
+    do                                                                                             \
+    {                                                                                              \
+        KT_BUGCHECK_CATCH KtCatch_;                                                                \
+        KtCatch_.Expected = (Code);                                                                \
+        for (int KtI_ = 0; KtI_ < 4; KtI_++)                                                       \
+        {                                                                                          \
+            KtCatch_.Parameter[KtI_] = 0;                                                          \
+        }                                                                                          \
+        KtArmBugCheck(&KtCatch_);                                                                  \
+        if (x86_setjmp(&KtCatch_.Jump) == 0)                                                       \
+        {                                                                                          \
+            Statement;                                                                             \
+            KtDisarmBugCheck(&KtCatch_);                                                           \
+            KtCheckBugCheck(&KtCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);             \
+        }                                                                                          \
+        else                                                                                       \
+        {                                                                                          \
+            KtCheckBugCheck(&KtCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);              \
+        }                                                                                          \
+        for (int KtI_ = 0; KtI_ < 4; KtI_++)                                                       \
+        {                                                                                          \
+            (Params)[KtI_] = KtCatch_.Parameter[KtI_];                                             \
         }                                                                                          \
     } while (0)
