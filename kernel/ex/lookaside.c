@@ -94,7 +94,8 @@ ExpComputeLookasideDepth(USHORT Depth, USHORT MaximumDepth, ULONG Allocates, ULO
     ULONG Minimum = EXP_LOOKASIDE_MINIMUM_DEPTH;
     ULONG Maximum = MaximumDepth < Minimum ? Minimum : MaximumDepth;
     ULONG Current = Depth < Minimum ? Minimum : (Depth > Maximum ? Maximum : Depth);
-    ULONG64 Rate, Raise;
+    ULONG64 Rate;
+    ULONG64 Raise;
 
     if (Allocates < EXP_LOOKASIDE_BUSY_ALLOCATES)
     {
@@ -197,6 +198,8 @@ ExInitializeNPagedLookasideList(PNPAGED_LOOKASIDE_LIST Lookaside, PALLOCATE_FUNC
     L->AllocateMisses = 0;
     L->TotalFrees = 0;
     L->FreeMisses = 0;
+    /* NonPagedPool is 0; named as the DDK documents the type (NonPagedPool | Flags). */
+    // cppcheck-suppress badBitmaskCheck
     L->Type = (POOL_TYPE)(NonPagedPool | Flags);
     L->Tag = Tag;
     L->Size = (ULONG)Size;

@@ -57,7 +57,9 @@ KiRetireDpcList(PKPRCB Prcb)
         PLIST_ENTRY Entry;
         PKDPC Dpc;
         PKDEFERRED_ROUTINE Routine;
-        PVOID DeferredContext, Argument1, Argument2;
+        PVOID DeferredContext;
+        PVOID Argument1;
+        PVOID Argument2;
 
         KiAcquireDpcLock(DpcData);
         if (IsListEmpty(&DpcData->DpcListHead))

@@ -120,8 +120,11 @@ VOID
 KeGenericCallDpc(PKDEFERRED_ROUTINE Routine, PVOID Context)
 {
     DEFERRED_REVERSE_BARRIER Barrier __attribute__((aligned(sizeof(ULONG_PTR))));
-    ULONG_PTR Done, Ticket, Serving;
-    ULONG Count, Self;
+    ULONG_PTR Done;
+    ULONG_PTR Ticket;
+    ULONG_PTR Serving;
+    ULONG Count;
+    ULONG Self;
     KIRQL OldIrql;
 
     /* It waits for DPCs, so it must run below DISPATCH_LEVEL. */
@@ -182,7 +185,8 @@ KeSignalCallDpcSynchronize(PVOID SystemArgument2)
     PDEFERRED_REVERSE_BARRIER Barrier = SystemArgument2;
     volatile ULONG *Word = &Barrier->Barrier;
     volatile ULONG_PTR *WaitWord = (volatile ULONG_PTR *)Barrier; // {Barrier, TotalProcessors}
-    ULONG Value, Sense;
+    ULONG Value;
+    ULONG Sense;
 
     ASSERT(KeGetCurrentIrql() == DISPATCH_LEVEL);
 

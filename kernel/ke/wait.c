@@ -157,7 +157,7 @@ KiWaitHalt(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags)
         x86_sti(); // no tick yet to close the unfenced window
         return FALSE;
     }
-    Bit = 1ull << Prcb->Number;
+    Bit = 1ULL << Prcb->Number;
     /* W3: the locked OR is a full barrier; pairs with the waker's K2. */
     __atomic_store_n(&Prcb->WaitAddress, Address, __ATOMIC_RELAXED);
     __atomic_or_fetch(&KiWaitHaltedMask, Bit, __ATOMIC_SEQ_CST);
@@ -184,6 +184,7 @@ KiWaitHalt(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags)
  * changes IRQL, and leaves the interrupt flag as it found it.
  */
 ULONG_PTR
+// NOLINTNEXTLINE(readability-function-cognitive-complexity): W1..W6 of the header, one loop
 KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI_WAIT_WATCH *Watch)
 {
     ULONG Checks = 0;
@@ -252,10 +253,12 @@ KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI
  * ordinary lock). Any IRQL.
  */
 VOID
+// cppcheck-suppress constParameter ; Address names the word the caller changed (compared only)
 KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags)
 {
     ULONG64 Mask;
-    ULONG Self, Shift;
+    ULONG Self;
+    ULONG Shift;
     ULONG Sent = 0;
 
     if ((Flags & KI_WAIT_UNFENCED) == 0)
