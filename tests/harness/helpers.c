@@ -6,6 +6,8 @@
  */
 #include <ktest.h>
 
+#include "kernel/ke/ke.h"
+
 ULONG64
 KtNowMs(VOID)
 {
@@ -49,25 +51,63 @@ KtWaitLoad(volatile void *Value, BOOLEAN Wide)
     return __atomic_load_n((volatile LONG *)Value, __ATOMIC_ACQUIRE);
 }
 
+/* A wait's deadline, checked by KiWaitForChange while it spins and after each halt. */
+typedef struct _KT_WAIT_WATCH
+{
+    KI_WAIT_WATCH Watch;
+    ULONG64 DeadlineMs; // KtNowMs
+    KT_JMP_BUF Expired; // where the check leaves the wait once the deadline has passed
+} KT_WAIT_WATCH;
+
+static VOID
+KtWaitWatchCheck(KI_WAIT_WATCH *Watch)
+{
+    KT_WAIT_WATCH *Wait = CONTAINING_RECORD(Watch, KT_WAIT_WATCH, Watch);
+
+    /*
+     * KiWaitForChange calls a watch with nothing published and the interrupt
+     * flag as its caller had it, so leaving from here abandons nothing.
+     */
+    if (KtNowMs() > Wait->DeadlineMs)
+    {
+        x86_longjmp(&Wait->Expired, 1);
+    }
+}
+
 /*
- * Polls *Value (a LONG, or a 64-bit word when Wide) until Until holds against
- * Target or TimeoutMs have passed on the performance counter; one last look
- * after the bound, so a store that lands while the clock is read still counts.
+ * Waits until Until holds for *Value (a LONG, or a 64-bit word when Wide)
+ * against Target, or TimeoutMs have passed on the performance counter; one
+ * last look after the bound. The wait is the kernel's (KiWaitForChange: spin,
+ * then halt), on the aligned word that holds *Value: a waiting processor gives
+ * its host time back to the one it waits for. Test code stores without waking
+ * anyone, so the wait is KI_WAIT_UNFENCED and has a watch: a halted waiter
+ * looks again at each of its clock ticks. A change of the word's other half
+ * only makes it look again.
  */
 static BOOLEAN
 KtWait(volatile void *Value, BOOLEAN Wide, KT_WAIT_UNTIL Until, LONG64 Target, ULONG TimeoutMs)
 {
-    ULONG64 Start = KtNowMs();
+    volatile ULONG_PTR *Word =
+        (volatile ULONG_PTR *)((ULONG_PTR)Value & ~(ULONG_PTR)(sizeof(ULONG_PTR) - 1));
+    KT_WAIT_WATCH Wait;
 
-    while (!KtWaitDone(Until, KtWaitLoad(Value, Wide), Target))
+    Wait.Watch.Check = KtWaitWatchCheck;
+    Wait.DeadlineMs = KtNowMs() + TimeoutMs;
+    if (x86_setjmp(&Wait.Expired) != 0)
     {
-        if (KtNowMs() - Start > TimeoutMs)
-        {
-            return KtWaitDone(Until, KtWaitLoad(Value, Wide), Target);
-        }
-        YieldProcessor();
+        return KtWaitDone(Until, KtWaitLoad(Value, Wide), Target);
     }
-    return TRUE;
+    for (;;)
+    {
+        /* The word first: a store after this read makes KiWaitForChange return at once. */
+        ULONG_PTR Seen = __atomic_load_n(Word, __ATOMIC_ACQUIRE);
+
+        if (KtWaitDone(Until, KtWaitLoad(Value, Wide), Target))
+        {
+            return TRUE;
+        }
+        KiWaitForChange(Word, Seen, KI_WAIT_UNFENCED, &Wait.Watch);
+    }
 }
 
 BOOLEAN
