@@ -90,7 +90,7 @@ static KSPIN_LOCK ExpPoolLock;
 static POOL_HEADER *ExpFreeBlocks[2][POOL_SMALL_CLASSES]; // [Nx]; guarded by ExpPoolLock
 static EXP_POOL_TAG_USAGE ExpTags[POOL_MAX_TAGS];         // guarded by ExpPoolLock
 static BOOLEAN ExpTagUsed[POOL_MAX_TAGS];                 // guarded by ExpPoolLock
-static UCHAR ExpPageKind[(4ull << 30) / KI_PAGE_SIZE];    // guarded by ExpPoolLock
+static UCHAR ExpPageKind[(4ULL << 30) / KI_PAGE_SIZE];    // guarded by ExpPoolLock
 
 VOID
 ExpInitializePool(VOID)
@@ -102,7 +102,7 @@ ExpInitializePool(VOID)
 static ULONG
 ExpBlockSize(ULONG Class)
 {
-    return 1u << (Class + POOL_SMALLEST_SHIFT);
+    return 1U << (Class + POOL_SMALLEST_SHIFT);
 }
 
 static EXP_POOL_TAG_USAGE *
@@ -338,7 +338,7 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
             KeBugCheckEx((ULONG)Stop[0], Stop[1], Stop[2], Stop[3], Stop[4]);
         }
     }
-    else if (NumberOfBytes < (1ull << 31))
+    else if (NumberOfBytes < (1ULL << 31))
     {
         ULONG Pages =
             (ULONG)((NumberOfBytes + POOL_TRAILER_MINIMUM + KI_PAGE_SIZE - 1) / KI_PAGE_SIZE) + 1;
@@ -392,7 +392,7 @@ ExpCheckFree(PVOID P, ULONG Tag, ULONG_PTR Stop[5])
     POOL_HEADER *Header;
 
     Stop[0] = BAD_POOL_CALLER;
-    if (Address == 0 || Address >= (4ull << 30) || Address % 16 != 0)
+    if (Address == 0 || Address >= (4ULL << 30) || Address % 16 != 0)
     {
         Stop[1] = BAD_POOL_INVALID_FREE, Stop[2] = Address, Stop[3] = 0, Stop[4] = 0;
         return NULL;

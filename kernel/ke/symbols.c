@@ -95,7 +95,7 @@ KiPrintFrames(ULONG64 Rbp, int Depth)
         {
             break;
         }
-        snprintf(Prefix, sizeof(Prefix), "  #%-2d ", Depth);
+        (void)snprintf(Prefix, sizeof(Prefix), "  #%-2d ", Depth); // fits
         KiPrintAddress(Prefix, Frame[1]);
         if (Frame[0] <= Rbp) // frames grow toward higher addresses
         {
