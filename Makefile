@@ -465,7 +465,10 @@ CLANG_B := build/$(if $(filter 1,$(DBG)),checked,free)-clang
 cppcheck:
 	@bash scripts/cppcheck.sh
 
+# An object built before clang wrote -MJ fragments has none: rebuild it.
 clang-tidy:
+	@find $(CLANG_B)/obj $(CLANG_B)/efi -name '*.o' ! -name '*.asm.o' 2>/dev/null \
+	    | while read -r o; do [ -f "$$o.json" ] || rm -f "$$o"; done
 	@$(MAKE) --no-print-directory -j2 CC=clang kernel efi
 	@bash scripts/clang-tidy.sh --build $(CLANG_B)
 
