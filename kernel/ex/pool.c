@@ -198,7 +198,7 @@ ExpRefill(ULONG Class, USHORT Nx)
 static BOOLEAN
 ExpIsBlockOfClass(ULONG64 Address, ULONG Class)
 {
-    return Address < (4ull << 30) &&
+    return Address < (4ULL << 30) &&
            ExpPageKind[Address / KI_PAGE_SIZE] == POOL_PAGE_SMALL + Class &&
            Address % ExpBlockSize(Class) == 0;
 }
@@ -299,7 +299,7 @@ ExAllocatePoolWithTag(POOL_TYPE PoolType, SIZE_T NumberOfBytes, ULONG Tag)
     POOL_HEADER *Header = NULL;
     PUCHAR Data = NULL;
     /* A request of 2 GiB or more goes to the large path, which refuses it (no overflow). */
-    SIZE_T Total = NumberOfBytes < (1ull << 31)
+    SIZE_T Total = NumberOfBytes < (1ULL << 31)
                        ? NumberOfBytes + sizeof(POOL_HEADER) + POOL_TRAILER_MINIMUM
                        : ~(SIZE_T)0;
     USHORT Nx = (PoolType & POOL_NX_ALLOCATION) != 0;

@@ -338,8 +338,7 @@ KiExternalNmi(const struct x86_trap_frame *Frame)
              Prcb->Number);
     KiSetBugCheckTrapFrame(Frame);
     /* P1 the reporting processor, P2 where it was (Windows leaves 0x80's parameters to the HAL). */
-    KeBugCheckEx(NMI_HARDWARE_FAILURE, Prcb->Number, Frame->rip, 0, 0);
-    KiStopProcessor();
+    KeBugCheckEx(NMI_HARDWARE_FAILURE, Prcb->Number, Frame->rip, 0, 0); // does not return
 }
 
 /* NMI handler's part of a freeze: record where this processor was, then stop. */
