@@ -48,7 +48,7 @@ volatile ULONG KiSpinLockTimeoutMs = 20000;
 
 #if DBG
 static KI_LOCK_TRACK *
-KiLockTrackFind(KI_LOCK_TRACK *Slots, PKSPIN_LOCK SpinLock)
+KiLockTrackFind(KI_LOCK_TRACK *Slots, const KSPIN_LOCK *SpinLock)
 {
     for (ULONG i = 0; i < KI_LOCK_TRACK_SLOTS; i++)
     {
@@ -174,7 +174,7 @@ KiFindLockOwner(PKSPIN_LOCK SpinLock, ULONG_PTR *OwnerRip, ULONG64 *Sequence)
     {
         return ((PKPRCB)(Word & ~(ULONG_PTR)1))->Number;
     }
-    return ~0u;
+    return ~0U;
 }
 #endif /* DBG */
 
@@ -308,7 +308,7 @@ static inline ULONG
 KiVfHash(ULONG_PTR Value)
 {
     Value ^= Value >> 29;
-    Value *= 0xbf58476d1ce4e5b9ull;
+    Value *= 0xbf58476d1ce4e5b9ULL;
     Value ^= Value >> 32;
     return (ULONG)Value;
 }
@@ -621,7 +621,7 @@ static BOOLEAN
 KiVfPlausibleFrame(ULONG_PTR Rbp)
 {
     return Rbp % 8 == 0 &&
-           (Rbp >= 0xffffffff80000000ull || (Rbp >= 0x1000 && Rbp < (4ull << 30) - 16));
+           (Rbp >= 0xffffffff80000000ULL || (Rbp >= 0x1000 && Rbp < (4ULL << 30) - 16));
 }
 
 /*
@@ -673,7 +673,7 @@ KiVfPrintStack(const ULONG_PTR *Stack)
     for (ULONG i = 0; i < KI_VF_STACK_DEPTH && Stack[i] != 0; i++)
     {
         char Prefix[24];
-        snprintf(Prefix, sizeof(Prefix), "***     #%u ", i);
+        (void)snprintf(Prefix, sizeof(Prefix), "***     #%u ", i); // fits
         KiPrintAddress(Prefix, Stack[i]);
     }
 }
@@ -722,9 +722,11 @@ KiVfReportCycle(PKSPIN_LOCK Held, ULONG_PTR HeldRip, PKSPIN_LOCK Taken, ULONG_PT
 static VOID
 KiVfAddEdge(PKSPIN_LOCK Held, ULONG_PTR HeldRip, PKSPIN_LOCK Taken, ULONG_PTR Rip)
 {
-    KI_VF_EDGE Report[KI_VF_REPORT_PATH]; // the cycle, copied out for the report
     ULONG64 Flags = KiVfLockTables();
-    ULONG From, To, Edge, i, Count = 0;
+    ULONG From;
+    ULONG To;
+    ULONG Edge;
+    ULONG i;
 
     if (KiVfFull || KiVfFindEdge(Held, Taken) != KI_VF_NONE)
     {
@@ -744,7 +746,9 @@ KiVfAddEdge(PKSPIN_LOCK Held, ULONG_PTR HeldRip, PKSPIN_LOCK Taken, ULONG_PTR Ri
     if (KiVfFindPath(To, From))
     {
         /* The path walked back from Held: copy its last KI_VF_REPORT_PATH edges, in order. */
-        ULONG Path[KI_VF_REPORT_PATH];
+        KI_VF_EDGE Report[KI_VF_REPORT_PATH]; // the cycle, copied out for the report
+        ULONG Path[KI_VF_REPORT_PATH] = {0};
+        ULONG Count = 0;
         for (ULONG Node = From; KiVfNodes[Node].Parent != KI_VF_NONE;)
         {
             ULONG In = KiVfNodes[Node].Parent;
@@ -793,12 +797,15 @@ KiVfAddEdge(PKSPIN_LOCK Held, ULONG_PTR HeldRip, PKSPIN_LOCK Taken, ULONG_PTR Ri
  * Interrupts are off.
  */
 static VOID
+// NOLINTNEXTLINE(readability-function-cognitive-complexity): lock-free look, then record, report
 KiVfCheckIrql(PKSPIN_LOCK SpinLock, KIRQL Irql, BOOLEAN InInterrupt, BOOLEAN Exposed, ULONG_PTR Rip)
 {
     ULONG64 Flags;
     ULONG Node;
-    KIRQL High = 0, Low = 0xff;
-    ULONG_PTR HighRip = 0, LowRip = 0;
+    KIRQL High = 0;
+    KIRQL Low = 0xff;
+    ULONG_PTR HighRip = 0;
+    ULONG_PTR LowRip = 0;
 
     /*
      * Lock-free first look: most acquisitions add nothing (no node and not in
@@ -1083,7 +1090,7 @@ KiInitializeVerifier(PCSTR CommandLine)
 
     for (ULONG i = 0; i < MAXIMUM_PROCESSORS; i++)
     {
-        KiInjectState[i] = (Seed + 1) * 0x9e3779b97f4a7c15ull + i * 0x2545f4914f6cdd1dull;
+        KiInjectState[i] = (Seed + 1) * 0x9e3779b97f4a7c15ULL + i * 0x2545f4914f6cdd1dULL;
         KiInjectState[i] |= 1;
     }
     KiInjectEnabled = KiVfCommandLineNumber(CommandLine, "inject", 0) != 0;
