@@ -195,19 +195,8 @@ VOID KtRunIrqlMatrix(const KT_IRQL_MATRIX *Matrix, KT_IRQL_PAIR_CHECK *CheckPair
 #define KT_EXPECT_BUGCHECK(Code, Statement)                                                        \
     do                                                                                             \
     {                                                                                              \
-        KT_BUGCHECK_CATCH KtCatch_;                                                                \
-        KtCatch_.Expected = (Code);                                                                \
-        KtArmBugCheck(&KtCatch_);                                                                  \
-        if (x86_setjmp(&KtCatch_.Jump) == 0)                                                       \
-        {                                                                                          \
-            Statement;                                                                             \
-            KtDisarmBugCheck(&KtCatch_);                                                           \
-            KtCheckBugCheck(&KtCatch_, (Code), FALSE, #Statement, __FILE__, __LINE__);             \
-        }                                                                                          \
-        else                                                                                       \
-        {                                                                                          \
-            KtCheckBugCheck(&KtCatch_, (Code), TRUE, #Statement, __FILE__, __LINE__);              \
-        }                                                                                          \
+        ULONG_PTR KtIgnored_[4] __attribute__((unused));                                           \
+        KT_EXPECT_BUGCHECK_PARAMS(Code, KtIgnored_, Statement);                                    \
     } while (0)
 
 /*
