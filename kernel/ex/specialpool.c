@@ -144,6 +144,9 @@ ExpFreeSpecialPool(PVOID P, ULONG Tag)
     {
         KeBugCheckEx(BAD_POOL_HEADER, 0x3, (ULONG_PTR)Header, Header->Magic, (ULONG_PTR)P);
     }
+#if DBG
+    KiVerifierForgetRange(P, Header->Size); // a lock inside the block ends its identity
+#endif
     ExpChargePoolTag(Header->Tag, -1, -(LONG64)Header->Size);
     Header->Magic = 0;
     MmFreeSystemPages(Base, Header->Pages, 0, 1);
