@@ -14,8 +14,9 @@
 
 #include "kernel/ke/ke.h"
 
-#define TI_ROUNDS    64 // visits per point (each fires with probability 1/4)
-#define TI_CONTEND_S 10 // bound on the queued-lock contention, seconds
+#define TI_ROUNDS     64   // visits per point (each fires with probability 1/4)
+#define TI_CONTEND_S  10   // bound on the queued-lock contention, seconds
+#define TI_PUBLISH_MS 2000 // bound on the wait for the waiter to publish itself
 
 #if DBG
 static KSPIN_LOCK TiQueuedLock;
@@ -45,11 +46,17 @@ TiContend(ULONG Index, PVOID Context)
 /* A word one processor waits on (KiWaitForChange halts) and another changes. */
 static volatile ULONG_PTR TiWaitWord;
 static volatile ULONG_PTR TiWaitAck; // the last round the waiter has seen
+static volatile ULONG64 TiWaiterBit; // the waiting processor's bit in KiWaitHaltedMask
 
 static VOID
 TiWaitAndWake(ULONG Index, PVOID Context)
 {
     (void)Context;
+    if (Index == 0)
+    {
+        /* Release: published before the waker reads it (it first waits for TiWaitAck). */
+        __atomic_store_n(&TiWaiterBit, 1ull << KeGetCurrentProcessorNumber(), __ATOMIC_RELEASE);
+    }
     for (ULONG Round = 1; Round <= TI_ROUNDS; Round++)
     {
         if (Index == 0)
@@ -65,7 +72,19 @@ TiWaitAndWake(ULONG Index, PVOID Context)
             {
                 x86_pause();
             }
-            KeStallExecutionProcessor(200); // long enough for the waiter to spin out and halt
+            /*
+             * Change the word only once the waiter has published itself (W3, just
+             * before the injection point), so every round visits the point rather
+             * than relying on how long a spin bound takes. Bounded: a waiter that
+             * does not publish within TI_PUBLISH_MS is woken anyway.
+             */
+            for (ULONG64 Start = KtNowMs();
+                 (__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_ACQUIRE) &
+                  __atomic_load_n(&TiWaiterBit, __ATOMIC_ACQUIRE)) == 0 &&
+                 KtNowMs() - Start < TI_PUBLISH_MS;)
+            {
+                x86_pause();
+            }
             KiWaitSetAndWake(&TiWaitWord, Round);
         }
     }
@@ -192,6 +211,7 @@ TiDriveEveryPoint(VOID)
         KtRunOnProcessors(2, TiContend, NULL);
         TiWaitWord = 0;
         TiWaitAck = 0;
+        TiWaiterBit = 0;
         KtRunOnProcessors(2, TiWaitAndWake, NULL);
     }
 
