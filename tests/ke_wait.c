@@ -299,6 +299,126 @@ KwContend(ULONG Index, PVOID Context)
 }
 
 /*
+ * Halt first (queuedlock.c): a queued waiter whose predecessor waits too
+ * halts without spinning, and the release to its predecessor wakes it
+ * early. Processor 0 holds the lock; 1 queues behind 0, 2 behind 1. 2 must
+ * halt before it has spent a spin bound (WaitSpinBounds). The spin bound is
+ * raised far beyond the test's length, so 1, next in line, never halts; it is
+ * spinning when 0 releases, so any wake IPI 0 sends goes to 2, ahead of 2's
+ * own hand-off.
+ */
+typedef struct _KW_TRIO
+{
+    KSPIN_LOCK Lock;
+    volatile ULONG_PTR Holder; // processor 0's queue entry once it owns the lock
+    BOOLEAN SawHalt;           // processor 0: 2 halted while 0 held the lock
+    ULONG64 TwoSpinBounds;     // spin bounds 2 had spent by then
+    ULONG64 OneHalts;          // 1's halts while 0 held the lock
+    ULONG64 Sent;              // wake IPIs sent by 0's release
+    ULONG64 TwoWakes;          // wake IPIs 2 took while it waited
+} KW_TRIO;
+
+static BOOLEAN
+KwWaitForHolder(KW_TRIO *Trio, BOOLEAN Behind)
+{
+    ULONG64 Start = KwNowMs();
+    ULONG_PTR Holder;
+
+    /* Behind: also wait until processor 1 has queued (the word is no longer 0's entry). */
+    while ((Holder = __atomic_load_n(&Trio->Holder, __ATOMIC_ACQUIRE)) == 0 ||
+           (Behind && __atomic_load_n(&Trio->Lock, __ATOMIC_ACQUIRE) == Holder))
+    {
+        if (KwNowMs() - Start > KW_WAIT_MS)
+        {
+            KtFail(Behind ? "processor 1 queued in time" : "processor 0 took the lock in time",
+                   __FILE__, __LINE__);
+            return FALSE;
+        }
+        x86_pause();
+    }
+    return TRUE;
+}
+
+static VOID
+KwTrioRoutine(ULONG Index, PVOID Context)
+{
+    KW_TRIO *Trio = Context;
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    KLOCK_QUEUE_HANDLE Handle;
+    KIRQL OldIrql;
+
+    if (Index == 0)
+    {
+        ULONG64 TwoHalts = KiGetPrcb(2)->WaitHalts;
+        ULONG64 TwoSpinBounds = KiGetPrcb(2)->WaitSpinBounds;
+        ULONG64 OneHalts = KiGetPrcb(1)->WaitHalts;
+        ULONG64 Sent;
+
+        KeAcquireInStackQueuedSpinLock(&Trio->Lock, &Handle);
+        __atomic_store_n(&Trio->Holder, (ULONG_PTR)&Handle.LockQueue, __ATOMIC_RELEASE);
+        Trio->SawHalt = KwWaitAbove(&KiGetPrcb(2)->WaitHalts, TwoHalts);
+        Trio->TwoSpinBounds = KiGetPrcb(2)->WaitSpinBounds - TwoSpinBounds;
+        Trio->OneHalts = KiGetPrcb(1)->WaitHalts - OneHalts;
+        Sent = Prcb->WaitWakesSent;
+        KeReleaseInStackQueuedSpinLock(&Handle);
+        Trio->Sent = Prcb->WaitWakesSent - Sent;
+        return;
+    }
+    if (Index > 2 || !KwWaitForHolder(Trio, Index == 2))
+    {
+        return;
+    }
+    KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
+    {
+        ULONG64 Wakes = Prcb->WaitWakes;
+
+        KeAcquireInStackQueuedSpinLockAtDpcLevel(&Trio->Lock, &Handle);
+        if (Index == 2)
+        {
+            Trio->TwoWakes = Prcb->WaitWakes - Wakes;
+        }
+        KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle);
+    }
+    KeLowerIrql(OldIrql);
+}
+
+KTEST_EX(KeWait, queued_waiter_behind_a_waiter_halts_first_and_is_woken_early, KTEST_SMP_ONLY, 0)
+{
+    ULONG SpinLimit = KiWaitSpinLimit;
+    KW_TRIO Trio;
+    ULONG Round;
+
+    if (KeQueryActiveProcessorCount(NULL) < 3)
+    {
+        KT_SKIP("needs three processors");
+    }
+    /*
+     * A clock tick can end 2's halt just before 0 releases; 2 then spins and
+     * needs no IPI. Run until a round shows the early wake.
+     */
+    KiWaitSpinLimit = 1u << 24;
+    for (Round = 0; Round < KW_WAKE_ROUNDS; Round++)
+    {
+        memset(&Trio, 0, sizeof(Trio));
+        KeInitializeSpinLock(&Trio.Lock);
+        KtRunOnProcessors(3, KwTrioRoutine, &Trio);
+        KT_EXPECT(Trio.SawHalt);
+        KT_EXPECT_EQ(Trio.TwoSpinBounds, 0); // 2 halted before spending any spin bound
+        KT_EXPECT_EQ(Trio.OneHalts, 0);
+        KT_EXPECT_EQ(Trio.Lock, 0);
+        if (!Trio.SawHalt || Trio.TwoSpinBounds != 0 || Trio.OneHalts != 0 ||
+            (Trio.Sent >= 1 && Trio.TwoWakes >= 1))
+        {
+            break;
+        }
+    }
+    KiWaitSpinLimit = SpinLimit;
+    KtLog("round %u: 0 sent %llu wake IPI(s), 2 took %llu", Round, (unsigned long long)Trio.Sent,
+          (unsigned long long)Trio.TwoWakes);
+    KT_EXPECT_LT(Round, KW_WAKE_ROUNDS); // some release woke 2 ahead of its hand-off
+}
+
+/*
  * Every processor takes one queued lock around a critical section longer
  * than the spin bound, for KW_CONTENTION_MS: the waiters halt, the hand-offs
  * wake them, the lock stays exclusive and FIFO keeps the shares close.

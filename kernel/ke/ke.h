@@ -73,6 +73,7 @@ typedef struct _KPRCB
     volatile ULONG64 WaitWakes;               // KI_VECTOR_WAKE interrupts taken
     volatile ULONG64 WaitWakesSent;           // wake IPIs this processor sent
     volatile ULONG64 WaitSpinOnly;       // waits that could not halt once the spin bound ran out
+    volatile ULONG64 WaitSpinBounds;     // spin bounds KiWaitForChange spent without a change
     volatile ULONG_PTR DpcDrainSequence; // DPC drain passes ended (KeFlushQueuedDpcs waits on it)
     volatile ULONG64 FrozenRsp;
     ULONG_PTR KernelStackBase;
@@ -324,8 +325,9 @@ struct _KI_WAIT_WATCH
 };
 
 /* KiWaitForChange / KiWaitWakeHalted flags. */
-#define KI_WAIT_UNFENCED 0x1 // the waker's change is a plain store with no barrier after it
-#define KI_WAIT_WAKE_ONE 0x2 // (wake) at most one halted waiter
+#define KI_WAIT_UNFENCED   0x1 // the waker's change is a plain store with no barrier after it
+#define KI_WAIT_WAKE_ONE   0x2 // (wake) at most one halted waiter
+#define KI_WAIT_HALT_FIRST 0x4 // (wait) a hint: the change is far off; halt before spinning
 /* Pauses between two looks at a watch, a power of 2 (under TCG one pause can cost a ms). */
 #define KI_SPIN_CHECK_INTERVAL 64
 
@@ -344,8 +346,8 @@ VOID KiInitializeWait(PCSTR CommandLine);
 ULONG_PTR KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags,
                           KI_WAIT_WATCH *Watch);
 
-/* After changing *Address: wakes the processors halted on it. Any IRQL. */
-VOID KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags);
+/* After changing *Address: wakes the processors halted on it; returns the IPIs sent. Any IRQL. */
+ULONG KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags);
 
 /* Stores Value into *Address with release semantics and wakes whoever halted on it. */
 static inline VOID

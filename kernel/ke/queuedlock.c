@@ -29,11 +29,18 @@
  *
  *   halted    Lock = L|WAIT, waiter published   releaser stores L|OWNER, mfence, reads
  *             in KiWaitHaltedMask               the mask, IPIs the waiter (wait.c K1-K3)
- *   woken     the releaser read Next of its     after the hand-off it wakes that one too,
- *   early     successor before the hand-off     if halted (a hint, no barrier), so it is
- *             (the successor's entry is alive)  on a host core when its own turn comes
+ *   halting   the predecessor's Lock had WAIT   the waiter halts without spinning first
+ *   first     when we linked ourselves          (KI_WAIT_HALT_FIRST): two hand-offs or more
+ *                                               away, spinning only takes a host core the
+ *                                               owner may need; later rounds spin as usual
+ *   woken     the releaser read Next of its     after the hand-off, if the successor needed
+ *   early     successor before the hand-off     no wake, it wakes that one too if halted (a
+ *             (the successor's entry is alive)  hint, no barrier), so it is on a host core
+ *                                               when its own turn comes
  *
  * Nothing else changes: the word, the entries and the FIFO order are as above.
+ * Spinning or halting is only how long a waiter keeps its host core; which
+ * waiter gets the lock next is decided by the queue alone.
  *
  * Never mix queued and ordinary acquisition of one KSPIN_LOCK.
  * Checked build: a processor that already holds (or waits for) the lock gets
@@ -57,8 +64,19 @@ KxWaitForQueuedSpinLock(PKSPIN_LOCK SpinLock, PKSPIN_LOCK_QUEUE Queue,
                         PKSPIN_LOCK_QUEUE Predecessor, ULONG_PTR Rip)
 {
     KI_SPIN_WAIT Wait = KI_SPIN_WAIT_INIT;
+    ULONG Flags = 0;
 
     Queue->Lock = (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT);
+    /*
+     * A predecessor that waits itself puts us two hand-offs or more away:
+     * halt at once instead of spinning (the hand-off to our predecessor wakes
+     * us early, see KxReleaseQueuedSpinLock). Read before we link ourselves:
+     * until then the predecessor cannot hand off, so its entry is alive.
+     */
+    if ((ULONG_PTR)__atomic_load_n(&Predecessor->Lock, __ATOMIC_RELAXED) & LOCK_QUEUE_WAIT)
+    {
+        Flags = KI_WAIT_HALT_FIRST;
+    }
     KiInject(KiInjectQueuedLockLink); // the predecessor's release may wait for our link
     /*
      * Release: WAIT is in our entry before the predecessor can see us and
@@ -69,8 +87,8 @@ KxWaitForQueuedSpinLock(PKSPIN_LOCK SpinLock, PKSPIN_LOCK_QUEUE Queue,
      * Acquire (KiWaitForChange's loads): the previous owner's critical section
      * happens before ours; pairs with the hand-off store in KxReleaseQueuedSpinLock.
      */
-    KiWaitForChange((volatile ULONG_PTR *)&Queue->Lock, (ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT, 0,
-                    KiSpinWaitWatch(&Wait, SpinLock, Rip));
+    KiWaitForChange((volatile ULONG_PTR *)&Queue->Lock, (ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT,
+                    Flags, KiSpinWaitWatch(&Wait, SpinLock, Rip));
 }
 
 /* Queues LockHandle on SpinLock and waits until it owns the lock. No IRQL change. */
@@ -121,6 +139,7 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
     PKSPIN_LOCK SpinLock = (PKSPIN_LOCK)(LockBits & ~KI_QUEUE_FLAGS);
     PKSPIN_LOCK_QUEUE Successor;
     PKSPIN_LOCK_QUEUE NextButOne;
+    ULONG SuccessorWoken;
 
 #if DBG
     /*
@@ -162,9 +181,14 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
     }
     /*
      * The successor waits for us, so its entry is alive until the hand-off:
-     * read who waits behind it now, to wake that one early (below).
+     * read who waits behind it now, to wake that one early (below). Only
+     * when somebody is halted at all (a hint; no barrier).
      */
-    NextButOne = __atomic_load_n(&Successor->Next, __ATOMIC_ACQUIRE);
+    NextButOne = NULL;
+    if (__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
+    {
+        NextButOne = __atomic_load_n(&Successor->Next, __ATOMIC_ACQUIRE);
+    }
     Queue->Next = NULL;
     /*
      * Release: the hand-off. Clears the successor's WAIT and sets its OWNER in
@@ -179,13 +203,19 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
      * returned); KiWaitWakeHalted only compares its address with the published
      * WaitAddress values and never dereferences it.
      */
-    KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, 0);
+    SuccessorWoken = KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, 0);
     /*
-     * Wake the next-but-one waiter ahead of its hand-off, if it halted, so that
-     * it is back on a host core when its turn comes. A hint (no barrier, and
-     * the entry may be gone: only its address is compared).
+     * The successor was running: wake the next-but-one ahead of its hand-off,
+     * if it halted, so that it is back on a host core when its turn comes
+     * (we usually halt next, behind it, and give it our core). A hint: no
+     * barrier, and the entry may be gone (only its address is compared).
+     * When the successor itself needed the wake, a second wake in flight only
+     * gives the host more runnable processors than the hand-offs can use:
+     * under overcommit every hand-off then waits for a host wake-up anyway
+     * (README.md, "Waiting", has the measurements).
      */
-    if (NextButOne != NULL && __atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
+    if (NextButOne != NULL && SuccessorWoken == 0 &&
+        __atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
     {
         KiWaitWakeHalted((volatile ULONG_PTR *)&NextButOne->Lock, KI_WAIT_UNFENCED);
     }

@@ -66,8 +66,9 @@
  * one tick, never a hang. Fenced waits (every other caller) have no window.
  *
  * Counters (per PRCB, for tests and the bench): WaitHalts (hlt entered),
- * WaitWakes (wake IPIs taken), WaitWakesSent, WaitSpinOnly (spin bounds spent
- * by a waiter that was not allowed to halt).
+ * WaitWakes (wake IPIs taken), WaitWakesSent, WaitSpinBounds (spin bounds
+ * spent without a change), WaitSpinOnly (spin bounds spent by a waiter that
+ * was not allowed to halt).
  */
 #include "kernel/ke/ke.h"
 
@@ -180,7 +181,9 @@ KiWaitHalt(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags)
  * (acquire: what the waker wrote before changing the word is visible). Spins
  * KiWaitSpinLimit pauses, then halts if it may (see the header), and loops.
  * Watch, if not NULL, is called every KI_SPIN_CHECK_INTERVAL pauses and after
- * every halt (deadlock watches, timeouts; it may bug-check). Any IRQL; never
+ * every halt (deadlock watches, timeouts; it may bug-check). KI_WAIT_HALT_FIRST
+ * (the caller knows the change is far off): halt before the first spin; a
+ * waiter that may not halt spins as usual. Any IRQL; never
  * changes IRQL, and leaves the interrupt flag as it found it.
  */
 ULONG_PTR
@@ -189,11 +192,15 @@ KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI
 {
     ULONG Checks = 0;
     BOOLEAN CountedSpinOnly = FALSE;
+    BOOLEAN HaltFirst = (Flags & KI_WAIT_HALT_FIRST) != 0;
 
     for (;;)
     {
-        ULONG Limit = KiWaitSpinLimit;
+        /* KI_WAIT_HALT_FIRST: no spin before the first halt; every later round spins. */
+        ULONG Limit = HaltFirst ? 0 : KiWaitSpinLimit;
         ULONG Reads = KiWaitReadsPerPause;
+
+        HaltFirst = FALSE;
 
         for (ULONG Spin = 0; Spin < Limit; Spin++)
         {
@@ -214,6 +221,11 @@ KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI
         if (__atomic_load_n(Address, __ATOMIC_ACQUIRE) != OldValue)
         {
             return __atomic_load_n(Address, __ATOMIC_ACQUIRE);
+        }
+        if (Limit != 0)
+        {
+            /* One instruction (lock add): an interrupt on this processor cannot split it. */
+            __atomic_fetch_add(&KeGetCurrentPrcb()->WaitSpinBounds, 1, __ATOMIC_RELAXED);
         }
         if (KiWaitHalt(Address, OldValue, Watch != NULL ? Flags | KI_WAIT_CLOCK : Flags))
         {
@@ -250,9 +262,9 @@ KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI
  * store and no barrier is added (see "the one window"); otherwise a full
  * barrier first. KI_WAIT_WAKE_ONE: at most one processor, chosen round-robin
  * from the caller's successor, for words many wait on but one can take (the
- * ordinary lock). Any IRQL.
+ * ordinary lock). Returns how many wake IPIs it sent. Any IRQL.
  */
-VOID
+ULONG
 // cppcheck-suppress constParameter ; Address names the word the caller changed (compared only)
 KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags)
 {
@@ -269,7 +281,7 @@ KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags)
     Mask = __atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED);
     if (Mask == 0)
     {
-        return;
+        return 0;
     }
     Self = KeGetCurrentPrcb()->Number;
     /* Rotate so the search starts after this processor: wake-one stays fair-ish. */
@@ -298,4 +310,5 @@ KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags)
     {
         __atomic_add_fetch(&KeGetCurrentPrcb()->WaitWakesSent, Sent, __ATOMIC_RELAXED);
     }
+    return Sent;
 }

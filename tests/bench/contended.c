@@ -41,6 +41,8 @@ typedef struct _BENCH_SLOT
 {
     ULONG64 Acquisitions;
     ULONG64 End;
+    ULONG64 Halts; // this processor's KiWaitForChange halts during the loop
+    ULONG64 Wakes; // wake IPIs it took during the loop
 } __attribute__((aligned(BENCH_ALIGN))) BENCH_SLOT;
 
 typedef struct _BENCH_CONTENDED
@@ -276,6 +278,8 @@ BenchContendWorker(ULONG Index, PVOID Context)
 {
     BENCH_CONTENDED_LOOP *Loop = (BENCH_CONTENDED_LOOP *)Context;
     BENCH_CONTENDED *C = &BenchC;
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    ULONG64 Halts, Wakes;
 
     /* The gate: the last to arrive stamps t0, arms the stop and opens it. */
     if (__atomic_add_fetch(&C->Ready, 1, __ATOMIC_ACQ_REL) == (LONG)C->Threads)
@@ -295,8 +299,12 @@ BenchContendWorker(ULONG Index, PVOID Context)
             x86_pause();
         }
     }
+    Halts = Prcb->WaitHalts;
+    Wakes = Prcb->WaitWakes;
     C->Slot[Index].Acquisitions = Loop(C);
     C->Slot[Index].End = x86_rdtsc();
+    C->Slot[Index].Halts = Prcb->WaitHalts - Halts;
+    C->Slot[Index].Wakes = Prcb->WaitWakes - Wakes;
 }
 
 static VOID
@@ -353,6 +361,30 @@ BenchPrintWindow(const char *Prefix, const char *Name, ULONG Threads, ULONG Wind
              BenchConfig.Windows, Window, BenchTag());
 }
 
+/*
+ * One comment line per window with each processor's acquisitions, halts and
+ * wake IPIs taken in its loop, and its end (ms after t0): where max/min
+ * comes from.
+ */
+static VOID
+BenchPrintSlots(const char *Name, ULONG Threads, ULONG Window)
+{
+    static char Line[BENCH_MAX_CPUS * 48 + 128];
+    SIZE_T Used;
+
+    Used = (SIZE_T)snprintf(Line, sizeof(Line), "# bench processors name=%s cpus=%u window=%u",
+                            Name, Threads, Window);
+    for (ULONG I = 0; I < Threads && Used < sizeof(Line); I++)
+    {
+        const BENCH_SLOT *Slot = &BenchC.Slot[I];
+        ULONG64 EndMs = Slot->End > BenchC.T0 ? (Slot->End - BenchC.T0) / BenchConfig.KHz : 0;
+
+        Used += (SIZE_T)snprintf(Line + Used, sizeof(Line) - Used, " %u:%llu/%llu/%llu/%llu", I,
+                                 Slot->Acquisitions, Slot->Halts, Slot->Wakes, EndMs);
+    }
+    DbgPrint("%s (cpu:acquisitions/halts/wakes/end_ms)\n", Line);
+}
+
 static VOID
 BenchContendedLock(const char *Name, BENCH_CONTENDED_LOOP *Loop)
 {
@@ -380,6 +412,7 @@ BenchContendedLock(const char *Name, BENCH_CONTENDED_LOOP *Loop)
             KT_EXPECT(Windows[W].Total > 0);
             BenchPrintWindow("# bench window ", Name, Threads, W + 1, &Windows[W],
                              Windows[W].Counter == Windows[W].Total);
+            BenchPrintSlots(Name, Threads, W + 1);
         }
         /* The median window by throughput is the row. */
         BenchSortU64(Rates, BenchConfig.Windows);
