@@ -299,44 +299,82 @@ KwContend(ULONG Index, PVOID Context)
 }
 
 /*
- * Halt first (queuedlock.c): a queued waiter whose predecessor waits too
- * halts without spinning, and the release to its predecessor wakes it
- * early. Processor 0 holds the lock; 1 queues behind 0, 2 behind 1. 2 must
- * halt before it has spent a spin bound (WaitSpinBounds). The spin bound is
- * raised far beyond the test's length, so 1, next in line, never halts; it is
- * spinning when 0 releases, so any wake IPI 0 sends goes to 2, ahead of 2's
- * own hand-off.
+ * Halt first (queuedlock.c): once some waiter is halted, a queued waiter
+ * whose predecessor waits too halts without spinning, and a release to its
+ * running predecessor wakes it early. Processor 0 holds the lock; 1 queues
+ * behind 0 and halts; then 2 queues behind 1 and must halt before it has
+ * spent a spin bound (WaitSpinBounds; without the hint it spends one first).
+ * 0 releases once 1 is running again (a clock tick ended its halt), so a wake
+ * IPI from 0's release goes to 2, ahead of 2's own hand-off.
  */
 typedef struct _KW_TRIO
 {
     KSPIN_LOCK Lock;
     volatile ULONG_PTR Holder; // processor 0's queue entry once it owns the lock
-    BOOLEAN SawHalt;           // processor 0: 2 halted while 0 held the lock
-    ULONG64 TwoSpinBounds;     // spin bounds 2 had spent by then
-    ULONG64 OneHalts;          // 1's halts while 0 held the lock
+    volatile LONG TwoGo;       // processor 0: 1 has halted; 2 may queue
+    BOOLEAN OneHalted;         // processor 0: 1 halted behind it
+    BOOLEAN TwoHalted;         // processor 0: 2 halted behind 1
+    BOOLEAN OneRunning;        // processor 0: 1 left its halt before the release
+    ULONG64 TwoSpinBounds;     // spin bounds 2 had spent when it halted
     ULONG64 Sent;              // wake IPIs sent by 0's release
     ULONG64 TwoWakes;          // wake IPIs 2 took while it waited
 } KW_TRIO;
 
+/* Waits until *Flag is non-zero, at most KW_WAIT_MS; TRUE if it was. */
 static BOOLEAN
-KwWaitForHolder(KW_TRIO *Trio, BOOLEAN Behind)
+KwWaitForFlag(volatile ULONG_PTR *Flag, const char *What)
 {
     ULONG64 Start = KwNowMs();
-    ULONG_PTR Holder;
 
-    /* Behind: also wait until processor 1 has queued (the word is no longer 0's entry). */
-    while ((Holder = __atomic_load_n(&Trio->Holder, __ATOMIC_ACQUIRE)) == 0 ||
-           (Behind && __atomic_load_n(&Trio->Lock, __ATOMIC_ACQUIRE) == Holder))
+    while (__atomic_load_n(Flag, __ATOMIC_ACQUIRE) == 0)
     {
         if (KwNowMs() - Start > KW_WAIT_MS)
         {
-            KtFail(Behind ? "processor 1 queued in time" : "processor 0 took the lock in time",
-                   __FILE__, __LINE__);
+            KtFail(What, __FILE__, __LINE__);
             return FALSE;
         }
         x86_pause();
     }
     return TRUE;
+}
+
+/* Waits until processor Number has left its halt (it published no wait address). */
+static BOOLEAN
+KwWaitUntilRunning(ULONG Number)
+{
+    ULONG64 Start = KwNowMs();
+
+    while (__atomic_load_n(&KiGetPrcb(Number)->WaitAddress, __ATOMIC_ACQUIRE) != NULL)
+    {
+        if (KwNowMs() - Start > KW_WAIT_MS)
+        {
+            return FALSE;
+        }
+        x86_pause();
+    }
+    return TRUE;
+}
+
+static VOID
+KwTrioHold(KW_TRIO *Trio)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    PKPRCB One = KiGetPrcb(1), Two = KiGetPrcb(2);
+    ULONG64 OneHalts = One->WaitHalts, TwoHalts = Two->WaitHalts;
+    ULONG64 TwoSpinBounds = Two->WaitSpinBounds;
+    ULONG64 Sent;
+    KLOCK_QUEUE_HANDLE Handle;
+
+    KeAcquireInStackQueuedSpinLock(&Trio->Lock, &Handle);
+    __atomic_store_n(&Trio->Holder, (ULONG_PTR)&Handle.LockQueue, __ATOMIC_RELEASE);
+    Trio->OneHalted = KwWaitAbove(&One->WaitHalts, OneHalts);
+    __atomic_store_n(&Trio->TwoGo, 1, __ATOMIC_RELEASE);
+    Trio->TwoHalted = Trio->OneHalted && KwWaitAbove(&Two->WaitHalts, TwoHalts);
+    Trio->TwoSpinBounds = Two->WaitSpinBounds - TwoSpinBounds;
+    Trio->OneRunning = Trio->TwoHalted && KwWaitUntilRunning(1);
+    Sent = Prcb->WaitWakesSent;
+    KeReleaseInStackQueuedSpinLock(&Handle);
+    Trio->Sent = Prcb->WaitWakesSent - Sent;
 }
 
 static VOID
@@ -346,76 +384,60 @@ KwTrioRoutine(ULONG Index, PVOID Context)
     PKPRCB Prcb = KeGetCurrentPrcb();
     KLOCK_QUEUE_HANDLE Handle;
     KIRQL OldIrql;
+    ULONG64 Wakes;
 
     if (Index == 0)
     {
-        ULONG64 TwoHalts = KiGetPrcb(2)->WaitHalts;
-        ULONG64 TwoSpinBounds = KiGetPrcb(2)->WaitSpinBounds;
-        ULONG64 OneHalts = KiGetPrcb(1)->WaitHalts;
-        ULONG64 Sent;
-
-        KeAcquireInStackQueuedSpinLock(&Trio->Lock, &Handle);
-        __atomic_store_n(&Trio->Holder, (ULONG_PTR)&Handle.LockQueue, __ATOMIC_RELEASE);
-        Trio->SawHalt = KwWaitAbove(&KiGetPrcb(2)->WaitHalts, TwoHalts);
-        Trio->TwoSpinBounds = KiGetPrcb(2)->WaitSpinBounds - TwoSpinBounds;
-        Trio->OneHalts = KiGetPrcb(1)->WaitHalts - OneHalts;
-        Sent = Prcb->WaitWakesSent;
-        KeReleaseInStackQueuedSpinLock(&Handle);
-        Trio->Sent = Prcb->WaitWakesSent - Sent;
+        KwTrioHold(Trio);
         return;
     }
-    if (Index > 2 || !KwWaitForHolder(Trio, Index == 2))
+    if (Index > 2 || !KwWaitForFlag(&Trio->Holder, "processor 0 took the lock in time") ||
+        (Index == 2 &&
+         !KwWaitForFlag((volatile ULONG_PTR *)&Trio->TwoGo, "processor 1 halted in time")))
     {
         return;
     }
     KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
+    Wakes = Prcb->WaitWakes;
+    KeAcquireInStackQueuedSpinLockAtDpcLevel(&Trio->Lock, &Handle);
+    if (Index == 2)
     {
-        ULONG64 Wakes = Prcb->WaitWakes;
-
-        KeAcquireInStackQueuedSpinLockAtDpcLevel(&Trio->Lock, &Handle);
-        if (Index == 2)
-        {
-            Trio->TwoWakes = Prcb->WaitWakes - Wakes;
-        }
-        KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle);
+        Trio->TwoWakes = Prcb->WaitWakes - Wakes;
     }
+    KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle);
     KeLowerIrql(OldIrql);
 }
 
 KTEST_EX(KeWait, queued_waiter_behind_a_waiter_halts_first_and_is_woken_early, KTEST_SMP_ONLY, 0)
 {
-    ULONG SpinLimit = KiWaitSpinLimit;
     KW_TRIO Trio;
     ULONG Round;
+    BOOLEAN HaltedFirst = FALSE, WokenEarly = FALSE;
 
     if (KeQueryActiveProcessorCount(NULL) < 3)
     {
         KT_SKIP("needs three processors");
     }
     /*
-     * A clock tick can end 2's halt just before 0 releases; 2 then spins and
-     * needs no IPI. Run until a round shows the early wake.
+     * Clock ticks decide the details of one round: 1's tick may end its halt
+     * just as 2 queues (nobody halted: 2 rightly spins first), 1 may halt
+     * again or 2 may be woken by its own tick before 0 releases (no IPI is
+     * needed). Run until some round has shown each, at most KW_WAKE_ROUNDS.
      */
-    KiWaitSpinLimit = 1u << 24;
-    for (Round = 0; Round < KW_WAKE_ROUNDS; Round++)
+    for (Round = 0; Round < KW_WAKE_ROUNDS && !(HaltedFirst && WokenEarly); Round++)
     {
         memset(&Trio, 0, sizeof(Trio));
         KeInitializeSpinLock(&Trio.Lock);
         KtRunOnProcessors(3, KwTrioRoutine, &Trio);
-        KT_EXPECT(Trio.SawHalt);
-        KT_EXPECT_EQ(Trio.TwoSpinBounds, 0); // 2 halted before spending any spin bound
-        KT_EXPECT_EQ(Trio.OneHalts, 0);
         KT_EXPECT_EQ(Trio.Lock, 0);
-        if (!Trio.SawHalt || Trio.TwoSpinBounds != 0 || Trio.OneHalts != 0 ||
-            (Trio.Sent >= 1 && Trio.TwoWakes >= 1))
-        {
-            break;
-        }
+        KT_ASSERT(Trio.OneHalted); // halts came within KW_WAIT_MS
+        KT_ASSERT(Trio.TwoHalted);
+        HaltedFirst = HaltedFirst || Trio.TwoSpinBounds == 0;
+        WokenEarly = WokenEarly || (Trio.OneRunning && Trio.Sent >= 1 && Trio.TwoWakes >= 1);
     }
-    KiWaitSpinLimit = SpinLimit;
-    KtLog("round %u: 0 sent %llu wake IPI(s), 2 took %llu", Round, (unsigned long long)Trio.Sent,
-          (unsigned long long)Trio.TwoWakes);
-    KT_EXPECT_LT(Round, KW_WAKE_ROUNDS); // some release woke 2 ahead of its hand-off
+    KtLog("%u round(s): halted first %u, woken early %u", Round, HaltedFirst, WokenEarly);
+    KT_EXPECT(HaltedFirst); // 2 halted before spending any spin bound
+    KT_EXPECT(WokenEarly);  // a release woke 2 ahead of its hand-off
 }
 
 /*

@@ -71,9 +71,13 @@ KxWaitForQueuedSpinLock(PKSPIN_LOCK SpinLock, PKSPIN_LOCK_QUEUE Queue,
      * A predecessor that waits itself puts us two hand-offs or more away:
      * halt at once instead of spinning (the hand-off to our predecessor wakes
      * us early, see KxReleaseQueuedSpinLock). Read before we link ourselves:
-     * until then the predecessor cannot hand off, so its entry is alive.
+     * until then the predecessor cannot hand off, so its entry is alive. Only
+     * when some waiter is halted already: where waits end within the spin
+     * bound, halting first would not pay, and the read costs the hand-off a
+     * cache-line transfer.
      */
-    if ((ULONG_PTR)__atomic_load_n(&Predecessor->Lock, __ATOMIC_RELAXED) & LOCK_QUEUE_WAIT)
+    if (__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0 &&
+        ((ULONG_PTR)__atomic_load_n(&Predecessor->Lock, __ATOMIC_RELAXED) & LOCK_QUEUE_WAIT))
     {
         Flags = KI_WAIT_HALT_FIRST;
     }
