@@ -337,14 +337,56 @@ extern volatile ULONG64 KiWaitHaltedMask;  // processors published as (about to 
 
 VOID KiInitializeWait(PCSTR CommandLine);
 
+ULONG_PTR KiWaitForChangeTail(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags,
+                              KI_WAIT_WATCH *Watch, ULONG Spun);
+
 /*
- * Waits until *Address != OldValue and returns the new value: spins, then
- * (interrupts on, IRQL low enough) halts until woken by KiWaitWakeHalted.
- * Any IRQL; IRQL and the interrupt flag are left as found. The handshake is
- * in ke/wait.c's header.
+ * Waits until *Address != OldValue and returns the new value (acquire: what
+ * the changer wrote before the change is visible): spins KiWaitSpinLimit
+ * pauses, then (interrupts on, IRQL low enough) halts until woken by
+ * KiWaitWakeHalted, and loops. KI_WAIT_HALT_FIRST (the caller knows the
+ * change is far off): halts before spinning; a waiter that may not halt spins
+ * as usual. Watch, if not NULL, is called every KI_SPIN_CHECK_INTERVAL pauses
+ * and after every halt. Any IRQL; IRQL and the interrupt flag are left as
+ * found. The handshake is in ke/wait.c's header.
+ *
+ * The first pauses are inline, so that a caller that races for the word once
+ * it changes (the ordinary lock's compare-exchange) acts on the change a few
+ * instructions after seeing it, not a function return later: under TCG a
+ * return is a translated-block lookup, as long as the owner's whole path from
+ * its release to its next acquire, and a waiter that slow loses the race
+ * nearly always (ke/spinlock.c).
  */
-ULONG_PTR KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags,
-                          KI_WAIT_WATCH *Watch);
+static inline ULONG_PTR
+KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI_WAIT_WATCH *Watch)
+{
+    ULONG Spun = 0;
+
+    if ((Flags & KI_WAIT_HALT_FIRST) == 0)
+    {
+        ULONG Limit = __atomic_load_n(&KiWaitSpinLimit, __ATOMIC_RELAXED);
+        ULONG Reads = __atomic_load_n(&KiWaitReadsPerPause, __ATOMIC_RELAXED);
+
+        if (Limit > KI_SPIN_CHECK_INTERVAL)
+        {
+            Limit = KI_SPIN_CHECK_INTERVAL; // the rest, with the watch, is the tail's
+        }
+        for (; Spun < Limit; Spun++)
+        {
+            for (ULONG Read = 0; Read < Reads; Read++)
+            {
+                ULONG_PTR Value = __atomic_load_n(Address, __ATOMIC_ACQUIRE);
+
+                if (Value != OldValue)
+                {
+                    return Value;
+                }
+            }
+            x86_pause();
+        }
+    }
+    return KiWaitForChangeTail(Address, OldValue, Flags, Watch, Spun);
+}
 
 /* After changing *Address: wakes the processors halted on it; returns the IPIs sent. Any IRQL. */
 ULONG KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags);

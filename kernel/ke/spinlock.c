@@ -8,7 +8,12 @@
  * acquire (0xF) and a release by anyone but the owner (0x10) are caught.
  * Waiters wait on plain reads until the word reads 0, then retry the atomic
  * (test-and-test-and-set); a long wait halts (KiWaitForChange, ke/wait.c) and
- * the release wakes one halted waiter. No waiter state is kept in the word, so
+ * the release wakes one halted waiter. A waiter's retry follows its read of
+ * 0 within a few instructions (KiWaitForChange's first pauses are inline):
+ * with two processors, a waiter slower to act on the 0 than the owner is to
+ * take the lock back loses nearly every race, and under TCG which processor
+ * keeps the lock then depends on the boot (the README's "Waiting" section has
+ * the numbers). No waiter state is kept in the word, so
  * its values are exactly the ones above. Acquiring raises IRQL first;
  * releasing stores 0 before IRQL is lowered.
  *

@@ -4,7 +4,8 @@
  * changes" (KiWaitForChange) and its other half, "I changed it: wake whoever
  * sleeps on it" (KiWaitWake). Every cross-processor wait uses it: the queued
  * lock's WAIT bit, the ordinary lock's waiters, KeIpiGenericCall's barriers,
- * KeFlushQueuedDpcs and the test harness's start and finish gates.
+ * KeFlushQueuedDpcs and the test harness's start and finish gates. Its first
+ * pauses are inline (ke.h); the rest, halting included, is here.
  *
  * Spin, then halt. A waiter first spins on plain reads of the word, with one
  * `pause` every KiWaitReadsPerPause reads, for KiWaitSpinLimit pauses (the
@@ -177,23 +178,29 @@ KiWaitHalt(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags)
 }
 
 /*
- * Waits until *Address differs from OldValue and returns the value read
- * (acquire: what the waker wrote before changing the word is visible). Spins
- * KiWaitSpinLimit pauses, then halts if it may (see the header), and loops.
- * Watch, if not NULL, is called every KI_SPIN_CHECK_INTERVAL pauses and after
- * every halt (deadlock watches, timeouts; it may bug-check). KI_WAIT_HALT_FIRST
- * (the caller knows the change is far off): halt before the first spin; a
- * waiter that may not halt spins as usual. Any IRQL; never
- * changes IRQL, and leaves the interrupt flag as it found it.
+ * The rest of KiWaitForChange (ke.h), after its inline first pauses: Spun of
+ * them (0 with KI_WAIT_HALT_FIRST), at most KI_SPIN_CHECK_INTERVAL, without a
+ * change. Finishes the first round of KiWaitSpinLimit pauses, then halts if it
+ * may (see the header), and loops. Watch, if not NULL, is called every
+ * KI_SPIN_CHECK_INTERVAL pauses (counted from the first inline one) and after
+ * every halt (deadlock watches, timeouts; it may bug-check). Returns the new
+ * value, read with acquire. Any IRQL; never changes IRQL, and leaves the
+ * interrupt flag as it found it.
  */
 ULONG_PTR
 // NOLINTNEXTLINE(readability-function-cognitive-complexity): W1..W6 of the header, one loop
-KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI_WAIT_WATCH *Watch)
+KiWaitForChangeTail(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags,
+                    KI_WAIT_WATCH *Watch, ULONG Spun)
 {
-    ULONG Checks = 0;
+    ULONG Checks = Spun;
     BOOLEAN CountedSpinOnly = FALSE;
     BOOLEAN HaltFirst = (Flags & KI_WAIT_HALT_FIRST) != 0;
+    ULONG Start = Spun;
 
+    if (Watch != NULL && Spun == KI_SPIN_CHECK_INTERVAL)
+    {
+        Watch->Check(Watch); // the look the inline pauses owed
+    }
     for (;;)
     {
         /* KI_WAIT_HALT_FIRST: no spin before the first halt; every later round spins. */
@@ -202,7 +209,7 @@ KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI
 
         HaltFirst = FALSE;
 
-        for (ULONG Spin = 0; Spin < Limit; Spin++)
+        for (ULONG Spin = Start; Spin < Limit; Spin++)
         {
             for (ULONG Read = 0; Read < Reads; Read++)
             {
@@ -222,6 +229,7 @@ KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI
         {
             return __atomic_load_n(Address, __ATOMIC_ACQUIRE);
         }
+        Start = 0;
         if (Limit != 0)
         {
             /* One instruction (lock add): an interrupt on this processor cannot split it. */
