@@ -9,13 +9,13 @@
  * Waiters wait on plain reads until the word reads 0, then retry the atomic
  * (test-and-test-and-set); a long wait halts (KiWaitForChange, ke/wait.c) and
  * the release wakes one halted waiter. A waiter's retry follows its read of
- * 0 within a few instructions (KiWaitForChange's first pauses are inline):
- * with two processors, a waiter slower to act on the 0 than the owner is to
- * take the lock back loses nearly every race, and under TCG which processor
- * keeps the lock then depends on the boot (the README's "Waiting" section has
- * the numbers). No waiter state is kept in the word, so
- * its values are exactly the ones above. Acquiring raises IRQL first;
- * releasing stores 0 before IRQL is lowered.
+ * 0 within a few instructions (KiWaitForChange's first stretch is inline):
+ * with two processors and a short critical section the word reads 0 only
+ * briefly, and with a slower retry the split between them was uneven in
+ * more boots (ke.h, KiWaitForChange, has the numbers; uneven boots remain).
+ * No waiter state is kept in the word, so its values are exactly the ones
+ * above. Acquiring raises IRQL first; releasing stores 0 before IRQL is
+ * lowered.
  *
  * Checked build: the lock bookkeeping, the deadlock watch of a long wait and
  * the lock-order verifier live in verifier.c; every blocking acquire asks the

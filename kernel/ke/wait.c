@@ -192,42 +192,47 @@ ULONG_PTR
 KiWaitForChangeTail(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags,
                     KI_WAIT_WATCH *Watch, ULONG Spun)
 {
-    ULONG Checks = Spun;
+    ULONG Checks = Spun; // pauses since the wait began, for the watch's period
     BOOLEAN CountedSpinOnly = FALSE;
     BOOLEAN HaltFirst = (Flags & KI_WAIT_HALT_FIRST) != 0;
     ULONG Start = Spun;
+    ULONG_PTR Value;
 
     if (Watch != NULL && Spun == KI_SPIN_CHECK_INTERVAL)
     {
-        Watch->Check(Watch); // the look the inline pauses owed
+        Watch->Check(Watch); // the look the inline stretch owed
     }
     for (;;)
     {
         /* KI_WAIT_HALT_FIRST: no spin before the first halt; every later round spins. */
         ULONG Limit = HaltFirst ? 0 : KiWaitSpinLimit;
-        ULONG Reads = KiWaitReadsPerPause;
 
         HaltFirst = FALSE;
 
-        for (ULONG Spin = Start; Spin < Limit; Spin++)
+        /* The round in stretches that end where the watch is due. */
+        for (ULONG Spin = Start; Spin < Limit;)
         {
-            for (ULONG Read = 0; Read < Reads; Read++)
+            ULONG Stretch = KI_SPIN_CHECK_INTERVAL - (Checks & (KI_SPIN_CHECK_INTERVAL - 1));
+
+            if (Stretch > Limit - Spin)
             {
-                ULONG_PTR Value = __atomic_load_n(Address, __ATOMIC_ACQUIRE);
-                if (Value != OldValue)
-                {
-                    return Value;
-                }
+                Stretch = Limit - Spin;
             }
-            x86_pause();
-            if (Watch != NULL && (++Checks & (KI_SPIN_CHECK_INTERVAL - 1)) == 0)
+            if (KiWaitSpin(Address, OldValue, Stretch, &Value))
+            {
+                return Value;
+            }
+            Spin += Stretch;
+            Checks += Stretch;
+            if (Watch != NULL && (Checks & (KI_SPIN_CHECK_INTERVAL - 1)) == 0)
             {
                 Watch->Check(Watch);
             }
         }
-        if (__atomic_load_n(Address, __ATOMIC_ACQUIRE) != OldValue)
+        Value = __atomic_load_n(Address, __ATOMIC_ACQUIRE); // acquire, as in KiWaitSpin
+        if (Value != OldValue)
         {
-            return __atomic_load_n(Address, __ATOMIC_ACQUIRE);
+            return Value;
         }
         Start = 0;
         if (Limit != 0)
