@@ -134,6 +134,57 @@ KxAcquireQueuedSpinLock(PKSPIN_LOCK SpinLock, PKLOCK_QUEUE_HANDLE LockHandle, UL
 #endif
 }
 
+/*
+ * KxReleaseQueuedSpinLock's hand-off when some processor is published as
+ * halted (KiWaitHaltedMask != 0 when the releaser looked): hands the lock to
+ * Successor and wakes it if it halted, and if it did not need the wake, wakes
+ * the next-but-one ahead of its own hand-off. Out of line: only waits long
+ * enough to halt come here.
+ */
+static __attribute__((noinline)) VOID
+KxHandOffWakingAhead(PKSPIN_LOCK_QUEUE Queue, PKSPIN_LOCK_QUEUE Successor, PKSPIN_LOCK SpinLock)
+{
+    PKSPIN_LOCK_QUEUE NextButOne;
+    ULONG SuccessorWoken;
+
+    /*
+     * The successor waits for us, so its entry is alive until the hand-off:
+     * read who waits behind it now, to wake that one early (below). A hint;
+     * no barrier.
+     */
+    NextButOne = __atomic_load_n(&Successor->Next, __ATOMIC_ACQUIRE);
+    Queue->Next = NULL;
+    /*
+     * Release: the hand-off. Clears the successor's WAIT and sets its OWNER in
+     * one store, after our critical section; pairs with the waiter's acquire
+     * load of its Lock. The successor may run (and its entry vanish) at once.
+     */
+    __atomic_store_n(&Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER),
+                     __ATOMIC_RELEASE);
+    /*
+     * K2-K3 (ke/wait.c): if the successor halted, IPI it. The successor's entry
+     * may be gone already (it owns the lock and may have released it and
+     * returned); KiWaitWakeHalted only compares its address with the published
+     * WaitAddress values and never dereferences it.
+     */
+    SuccessorWoken = KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, 0);
+    /*
+     * The successor was running: wake the next-but-one ahead of its hand-off,
+     * if it halted, so that it is back on a host core when its turn comes
+     * (we usually halt next, behind it, and give it our core). A hint: no
+     * barrier, and the entry may be gone (only its address is compared).
+     * When the successor itself needed the wake, a second wake in flight only
+     * gives the host more runnable processors than the hand-offs can use:
+     * under overcommit every hand-off then waits for a host wake-up anyway
+     * (README.md, "Waiting", has the measurements).
+     */
+    if (NextButOne != NULL && SuccessorWoken == 0 &&
+        __atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
+    {
+        KiWaitWakeHalted((volatile ULONG_PTR *)&NextButOne->Lock, KI_WAIT_UNFENCED);
+    }
+}
+
 /* Releases the queued lock held through LockHandle: frees it or hands it on. No IRQL change. */
 static inline VOID
 KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
@@ -142,8 +193,6 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
     ULONG_PTR LockBits = (ULONG_PTR)Queue->Lock;
     PKSPIN_LOCK SpinLock = (PKSPIN_LOCK)(LockBits & ~KI_QUEUE_FLAGS);
     PKSPIN_LOCK_QUEUE Successor;
-    PKSPIN_LOCK_QUEUE NextButOne;
-    ULONG SuccessorWoken;
 
 #if DBG
     /*
@@ -183,45 +232,24 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
             KiSpinWaitPause(&Wait, SpinLock, Rip);
         }
     }
-    /*
-     * The successor waits for us, so its entry is alive until the hand-off:
-     * read who waits behind it now, to wake that one early (below). Only
-     * when somebody is halted at all (a hint; no barrier).
-     */
-    NextButOne = NULL;
-    if (__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
+    if (__builtin_expect(__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0, 0))
     {
-        NextButOne = __atomic_load_n(&Successor->Next, __ATOMIC_ACQUIRE);
+        KxHandOffWakingAhead(Queue, Successor, SpinLock);
+        return;
     }
     Queue->Next = NULL;
-    /*
-     * Release: the hand-off. Clears the successor's WAIT and sets its OWNER in
-     * one store, after our critical section; pairs with the waiter's acquire
-     * load of its Lock. The successor may run (and its entry vanish) at once.
-     */
+    /* Release: the hand-off (as in KxHandOffWakingAhead). */
     __atomic_store_n(&Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER),
                      __ATOMIC_RELEASE);
     /*
-     * K2-K3 (ke/wait.c): if the successor halted, IPI it. The successor's entry
-     * may be gone already (it owns the lock and may have released it and
-     * returned); KiWaitWakeHalted only compares its address with the published
-     * WaitAddress values and never dereferences it.
+     * K2-K3 (ke/wait.c) inline: the barrier, then the mask; only a processor
+     * published in it costs a call. Leaves the common hand-off without a frame
+     * or a call (under TCG every return is an indirect-branch lookup).
      */
-    SuccessorWoken = KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, 0);
-    /*
-     * The successor was running: wake the next-but-one ahead of its hand-off,
-     * if it halted, so that it is back on a host core when its turn comes
-     * (we usually halt next, behind it, and give it our core). A hint: no
-     * barrier, and the entry may be gone (only its address is compared).
-     * When the successor itself needed the wake, a second wake in flight only
-     * gives the host more runnable processors than the hand-offs can use:
-     * under overcommit every hand-off then waits for a host wake-up anyway
-     * (README.md, "Waiting", has the measurements).
-     */
-    if (NextButOne != NULL && SuccessorWoken == 0 &&
-        __atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
+    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    if (__builtin_expect(__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0, 0))
     {
-        KiWaitWakeHalted((volatile ULONG_PTR *)&NextButOne->Lock, KI_WAIT_UNFENCED);
+        KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, KI_WAIT_UNFENCED);
     }
 }
 
