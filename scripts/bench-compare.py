@@ -44,6 +44,8 @@ CONTENDED = [
     ("KeAcquireInStackQueuedSpinLockAtDpcLevel", "spin_lock", "nohv",
      "queued lock vs native qspinlock (MCS)"),
     ("KeAcquireInStackQueuedSpinLock", "spin_lock", "nohv", "raising queued lock vs qspinlock"),
+    ("raw_mcs", "spin_lock", "nohv",
+     "the queued lock's algorithm alone, inline, vs qspinlock: the MCS bound"),
     ("raw_xchg", "raw_xchg", "default", "the module's xchg lock on both kernels"),
 ]
 

@@ -40,6 +40,7 @@ LOCKS = [
     "KeAcquireInStackQueuedSpinLockAtDpcLevel",
     "KeAcquireInStackQueuedSpinLock",
     "virt_tas",
+    "raw_mcs",
     "raw_xchg",
 ]
 LOCK_NOTES = {
@@ -48,6 +49,7 @@ LOCK_NOTES = {
     "KeAcquireInStackQueuedSpinLockAtDpcLevel": "in-stack queued (MCS) lock at DISPATCH_LEVEL",
     "KeAcquireInStackQueuedSpinLock": "in-stack queued lock, raising and lowering IRQL",
     "virt_tas": "reference: Linux 6.1 virt_spin_lock test-and-set, written in the bench",
+    "raw_mcs": "reference: the queued lock's MCS algorithm alone, inline, never halting",
     "raw_xchg": "reference: the peer module's xchg test-and-test-and-set lock",
 }
 

@@ -26,9 +26,11 @@
  *
  * The locks: the ordinary spin lock at DISPATCH_LEVEL (AtDpcLevel, the shape
  * of Linux's spin_lock), the raising KeAcquireSpinLock (the shape of
- * spin_lock_irqsave), both in-stack queued forms, and two references written
- * here: virt_tas, Linux's virt_spin_lock test-and-set (the lock Linux uses in
- * a VM without paravirtual spin locks), and the module's own raw_xchg lock.
+ * spin_lock_irqsave), both in-stack queued forms, and three references
+ * written here: virt_tas, Linux's virt_spin_lock test-and-set (the lock Linux
+ * uses in a VM without paravirtual spin locks), the module's own raw_xchg
+ * lock, and raw_mcs, the queued lock's MCS algorithm alone (inline, no
+ * halting): the most any implementation of API.md §4's queue can give here.
  * The AtDpcLevel and reference loops raise to DISPATCH_LEVEL once around the
  * whole loop, as a DPC routine would run them.
  */
@@ -50,6 +52,7 @@ typedef struct _BENCH_CONTENDED
     KSPIN_LOCK Lock __attribute__((aligned(BENCH_ALIGN))); // the NT lock under test
     ULONG TasWord __attribute__((aligned(BENCH_ALIGN)));   // virt_tas reference lock
     ULONG64 XWord __attribute__((aligned(BENCH_ALIGN)));   // raw_xchg reference lock
+    struct _BENCH_MCS_NODE *McsTail __attribute__((aligned(BENCH_ALIGN))); // raw_mcs reference
     ULONG64 volatile Counter __attribute__((aligned(BENCH_ALIGN)));
     LONG volatile Ready __attribute__((aligned(BENCH_ALIGN))); // the gate
     LONG volatile Go;
@@ -259,6 +262,72 @@ BenchLoopRawXchg(BENCH_CONTENDED *C)
     return N;
 }
 
+/*
+ * A bare MCS queue lock, the algorithm of API.md §4 and nothing else: a
+ * node on the stack per acquisition, xchg on the tail, the waiter spins
+ * (with pause) on its own node, the releaser hands off with one store. No
+ * halting, no wake, no fence beyond the algorithm's own, all inline: what
+ * the in-stack queued lock's algorithm costs on this machine before
+ * anything Spindle adds to it.
+ */
+typedef struct _BENCH_MCS_NODE
+{
+    struct _BENCH_MCS_NODE *volatile Next;
+    ULONG volatile Wait;
+} BENCH_MCS_NODE;
+
+static __attribute__((noinline)) ULONG64
+BenchLoopRawMcs(BENCH_CONTENDED *C)
+{
+    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
+    ULONG64 N = 0;
+    KIRQL Old;
+
+    KeRaiseIrql(DISPATCH_LEVEL, &Old);
+    while (BenchRunning(C, Window))
+    {
+        BENCH_MCS_NODE Node = {NULL, 1};
+        BENCH_MCS_NODE *Prev, *Next;
+
+        /* Full barrier: our node is initialised before a successor can find it. */
+        Prev = __atomic_exchange_n(&C->McsTail, &Node, __ATOMIC_SEQ_CST);
+        if (Prev != NULL)
+        {
+            /* Release: Wait is set before the predecessor sees us. */
+            __atomic_store_n(&Prev->Next, &Node, __ATOMIC_RELEASE);
+            /* Acquire: pairs with the hand-off store below. */
+            while (__atomic_load_n(&Node.Wait, __ATOMIC_ACQUIRE) != 0)
+            {
+                x86_pause();
+            }
+        }
+        BENCH_CRITICAL(C, Cs);
+        Next = __atomic_load_n(&Node.Next, __ATOMIC_ACQUIRE);
+        if (Next == NULL)
+        {
+            BENCH_MCS_NODE *Expected = &Node;
+
+            /* Release: the critical section is visible before the tail reads free. */
+            if (__atomic_compare_exchange_n(&C->McsTail, &Expected, NULL, FALSE, __ATOMIC_RELEASE,
+                                            __ATOMIC_RELAXED))
+            {
+                goto Released;
+            }
+            while ((Next = __atomic_load_n(&Node.Next, __ATOMIC_ACQUIRE)) == NULL)
+            {
+                x86_pause();
+            }
+        }
+        /* Release: the hand-off, after our critical section. */
+        __atomic_store_n(&Next->Wait, 0, __ATOMIC_RELEASE);
+    Released:
+        BenchBusy(Ncs);
+        N++;
+    }
+    KeLowerIrql(Old);
+    return N;
+}
+
 /* ---------------------------------------------------------------- one window */
 
 typedef ULONG64 BENCH_CONTENDED_LOOP(BENCH_CONTENDED *C);
@@ -426,6 +495,7 @@ BenchContendedLock(const char *Name, BENCH_CONTENDED_LOOP *Loop)
         }
         BenchPrintWindow("lockbench: ", Name, Threads, Median + 1, &Windows[Median], MutexOk);
         KT_EXPECT_EQ(BenchC.Lock, 0);
+        KT_EXPECT(BenchC.McsTail == NULL);
         KT_EXPECT_EQ(KeGetCurrentIrql(), PASSIVE_LEVEL);
         if (Threads == Active)
         {
@@ -463,4 +533,9 @@ KTEST_EX(Bench, contended_5_virt_tas, KTEST_SLOW, 0)
 KTEST_EX(Bench, contended_6_raw_xchg, KTEST_SLOW, 0)
 {
     BenchContendedLock("raw_xchg", BenchLoopRawXchg);
+}
+
+KTEST_EX(Bench, contended_7_raw_mcs, KTEST_SLOW, 0)
+{
+    BenchContendedLock("raw_mcs", BenchLoopRawMcs);
 }
