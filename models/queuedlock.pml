@@ -24,7 +24,8 @@
  *
  * The halt/wake handshake (issue 13, spin then halt: KiWaitForChange and
  * KiWaitWakeHalted in kernel/ke/wait.c, whose header has the same table; the
- * queued lock waits at queuedlock.c:70 and wakes at queuedlock.c:173):
+ * queued lock waits in KxWaitForQueuedSpinLock and wakes in KxReleaseQueuedSpinLock
+ * or KxHandOffWakingAhead, all in kernel/ke/queuedlock.c):
  *   waiter  W1 spin a bounded number of reads of its word;
  *           W2 interrupts off; Prcb->WaitAddress = &Queue->Lock;
  *           W3 lock or HaltedMask, bit   (full barrier);
@@ -37,7 +38,7 @@
  *   stale IPI from an earlier wait may or may not still be pending at a hlt.
  *   No other interrupt ends a hlt: a wake-up the protocol loses is not hidden
  *   by a clock tick.
- *   waker   K1 the hand-off store (queuedlock.c:165);
+ *   waker   K1 the hand-off store (Successor->Lock = SpinLock | OWNER);
  *           K2 full barrier (mfence or a locked instruction);
  *           K3 read HaltedMask; for each set bit whose Prcb->WaitAddress is
  *              the word just stored, send the wake IPI.
@@ -60,6 +61,11 @@
  * the states in between are not observable); K3 checks only the successor's
  * processor (each entry belongs to one processor, so no other WaitAddress can
  * match). Locals are cleared once dead so that they do not split states.
+ * The release's two paths (inline, or KxHandOffWakingAhead when a read of
+ * HaltedMask before K1 is non-zero) run the same K1-K3; the second may also
+ * IPI the next-but-one waiter, a hint. Such an IPI is one more stale IPI,
+ * which only makes a waiter re-check its word and loop, as the stale IPIs
+ * the Interrupts process leaves pending do here.
  *
  * Mutants (make verify builds each with spin -D<name> and expects a failure):
  *   MUTANT_NO_LINK_WAIT      release does not wait for a half-enqueued successor's link
@@ -100,7 +106,7 @@ end:
     do
     :: atomic {
            sbuf[p] != NIL ->
-           lockbits[sbuf[p]] = OWNER; /* queuedlock.c:165 reaches memory */
+           lockbits[sbuf[p]] = OWNER; /* the hand-off store (K1) reaches memory */
            sbuf[p] = NIL
        }
     od
@@ -127,28 +133,28 @@ proctype Processor(byte me)
 
     do
     :: n < NACQ ->
-        /* ---- KxAcquireQueuedSpinLock (queuedlock.c:76) */
+        /* ---- KxAcquireQueuedSpinLock */
         (sbuf[me] == NIL);        /* TSO: our earlier buffered store is before the stores below */
-        next[e] = NIL;            /* queuedlock.c:88  Queue->Next = NULL */
-        lockbits[e] = 0;          /* queuedlock.c:89  Queue->Lock = SpinLock */
-        atomic {                  /* queuedlock.c:97-98  Predecessor = xchg(*SpinLock, Queue) */
+        next[e] = NIL;            /* Queue->Next = NULL */
+        lockbits[e] = 0;          /* Queue->Lock = SpinLock */
+        atomic {                  /* Predecessor = xchg(*SpinLock, Queue) */
             pred = tail;
             tail = e
         }
         if
         :: pred == NIL ->
-            lockbits[e] = OWNER   /* queuedlock.c:101  Lock = SpinLock | OWNER */
+            lockbits[e] = OWNER   /* Lock = SpinLock | OWNER */
         :: else ->
 #ifndef MUTANT_WAIT_AFTER_LINK
-            lockbits[e] = WAIT;   /* queuedlock.c:60  Lock = SpinLock | WAIT, before the link */
-            next[pred] = e;       /* queuedlock.c:65  Predecessor->Next = Queue (release) */
+            lockbits[e] = WAIT;   /* KxWaitForQueuedSpinLock: Lock = SpinLock | WAIT, before the link */
+            next[pred] = e;       /* Predecessor->Next = Queue (release) */
 #else
             next[pred] = e;
             lockbits[e] = WAIT;
 #endif
-            /* queuedlock.c:70-71  wait while WAIT is set: spin, then halt (W1-W6) */
+            /* KiWaitForChange while WAIT is set: spin, then halt (W1-W6) */
             do
-            :: (lockbits[e] & WAIT) == 0 -> break           /* W1 / queuedlock.c:70: a spin read sees the hand-off */
+            :: (lockbits[e] & WAIT) == 0 -> break           /* W1: a spin read sees the hand-off */
             :: (lockbits[e] & WAIT) != 0 ->                 /* W1: the spin bound is spent */
                 atomic {
                     cli[me] = true;                         /* W2: interrupts off */
@@ -185,30 +191,30 @@ proctype Processor(byte me)
         };
         incs--;
 
-        /* ---- KxReleaseQueuedSpinLock (queuedlock.c:114) */
-        lockbits[e] = 0;                /* queuedlock.c:130  Queue->Lock = SpinLock (OWNER cleared) */
-        succ = next[e];                 /* queuedlock.c:133  Successor = Queue->Next (acquire) */
+        /* ---- KxReleaseQueuedSpinLock */
+        lockbits[e] = 0;                /* Queue->Lock = SpinLock (OWNER cleared) */
+        succ = next[e];                 /* Successor = Queue->Next (acquire) */
         if
         :: succ == NIL ->
-            atomic {                    /* queuedlock.c:143  cmpxchg(*SpinLock, Queue -> 0) */
+            atomic {                    /* cmpxchg(*SpinLock, Queue -> 0) */
                 if
                 :: tail == e -> tail = NIL; ok = true
                 :: else -> ok = false
                 fi
             };
             if
-            :: ok -> goto released      /* queuedlock.c:146  lock free, nobody waits */
+            :: ok -> goto released      /* lock free, nobody waits */
             :: else -> skip
             fi;
 #ifndef MUTANT_NO_LINK_WAIT
-            (next[e] != NIL);           /* queuedlock.c:149-152  wait for the successor's link */
+            (next[e] != NIL);           /* wait for the successor's link */
 #endif
-            succ = next[e]              /* queuedlock.c:149  Successor = Queue->Next */
+            succ = next[e]              /* Successor = Queue->Next */
         :: else -> skip
         fi;
         assert(succ != NIL);            /* the hand-off below would store through NULL */
-        next[e] = NIL;                  /* queuedlock.c:159  Queue->Next = NULL */
-        sbuf[me] = succ;                /* queuedlock.c:165  K1: Successor->Lock = SpinLock | OWNER (release store, buffered) */
+        next[e] = NIL;                  /* Queue->Next = NULL */
+        sbuf[me] = succ;                /* K1: Successor->Lock = SpinLock | OWNER (release store, buffered) */
 #ifndef MUTANT_NO_WAKER_FENCE
         (sbuf[me] == NIL);              /* K2: full barrier, pairs with the waiter's W3 */
 #endif
