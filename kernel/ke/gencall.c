@@ -54,8 +54,7 @@ static KDPC KiGenericCallDpc[MAXIMUM_PROCESSORS];  // owned by the call being se
 typedef struct _KI_GENERIC_CALL_WATCH
 {
     KI_WAIT_WATCH Watch;
-    ULONG64 Start;
-    ULONG64 Limit;
+    KI_DEADLINE Deadline;
     volatile ULONG_PTR *Word;
     ULONG_PTR Value;
     ULONG_PTR Which;
@@ -66,7 +65,7 @@ KiGenericCallWatchCheck(KI_WAIT_WATCH *Watch)
 {
     KI_GENERIC_CALL_WATCH *Call = CONTAINING_RECORD(Watch, KI_GENERIC_CALL_WATCH, Watch);
 
-    if ((ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Call->Start > Call->Limit)
+    if (KiDeadlinePassed(&Call->Deadline))
     {
         KeBugCheckEx(SPINDLE_DPC_CALL_TIMEOUT, (ULONG_PTR)Call->Word, Call->Value,
                      KeGetCurrentIrql(), Call->Which);
@@ -82,12 +81,10 @@ KiGenericCallWatchCheck(KI_WAIT_WATCH *Watch)
 static ULONG_PTR
 KiGenericCallWaitForChange(volatile ULONG_PTR *Word, ULONG_PTR Value, ULONG_PTR Which)
 {
-    LARGE_INTEGER Frequency;
     KI_GENERIC_CALL_WATCH Watch;
 
     Watch.Watch.Check = KiGenericCallWatchCheck;
-    Watch.Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-    Watch.Limit = (ULONG64)Frequency.QuadPart / 1000 * KI_GENERIC_CALL_TIMEOUT_MS;
+    KiStartDeadline(&Watch.Deadline, KI_GENERIC_CALL_TIMEOUT_MS);
     Watch.Word = Word;
     Watch.Value = Value;
     Watch.Which = Which;

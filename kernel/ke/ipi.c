@@ -59,8 +59,7 @@ volatile ULONG64 KiApcInterruptCount[MAXIMUM_PROCESSORS];
 typedef struct _KI_IPI_WATCH
 {
     KI_WAIT_WATCH Watch;
-    ULONG64 Start;
-    ULONG64 Limit;
+    KI_DEADLINE Deadline;
     volatile ULONG_PTR *Counter;
     volatile UCHAR *Marks; // HasArrived or IsDone: who has not yet
 } KI_IPI_WATCH;
@@ -70,7 +69,7 @@ KiIpiWatchCheck(KI_WAIT_WATCH *Watch)
 {
     KI_IPI_WATCH *IpiWatch = CONTAINING_RECORD(Watch, KI_IPI_WATCH, Watch);
 
-    if ((ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - IpiWatch->Start > IpiWatch->Limit)
+    if (KiDeadlinePassed(&IpiWatch->Deadline))
     {
         ULONG Culprit = 0;
 
@@ -101,12 +100,10 @@ KiIpiWatchCheck(KI_WAIT_WATCH *Watch)
 static VOID
 KiIpiWaitForTargets(volatile ULONG_PTR *Flag, volatile ULONG_PTR *Counter, volatile UCHAR *Marks)
 {
-    LARGE_INTEGER Frequency;
     KI_IPI_WATCH Watch;
 
     Watch.Watch.Check = KiIpiWatchCheck;
-    Watch.Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
-    Watch.Limit = (ULONG64)Frequency.QuadPart / 1000 * KiIpiTimeoutMs;
+    KiStartDeadline(&Watch.Deadline, KiIpiTimeoutMs);
     Watch.Counter = Counter;
     Watch.Marks = Marks;
     /* Acquire (in KiWaitForChange): pairs with the last target's release of *Flag. */

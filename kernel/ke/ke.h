@@ -324,6 +324,28 @@ struct _KI_WAIT_WATCH
     KI_WAIT_WATCH_ROUTINE *Check;
 };
 
+/* A watch's deadline: Milliseconds on the performance counter from KiStartDeadline. */
+typedef struct _KI_DEADLINE
+{
+    ULONG64 Start;
+    ULONG64 Limit;
+} KI_DEADLINE;
+
+static inline VOID
+KiStartDeadline(KI_DEADLINE *Deadline, ULONG Milliseconds)
+{
+    LARGE_INTEGER Frequency;
+
+    Deadline->Start = (ULONG64)KeQueryPerformanceCounter(&Frequency).QuadPart;
+    Deadline->Limit = (ULONG64)Frequency.QuadPart / 1000 * Milliseconds;
+}
+
+static inline BOOLEAN
+KiDeadlinePassed(const KI_DEADLINE *Deadline)
+{
+    return (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Deadline->Start > Deadline->Limit;
+}
+
 /* KiWaitForChange / KiWaitWakeHalted flags. */
 #define KI_WAIT_UNFENCED   0x1 // the waker's change is a plain store with no barrier after it
 #define KI_WAIT_WAKE_ONE   0x2 // (wake) at most one halted waiter
