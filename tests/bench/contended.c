@@ -101,85 +101,49 @@ BenchRunning(BENCH_CONTENDED *C, ULONG Window)
 /* The critical section and the rest of one iteration, shared by every loop. */
 #define BENCH_CRITICAL(C, Cs) ((C)->Counter = (C)->Counter + 1, BenchBusy(Cs))
 
-static __attribute__((noinline)) ULONG64
-BenchLoopAtDpcLevel(BENCH_CONTENDED *C)
-{
-    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
-    ULONG64 N = 0;
-    KIRQL Old;
-
-    KeRaiseIrql(DISPATCH_LEVEL, &Old);
-    while (BenchRunning(C, Window))
-    {
-        KeAcquireSpinLockAtDpcLevel(&C->Lock);
-        BENCH_CRITICAL(C, Cs);
-        KeReleaseSpinLockFromDpcLevel(&C->Lock);
-        BenchBusy(Ncs);
-        N++;
+/*
+ * Defines Name, one lock's loop: `Acquire; critical section; Release` until
+ * the window's stop, returning the acquisitions. AtDpcLevel: the loop runs
+ * raised to DISPATCH_LEVEL once around it, as a DPC routine would run it.
+ * Local declares what Acquire and Release share (a queue handle, a node).
+ */
+#define BENCH_LOOP(Name, AtDpcLevel, Local, Acquire, Release)                                      \
+    static __attribute__((noinline)) ULONG64 Name(BENCH_CONTENDED *C)                              \
+    {                                                                                              \
+        ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;                                \
+        ULONG64 N = 0;                                                                             \
+        KIRQL Old = PASSIVE_LEVEL;                                                                 \
+        Local;                                                                                     \
+                                                                                                   \
+        if (AtDpcLevel)                                                                            \
+        {                                                                                          \
+            KeRaiseIrql(DISPATCH_LEVEL, &Old);                                                     \
+        }                                                                                          \
+        while (BenchRunning(C, Window))                                                            \
+        {                                                                                          \
+            Acquire;                                                                               \
+            BENCH_CRITICAL(C, Cs);                                                                 \
+            Release;                                                                               \
+            BenchBusy(Ncs);                                                                        \
+            N++;                                                                                   \
+        }                                                                                          \
+        if (AtDpcLevel)                                                                            \
+        {                                                                                          \
+            KeLowerIrql(Old);                                                                      \
+        }                                                                                          \
+        return N;                                                                                  \
     }
-    KeLowerIrql(Old);
-    return N;
-}
 
-static __attribute__((noinline)) ULONG64
-BenchLoopRaising(BENCH_CONTENDED *C)
-{
-    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
-    ULONG64 N = 0;
-
-    while (BenchRunning(C, Window))
-    {
-        KIRQL Old;
-
-        KeAcquireSpinLock(&C->Lock, &Old);
-        BENCH_CRITICAL(C, Cs);
-        KeReleaseSpinLock(&C->Lock, Old);
-        BenchBusy(Ncs);
-        N++;
-    }
-    return N;
-}
-
-static __attribute__((noinline)) ULONG64
-BenchLoopQueuedAtDpcLevel(BENCH_CONTENDED *C)
-{
-    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
-    ULONG64 N = 0;
-    KIRQL Old;
-
-    KeRaiseIrql(DISPATCH_LEVEL, &Old);
-    while (BenchRunning(C, Window))
-    {
-        KLOCK_QUEUE_HANDLE Handle;
-
-        KeAcquireInStackQueuedSpinLockAtDpcLevel(&C->Lock, &Handle);
-        BENCH_CRITICAL(C, Cs);
-        KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle);
-        BenchBusy(Ncs);
-        N++;
-    }
-    KeLowerIrql(Old);
-    return N;
-}
-
-static __attribute__((noinline)) ULONG64
-BenchLoopQueuedRaising(BENCH_CONTENDED *C)
-{
-    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
-    ULONG64 N = 0;
-
-    while (BenchRunning(C, Window))
-    {
-        KLOCK_QUEUE_HANDLE Handle;
-
-        KeAcquireInStackQueuedSpinLock(&C->Lock, &Handle);
-        BENCH_CRITICAL(C, Cs);
-        KeReleaseInStackQueuedSpinLock(&Handle);
-        BenchBusy(Ncs);
-        N++;
-    }
-    return N;
-}
+BENCH_LOOP(BenchLoopAtDpcLevel, TRUE, (void)0, KeAcquireSpinLockAtDpcLevel(&C->Lock),
+           KeReleaseSpinLockFromDpcLevel(&C->Lock))
+BENCH_LOOP(BenchLoopRaising, FALSE, KIRQL Irql, KeAcquireSpinLock(&C->Lock, &Irql),
+           KeReleaseSpinLock(&C->Lock, Irql))
+BENCH_LOOP(BenchLoopQueuedAtDpcLevel, TRUE, KLOCK_QUEUE_HANDLE Handle,
+           KeAcquireInStackQueuedSpinLockAtDpcLevel(&C->Lock, &Handle),
+           KeReleaseInStackQueuedSpinLockFromDpcLevel(&Handle))
+BENCH_LOOP(BenchLoopQueuedRaising, FALSE, KLOCK_QUEUE_HANDLE Handle,
+           KeAcquireInStackQueuedSpinLock(&C->Lock, &Handle),
+           KeReleaseInStackQueuedSpinLock(&Handle))
 
 /*
  * Linux 6.1's spin_lock() in a VM without paravirtual spin locks: the
@@ -214,61 +178,32 @@ BenchTasRelease(ULONG *Word)
     __atomic_store_n(Word, 0, __ATOMIC_RELEASE);
 }
 
-static __attribute__((noinline)) ULONG64
-BenchLoopVirtTas(BENCH_CONTENDED *C)
+/* The module's raw_xchg lock: xchg, spin reading while held, release store. */
+static inline VOID
+BenchXchgAcquire(ULONG64 *Word)
 {
-    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
-    ULONG64 N = 0;
-    KIRQL Old;
-
-    KeRaiseIrql(DISPATCH_LEVEL, &Old);
-    while (BenchRunning(C, Window))
+    /* Acquire: pairs with the release store in BenchXchgRelease on another processor. */
+    while (__atomic_exchange_n(Word, 1, __ATOMIC_ACQUIRE) != 0)
     {
-        BenchTasAcquire(&C->TasWord);
-        BENCH_CRITICAL(C, Cs);
-        BenchTasRelease(&C->TasWord);
-        BenchBusy(Ncs);
-        N++;
+        do
+        {
+            x86_pause();
+        } while (__atomic_load_n(Word, __ATOMIC_RELAXED) != 0);
     }
-    KeLowerIrql(Old);
-    return N;
 }
 
-/* The module's raw_xchg lock: xchg, spin reading while held, release store. */
-static __attribute__((noinline)) ULONG64
-BenchLoopRawXchg(BENCH_CONTENDED *C)
+static inline VOID
+BenchXchgRelease(ULONG64 *Word)
 {
-    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
-    ULONG64 N = 0;
-    KIRQL Old;
-
-    KeRaiseIrql(DISPATCH_LEVEL, &Old);
-    while (BenchRunning(C, Window))
-    {
-        /* Acquire: pairs with the release store below on another processor. */
-        while (__atomic_exchange_n(&C->XWord, 1, __ATOMIC_ACQUIRE) != 0)
-        {
-            do
-            {
-                x86_pause();
-            } while (__atomic_load_n(&C->XWord, __ATOMIC_RELAXED) != 0);
-        }
-        BENCH_CRITICAL(C, Cs);
-        __atomic_store_n(&C->XWord, 0, __ATOMIC_RELEASE);
-        BenchBusy(Ncs);
-        N++;
-    }
-    KeLowerIrql(Old);
-    return N;
+    __atomic_store_n(Word, 0, __ATOMIC_RELEASE);
 }
 
 /*
- * A bare MCS queue lock, the algorithm of API.md §4 and nothing else: a
- * node on the stack per acquisition, xchg on the tail, the waiter spins
- * (with pause) on its own node, the releaser hands off with one store. No
- * halting, no wake, no fence beyond the algorithm's own, all inline: what
- * the in-stack queued lock's algorithm costs on this machine before
- * anything Spindle adds to it.
+ * A bare MCS queue lock, the in-stack queued lock's algorithm (API.md §4)
+ * and nothing else: a node per acquisition, xchg on the tail, the waiter
+ * spins (with pause) on its own node, the releaser hands off with one store.
+ * No halting, no wake, no barrier beyond the algorithm's own, no call: what
+ * that algorithm costs on this machine before anything Spindle adds to it.
  */
 typedef struct _BENCH_MCS_NODE
 {
@@ -276,57 +211,58 @@ typedef struct _BENCH_MCS_NODE
     ULONG volatile Wait;
 } BENCH_MCS_NODE;
 
-static __attribute__((noinline)) ULONG64
-BenchLoopRawMcs(BENCH_CONTENDED *C)
+static inline VOID
+BenchMcsAcquire(BENCH_MCS_NODE **Tail, BENCH_MCS_NODE *Node)
 {
-    ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;
-    ULONG64 N = 0;
-    KIRQL Old;
+    BENCH_MCS_NODE *Prev;
 
-    KeRaiseIrql(DISPATCH_LEVEL, &Old);
-    while (BenchRunning(C, Window))
+    Node->Next = NULL;
+    Node->Wait = 1;
+    /* Full barrier: the node is initialised before a successor can find it. */
+    Prev = __atomic_exchange_n(Tail, Node, __ATOMIC_SEQ_CST);
+    if (Prev != NULL)
     {
-        BENCH_MCS_NODE Node = {NULL, 1};
-        BENCH_MCS_NODE *Prev, *Next;
-
-        /* Full barrier: our node is initialised before a successor can find it. */
-        Prev = __atomic_exchange_n(&C->McsTail, &Node, __ATOMIC_SEQ_CST);
-        if (Prev != NULL)
+        /* Release: Wait is set before the predecessor sees us. */
+        __atomic_store_n(&Prev->Next, Node, __ATOMIC_RELEASE);
+        /* Acquire: pairs with the hand-off store in BenchMcsRelease. */
+        while (__atomic_load_n(&Node->Wait, __ATOMIC_ACQUIRE) != 0)
         {
-            /* Release: Wait is set before the predecessor sees us. */
-            __atomic_store_n(&Prev->Next, &Node, __ATOMIC_RELEASE);
-            /* Acquire: pairs with the hand-off store below. */
-            while (__atomic_load_n(&Node.Wait, __ATOMIC_ACQUIRE) != 0)
-            {
-                x86_pause();
-            }
+            x86_pause();
         }
-        BENCH_CRITICAL(C, Cs);
-        Next = __atomic_load_n(&Node.Next, __ATOMIC_ACQUIRE);
-        if (Next == NULL)
-        {
-            BENCH_MCS_NODE *Expected = &Node;
-
-            /* Release: the critical section is visible before the tail reads free. */
-            if (__atomic_compare_exchange_n(&C->McsTail, &Expected, NULL, FALSE, __ATOMIC_RELEASE,
-                                            __ATOMIC_RELAXED))
-            {
-                goto Released;
-            }
-            while ((Next = __atomic_load_n(&Node.Next, __ATOMIC_ACQUIRE)) == NULL)
-            {
-                x86_pause();
-            }
-        }
-        /* Release: the hand-off, after our critical section. */
-        __atomic_store_n(&Next->Wait, 0, __ATOMIC_RELEASE);
-    Released:
-        BenchBusy(Ncs);
-        N++;
     }
-    KeLowerIrql(Old);
-    return N;
 }
+
+static inline VOID
+BenchMcsRelease(BENCH_MCS_NODE **Tail, BENCH_MCS_NODE *Node)
+{
+    BENCH_MCS_NODE *Next = __atomic_load_n(&Node->Next, __ATOMIC_ACQUIRE);
+
+    if (Next == NULL)
+    {
+        BENCH_MCS_NODE *Expected = Node;
+
+        /* Release: the critical section is visible before the tail reads free. */
+        if (__atomic_compare_exchange_n(Tail, &Expected, NULL, FALSE, __ATOMIC_RELEASE,
+                                        __ATOMIC_RELAXED))
+        {
+            return;
+        }
+        /* A successor is between its exchange and its link. */
+        while ((Next = __atomic_load_n(&Node->Next, __ATOMIC_ACQUIRE)) == NULL)
+        {
+            x86_pause();
+        }
+    }
+    /* Release: the hand-off, after our critical section. */
+    __atomic_store_n(&Next->Wait, 0, __ATOMIC_RELEASE);
+}
+
+BENCH_LOOP(BenchLoopVirtTas, TRUE, (void)0, BenchTasAcquire(&C->TasWord),
+           BenchTasRelease(&C->TasWord))
+BENCH_LOOP(BenchLoopRawXchg, TRUE, (void)0, BenchXchgAcquire(&C->XWord),
+           BenchXchgRelease(&C->XWord))
+BENCH_LOOP(BenchLoopRawMcs, TRUE, BENCH_MCS_NODE Node, BenchMcsAcquire(&C->McsTail, &Node),
+           BenchMcsRelease(&C->McsTail, &Node))
 
 /* ---------------------------------------------------------------- one window */
 
