@@ -35,6 +35,7 @@ CASES=(
     "watchdog|Fault:watchdog_names_the_stuck_processor|2||39|-|re:# watchdog: Fault:watchdog_names_the_stuck_processor;bt:last:FaultSpinWithInterruptsOff;bt:0:FaultWaitForever"
     "page-fault|Fault:page_fault_names_the_faulting_function|2||37|-|re:\*\*\* EXCEPTION 14: #PF page fault;re:\*\*\* STOP: 0x00000050 \(0x0000000000000000, 0x0000000000000001,;bt:0:FaultWriteThroughNull;bt:0:KtTest_Fault_page_fault_names_the_faulting_function"
     "ipi-timeout|Fault:ipi_timeout_names_the_culprit|2||37|-|re:processor 1 has not taken the IPI;re:\*\*\* STOP: 0x5D000003 \(.*0x0000000000000001\) SPINDLE_IPI_TIMEOUT;bt:last:FaultSpinWithInterruptsOff;bt:0:FaultBroadcast"
+    "generic-call-timeout|Fault:generic_call_timeout_names_the_wait|2||37|-|re:\*\*\* STOP: 0x5D000016 \(0x[0-9A-F]+, 0x0000000000000001, 0x0000000000000002, 0x0000000000000003\) SPINDLE_DPC_CALL_TIMEOUT;bt:last:FaultSpinWithInterruptsOff;bt:0:FaultGenericCall"
     "stack-overflow-thread|Fault:stack_overflow_in_test_thread|2||37|-|re:\*\*\* STOP: 0x0000007F \(0x0000000000000008,.*UNEXPECTED_KERNEL_MODE_TRAP;re:#DF double fault.* on processor 0 ;bt:0:FtRecurse"
     "stack-overflow-dpc|Fault:stack_overflow_in_dpc_on_another_processor|4||37|-|re:\*\*\* STOP: 0x0000007F \(0x0000000000000008,.*UNEXPECTED_KERNEL_MODE_TRAP;re:#DF double fault.* on processor 1 ;bt:1:FtRecurse"
     "special-pool-overrun|Fault:special_pool_overrun|2|pool=special|37|-|re:\*\*\* STOP: 0x000000D6 .*DRIVER_PAGE_FAULT_BEYOND_END_OF_ALLOCATION;bt:0:FtWriteBytes"

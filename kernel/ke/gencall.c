@@ -17,7 +17,7 @@
  * the new round, never the old one.
  * Every wait is the kernel's KiWaitForChange (spin, then halt until the
  * processor that changes the word wakes it) and is bounded: a waited-on word
- * that does not change for KI_GENERIC_CALL_TIMEOUT_MS bug-checks
+ * that does not change for KiGenericCallTimeoutMs bug-checks
  * SPINDLE_DPC_CALL_TIMEOUT.
  */
 #include "kernel/ke/ke.h"
@@ -25,11 +25,12 @@
 #define KI_REVERSE_BARRIER_SENSE 0x80000000u
 
 /*
- * How long a waited-on word may stay unchanged (generous: under TCG a vCPU
- * may be off its host core for a long time). Each change restarts the bound,
- * so a long queue of callers is not a timeout; a processor that never arrives is.
+ * How long a waited-on word may stay unchanged, in ms (generous: under TCG a
+ * vCPU may be off its host core for a long time; the Fault suite shortens
+ * it). Each change restarts the bound, so a long queue of callers is not a
+ * timeout; a processor that never arrives is.
  */
-#define KI_GENERIC_CALL_TIMEOUT_MS 30000
+volatile ULONG KiGenericCallTimeoutMs = 30000;
 
 /* SPINDLE_DPC_CALL_TIMEOUT's P4: which wait ran out. */
 #define KI_GENERIC_CALL_WAIT_TURN    1 // a caller for its turn
@@ -50,7 +51,7 @@ static volatile ULONG_PTR KiGenericCallNextTicket; // the next caller's ticket
 static volatile ULONG_PTR KiGenericCallNowServing; // the ticket whose call runs
 static KDPC KiGenericCallDpc[MAXIMUM_PROCESSORS];  // owned by the call being served
 
-/* A wait's bound: no change of the word for KI_GENERIC_CALL_TIMEOUT_MS. */
+/* A wait's bound: no change of the word for KiGenericCallTimeoutMs. */
 typedef struct _KI_GENERIC_CALL_WATCH
 {
     KI_WAIT_WATCH Watch;
@@ -75,7 +76,7 @@ KiGenericCallWatchCheck(KI_WAIT_WATCH *Watch)
 /*
  * Waits until *Word differs from Value and returns the new value (acquire:
  * pairs with the release that changed it); spins, then halts (KiWaitForChange).
- * No change for KI_GENERIC_CALL_TIMEOUT_MS bug-checks SPINDLE_DPC_CALL_TIMEOUT
+ * No change for KiGenericCallTimeoutMs bug-checks SPINDLE_DPC_CALL_TIMEOUT
  * (P1 = Word, P2 = Value, P3 = current IRQL, P4 = which wait).
  */
 static ULONG_PTR
@@ -84,7 +85,7 @@ KiGenericCallWaitForChange(volatile ULONG_PTR *Word, ULONG_PTR Value, ULONG_PTR 
     KI_GENERIC_CALL_WATCH Watch;
 
     Watch.Watch.Check = KiGenericCallWatchCheck;
-    KiStartDeadline(&Watch.Deadline, KI_GENERIC_CALL_TIMEOUT_MS);
+    KiStartDeadline(&Watch.Deadline, KiGenericCallTimeoutMs);
     Watch.Word = Word;
     Watch.Value = Value;
     Watch.Which = Which;

@@ -201,6 +201,8 @@ typedef struct _KI_WORKLOAD
 
 /* How long KeIpiGenericCall waits for every processor (default 30000 ms; a test may lower it). */
 extern volatile ULONG KiIpiTimeoutMs;
+/* How long a KeGenericCallDpc wait may see no change (default 30000 ms; a test may lower it). */
+extern volatile ULONG KiGenericCallTimeoutMs;
 
 BOOLEAN KiBugCheckInProgress(VOID);
 VOID KiSetBugCheckTrapFrame(const struct x86_trap_frame *Frame);

@@ -253,6 +253,34 @@ KTEST_EX(Fault, ipi_timeout_names_the_culprit, KTEST_SMP_ONLY, 120000)
     FAULT_NO_TAIL_CALL();
 }
 
+static VOID
+FaultGenericCallRoutine(PKDPC Dpc, PVOID Context, PVOID SystemArgument1, PVOID SystemArgument2)
+{
+    KeSignalCallDpcDone(SystemArgument1);
+}
+
+static __attribute__((noinline)) VOID
+FaultGenericCall(VOID)
+{
+    KeGenericCallDpc(FaultGenericCallRoutine, NULL);
+    FAULT_NO_TAIL_CALL();
+}
+
+/*
+ * KeGenericCallDpc with one processor that never runs its DPC: the caller's
+ * wait for the last KeSignalCallDpcDone ends in SPINDLE_DPC_CALL_TIMEOUT
+ * (P2 = 1 processor still to finish, P3 = DISPATCH_LEVEL, P4 = 3, the done
+ * wait), with the stuck processor's backtrace.
+ */
+KTEST_EX(Fault, generic_call_timeout_names_the_wait, KTEST_SMP_ONLY, 120000)
+{
+    FaultEnter();
+    FaultStickLastProcessor();
+    KiGenericCallTimeoutMs = 3000;
+    FaultGenericCall();
+    FAULT_NO_TAIL_CALL();
+}
+
 static volatile ULONG *volatile FaultNull; // NULL, but the compiler may not assume so
 
 static __attribute__((noinline)) VOID
