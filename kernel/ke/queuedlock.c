@@ -242,9 +242,13 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
     __atomic_store_n(&Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER),
                      __ATOMIC_RELEASE);
     /*
-     * K2-K3 (ke/wait.c) inline: the barrier, then the mask; only a processor
-     * published in it costs a call. Leaves the common hand-off without a frame
-     * or a call (under TCG every return is an indirect-branch lookup).
+     * K2-K3 (ke/wait.c) inline. K2: a full barrier, so the hand-off store is
+     * visible before the mask is read; pairs with the waiter's locked OR into
+     * the mask (W3), so either it re-reads its Lock and sees OWNER (W4) or we
+     * see its bit here. The mask read before the hand-off above was only a
+     * hint choosing the path. Only a processor published in the mask costs a
+     * call, so the common hand-off has no frame and no call (under TCG every
+     * return is an indirect-branch lookup).
      */
     __atomic_thread_fence(__ATOMIC_SEQ_CST);
     if (__builtin_expect(__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0, 0))

@@ -195,6 +195,7 @@ BenchXchgAcquire(ULONG64 *Word)
 static inline VOID
 BenchXchgRelease(ULONG64 *Word)
 {
+    /* Release: pairs with the acquiring exchange in BenchXchgAcquire. */
     __atomic_store_n(Word, 0, __ATOMIC_RELEASE);
 }
 
