@@ -58,6 +58,10 @@ VOID HalSendNmi(ULONG ApicId);
 VOID HalInitializeClock(VOID);
 /* Starts the calling processor's periodic APIC timer: Vector every PeriodMicroseconds. */
 VOID HalStartClockInterrupt(ULONG Vector, ULONG PeriodMicroseconds);
+/* Changes the calling processor's period; the next interrupt is a full period away. */
+VOID HalSetClockPeriod(ULONG PeriodMicroseconds);
+/* The calling processor's period in microseconds, read back from its timer (rounded down). */
+ULONG HalGetClockPeriod(VOID);
 /* The TSC, and its rate in Hz in *Frequency when given. Any IRQL. */
 ULONG64 HalQueryPerformanceCounter(ULONG64 *Frequency);
 /* Busy-waits at least Microseconds. Any IRQL. */

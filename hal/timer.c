@@ -167,13 +167,35 @@ HalInitializeClock(VOID)
 VOID
 HalStartClockInterrupt(ULONG Vector, ULONG PeriodMicroseconds)
 {
+    HalpApicWrite(LAPIC_REG_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_16);
+    HalpApicWrite(LAPIC_REG_LVT_TIMER, LAPIC_LVT_PERIODIC | (Vector & 0xff));
+    HalSetClockPeriod(PeriodMicroseconds);
+}
+
+/*
+ * Changes the calling processor's clock interrupt period (started with
+ * HalStartClockInterrupt). The count restarts: the next interrupt comes
+ * PeriodMicroseconds from now. Interrupts off, or IRQL >= CLOCK_LEVEL.
+ */
+VOID
+HalSetClockPeriod(ULONG PeriodMicroseconds)
+{
     ULONG64 Count = HalpScale(PeriodMicroseconds, HalpApicTimerFrequency, HALP_MICROSECONDS);
 
     ASSERT(HalpApicTimerFrequency != 0);
     ASSERT(Count != 0 && Count <= 0xffffffffULL);
-    HalpApicWrite(LAPIC_REG_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_16);
-    HalpApicWrite(LAPIC_REG_LVT_TIMER, LAPIC_LVT_PERIODIC | (Vector & 0xff));
-    HalpApicWrite(LAPIC_REG_TIMER_INITIAL, (uint32_t)Count); // this write starts the timer
+    HalpApicWrite(LAPIC_REG_TIMER_INITIAL, (uint32_t)Count); // this write (re)starts the count
+}
+
+/*
+ * The calling processor's clock interrupt period in microseconds, read back
+ * from its timer's initial count (rounded down). Any IRQL; pin the processor.
+ */
+ULONG
+HalGetClockPeriod(VOID)
+{
+    return (ULONG)HalpScale(HalpApicRead(LAPIC_REG_TIMER_INITIAL), HALP_MICROSECONDS,
+                            HalpApicTimerFrequency);
 }
 
 /*

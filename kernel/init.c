@@ -40,6 +40,25 @@ KiRunWorkload(PCSTR CommandLine)
     KeBugCheckEx(MANUALLY_INITIATED_CRASH, 0, 0, 0, 0); // a workload ends the run itself
 }
 
+INIT_CODE ULONG
+KiCommandLineValue(PCSTR CommandLine, const char *Key, ULONG Default, ULONG Min, ULONG Max)
+{
+    size_t Length;
+    const char *Text = cmdline_get(CommandLine, Key, &Length);
+    uint64_t Value;
+
+    if (Text == NULL || Length == 0)
+    {
+        return Default;
+    }
+    if (!parse_u64(Text, Length, &Value) || Value < Min || Value > Max)
+    {
+        DbgPrint("Spindle: %s= must be a number from %u to %u; using %u\n", Key, Min, Max, Default);
+        return Default;
+    }
+    return (ULONG)Value;
+}
+
 INIT_CODE __attribute__((noreturn)) static VOID KiSystemStartupPhase1(VOID);
 
 /*
@@ -98,7 +117,7 @@ KiSystemStartupPhase1(VOID)
     KiInitializeDpc();
     KiInitializeWait(KiBootInfo.CommandLine);
     KiInitializeIpi();
-    KiInitializeClock();
+    KiInitializeClock(KiBootInfo.CommandLine);
     x86_sti();
     KiStartSecondaryProcessors();
     KiProcessorsOnlineTsc = x86_rdtsc();

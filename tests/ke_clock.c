@@ -10,6 +10,7 @@
 
 #include <ktest.h>
 
+#include "hal/hal.h"
 #include "kernel/ke/ke.h"
 
 /*
@@ -282,4 +283,152 @@ KTEST(KeClock, ticks_come_no_faster_than_the_period)
     Periods = Elapsed / KcCounts(KI_CLOCK_PERIOD_US, Frequency);
     KtLog("%llu ticks over %llu tick periods", Ticks, Periods);
     KT_EXPECT_LE(Ticks, Periods + Periods / 20 + 2); // 5% for calibration rounding
+}
+
+/* ---------------------------------------------------------------- the idle tick */
+
+/* Waits until processor Number's idle loop has slowed its tick; FALSE after KT_WAIT_MS. */
+static BOOLEAN
+KcWaitForIdleTick(ULONG Number)
+{
+    ULONG64 Limit = KcCounts(KT_WAIT_MS * 1000ull, KcPerformanceFrequency());
+    ULONG64 Start = KcPerformanceCounter();
+
+    while (!KiGetPrcb(Number)->ClockIdle)
+    {
+        if (KcPerformanceCounter() - Start > Limit)
+        {
+            return FALSE;
+        }
+        x86_pause();
+    }
+    return TRUE;
+}
+
+/*
+ * Between tests every processor but 0 sits in its idle loop: over an interval
+ * the performance counter measures, each takes at most one tick per idle
+ * period, plus the two ticks_come_no_faster_than_the_period allows for. At
+ * the 10 ms tick it would take about 20.
+ */
+KTEST_EX(KeClock, idle_processors_tick_at_the_idle_period, KTEST_SMP_ONLY, 0)
+{
+    ULONG Count = KeQueryActiveProcessorCount(NULL);
+    ULONG64 Frequency = KcPerformanceFrequency();
+    ULONG64 Ticks[MAXIMUM_PROCESSORS];
+    ULONG64 Start, Elapsed, Periods;
+
+    if (KiIdleClockPeriodUs < 10 * KI_CLOCK_PERIOD_US)
+    {
+        KT_SKIP("idle_tick_ms= is below 100: too close to the 10 ms tick to tell apart");
+    }
+    KT_EXPECT(!KeGetCurrentPrcb()->ClockIdle); // processor 0 keeps the system tick
+    for (ULONG Number = 1; Number < Count; Number++)
+    {
+        KT_ASSERT(KcWaitForIdleTick(Number));
+    }
+    for (ULONG Number = 1; Number < Count; Number++)
+    {
+        Ticks[Number] = KiGetPrcb(Number)->ClockTicks;
+    }
+    Start = KcPerformanceCounter();
+    KeStallExecutionProcessor(20 * KI_CLOCK_PERIOD_US);
+    Elapsed = KcPerformanceCounter() - Start;
+    Periods = Elapsed / KcCounts(KiIdleClockPeriodUs, Frequency);
+    for (ULONG Number = 1; Number < Count; Number++)
+    {
+        ULONG64 Taken = KiGetPrcb(Number)->ClockTicks - Ticks[Number];
+
+        KtLog("processor %u: %llu ticks over %llu idle periods", Number, Taken, Periods);
+        KT_EXPECT_LE(Taken, Periods + 2);
+        KT_EXPECT(KiGetPrcb(Number)->ClockIdle);
+    }
+}
+
+/* Work through KtRunOnProcessors takes each processor's 10 ms tick back. */
+static VOID
+KcCheckWorkingPeriod(ULONG Index, PVOID Context)
+{
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    ULONG Period = HalGetClockPeriod();
+
+    if (Prcb->ClockIdle || Period < KI_CLOCK_PERIOD_US - KI_CLOCK_PERIOD_US / 100 ||
+        Period > KI_CLOCK_PERIOD_US)
+    {
+        KtLog("processor %u: clock period %u us, idle %u", Prcb->Number, Period,
+              (ULONG)Prcb->ClockIdle);
+        KtFail("a working processor ticks every 10 ms", __FILE__, __LINE__);
+    }
+}
+
+KTEST_EX(KeClock, working_processors_take_the_10ms_tick, KTEST_SMP_ONLY, 0)
+{
+    KtRunOnProcessors(0, KcCheckWorkingPeriod, NULL);
+    if (KiIdleClockPeriodUs > KI_CLOCK_PERIOD_US)
+    {
+        /* And each goes back to the idle tick once its routine has returned. */
+        for (ULONG Number = 1; Number < KeQueryActiveProcessorCount(NULL); Number++)
+        {
+            KT_EXPECT(KcWaitForIdleTick(Number));
+        }
+    }
+}
+
+/*
+ * A DPC on an idle processor that waits for an ordinary spin lock halts; that
+ * wait needs the 10 ms tick (ke/wait.c, "the one window"), so the processor
+ * takes it back while the DPC waits, and returns to the idle tick afterwards.
+ */
+typedef struct _KC_IDLE_WAITER
+{
+    KSPIN_LOCK Lock;
+    volatile ULONG64 Halts; // the waiter's WaitHalts before it waited
+    volatile ULONG Period;  // its clock period once it owned the lock
+    volatile BOOLEAN Idle;  // its ClockIdle once it owned the lock
+    volatile LONG Done;
+} KC_IDLE_WAITER;
+
+static VOID
+KcIdleWaiterDpc(PKDPC Dpc, PVOID Context, PVOID Argument1, PVOID Argument2)
+{
+    KC_IDLE_WAITER *Waiter = Context;
+
+    KeAcquireSpinLockAtDpcLevel(&Waiter->Lock);
+    Waiter->Period = HalGetClockPeriod();
+    Waiter->Idle = KeGetCurrentPrcb()->ClockIdle;
+    KeReleaseSpinLockFromDpcLevel(&Waiter->Lock);
+    __atomic_store_n(&Waiter->Done, 1, __ATOMIC_RELEASE);
+}
+
+KTEST_EX(KeClock, a_dpc_waiting_on_an_idle_processor_takes_the_10ms_tick, KTEST_SMP_ONLY, 0)
+{
+    ULONG Target = KeQueryActiveProcessorCount(NULL) - 1;
+    PKPRCB TargetPrcb = KiGetPrcb(Target);
+    KC_IDLE_WAITER Waiter = {0};
+    KDPC Dpc;
+    KIRQL OldIrql;
+
+    if (KiIdleClockPeriodUs == KI_CLOCK_PERIOD_US)
+    {
+        KT_SKIP("idle_tick_ms=10: idle processors keep the 10 ms tick");
+    }
+    KT_ASSERT(KcWaitForIdleTick(Target));
+    KeInitializeSpinLock(&Waiter.Lock);
+    KeInitializeDpc(&Dpc, KcIdleWaiterDpc, &Waiter);
+    KeSetTargetProcessorDpc(&Dpc, (CCHAR)Target);
+
+    KeAcquireSpinLock(&Waiter.Lock, &OldIrql);
+    Waiter.Halts = TargetPrcb->WaitHalts;
+    KT_EXPECT_EQ(KeInsertQueueDpc(&Dpc, NULL, NULL), TRUE);
+    /* Held until the DPC has spun its bound and halted in the wait. */
+    KT_EXPECT(KtWaitForWordChange(&TargetPrcb->WaitHalts, Waiter.Halts, KT_WAIT_MS));
+    KT_EXPECT(!TargetPrcb->ClockIdle);
+    KeReleaseSpinLock(&Waiter.Lock, OldIrql);
+
+    KT_ASSERT(KtWaitForLongAtLeast(&Waiter.Done, 1, KT_WAIT_MS));
+    KeFlushQueuedDpcs(); // the DPC and its context are on this stack
+    KT_EXPECT(!Waiter.Idle);
+    KT_EXPECT_LE(Waiter.Period, KI_CLOCK_PERIOD_US);
+    KT_EXPECT_GE(Waiter.Period, KI_CLOCK_PERIOD_US - KI_CLOCK_PERIOD_US / 100);
+    KT_EXPECT(KcWaitForIdleTick(Target)); // back in its idle loop: slow again
 }

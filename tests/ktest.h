@@ -92,8 +92,10 @@ VOID KtRunOnProcessors(ULONG Count, KT_PROCESSOR_ROUTINE *Routine, PVOID Context
 /*
  * Calls Hook on every clock tick of every processor, at CLOCK_LEVEL with
  * interrupts off, until KtSetTickHook(NULL) or the end of the test (the
- * watchdog's tick calls it). For tests whose processors all spin at raised
- * IRQL and need a deadline noticed by someone (the bench's stop flag).
+ * watchdog's tick calls it). Processor 0 and every processor running a
+ * routine tick every 10 ms, an idle one once per idle period. For tests
+ * whose processors all spin at raised IRQL and need a deadline noticed by
+ * someone (the bench's stop flag).
  */
 typedef VOID KT_TICK_HOOK(VOID);
 VOID KtSetTickHook(KT_TICK_HOOK *Hook);

@@ -27,9 +27,11 @@ KiIdleLoop(VOID)
             __atomic_load_n(&Prcb->IdleWorkRoutine, __ATOMIC_ACQUIRE); // pairs with the publish
         if (Routine == NULL)
         {
+            KiSetClockIdle(TRUE); // nothing to run: the slow idle tick (ke/clock.c)
             x86_sti_hlt();
             continue;
         }
+        KiSetClockIdle(FALSE);
         x86_sti();
         Routine(Prcb->IdleWorkContext);
         Prcb->IdleWorkRoutine = NULL;

@@ -61,6 +61,7 @@ typedef struct _KPRCB
     volatile BOOLEAN Online;
     KDPC_DATA DpcData[2];        // each guarded by its DpcLock
     volatile ULONG64 ClockTicks; // clock interrupts taken by this processor
+    volatile BOOLEAN ClockIdle;  // its tick is the idle one (KiSetClockIdle; written by itself)
     volatile ULONG64 InterruptCount;
     ULONG SpinLocksHeld;                            // checked build: ordinary and queued locks held
     KI_IDLE_WORK_ROUTINE *volatile IdleWorkRoutine; // set last by KiQueueIdleWork
@@ -134,6 +135,12 @@ typedef struct _KI_BOOT_INFO
 extern KI_BOOT_INFO KiBootInfo;
 
 VOID KiParseBootInfo(ULONG64 InfoPhysical);
+/*
+ * The number after Key= on CommandLine, or Default when it is absent; one that
+ * is malformed or outside Min..Max is reported and Default used (kernel/init.c).
+ * Start-up only.
+ */
+ULONG KiCommandLineValue(PCSTR CommandLine, const char *Key, ULONG Default, ULONG Min, ULONG Max);
 
 /* ---- bug checks and traps */
 
@@ -254,12 +261,25 @@ VOID KiRegisterClockCallback(KI_CLOCK_CALLBACK *Callback);
 
 #define KI_CLOCK_PERIOD_US 10000  // the clock tick: 10 ms
 #define KI_CLOCK_INCREMENT 100000 // the same in 100 ns units (KeQueryTimeIncrement)
+#define KI_IDLE_CLOCK_MS   1000   // idle_tick_ms= default: an idle secondary processor's tick
 
 /* Ticks since the clock started; advanced by processor 0 only (kernel/ke/clock.c). */
 extern volatile ULONG64 KiTickCount;
 
-/* Calibrates the clock and starts the tick on the boot processor; once, before APs start. */
-VOID KiInitializeClock(VOID);
+/* An idle secondary processor's tick period in microseconds (idle_tick_ms=; clock.c). */
+extern ULONG KiIdleClockPeriodUs;
+
+/*
+ * Calibrates the clock, reads idle_tick_ms= and starts the tick on the boot
+ * processor; once, before APs start.
+ */
+VOID KiInitializeClock(PCSTR CommandLine);
+/*
+ * Idle: this processor runs nothing (its idle loop is about to halt), so its
+ * tick slows to KiIdleClockPeriodUs; !Idle: back to KI_CLOCK_PERIOD_US.
+ * Processor 0 keeps the system tick and is never slowed. Interrupts off.
+ */
+VOID KiSetClockIdle(BOOLEAN Idle);
 /* Starts the tick on the calling processor; each AP calls it from KiSecondaryStartup. */
 VOID KiInitializeClockProcessor(VOID);
 /* Expires the timers due at or before Tick; processor 0's clock interrupt, CLOCK_LEVEL. */
@@ -408,8 +428,8 @@ ULONG_PTR KiWaitForChangeTail(volatile ULONG_PTR *Address, ULONG_PTR OldValue, U
  * function return. Measured under TCG at -smp 8, two processors on one
  * ordinary lock: with the whole wait out of line, 4 of 10 boots gave one of
  * them 2.2-3.4 times the other's acquisitions; with this stretch inline, 3 of
- * 20 boots did (2.0, 2.1 and 4.1). Fewer, but not gone, and too few boots to
- * call it settled (README, "Waiting").
+ * 20 boots did (2.0, 2.1 and 4.1). Fewer, but not gone: most of the rest
+ * came from idle processors' clock ticks (ke/clock.c; README, "Waiting").
  */
 static inline ULONG_PTR
 KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI_WAIT_WATCH *Watch)

@@ -12,7 +12,9 @@
  * 0 within a few instructions (KiWaitForChange's first stretch is inline):
  * with two processors and a short critical section the word reads 0 only
  * briefly, and with a slower retry the split between them was uneven in
- * more boots (ke.h, KiWaitForChange, has the numbers; uneven boots remain).
+ * more boots (ke.h, KiWaitForChange, has the numbers). Most of the uneven
+ * boots that remained came from idle processors' clock ticks taking host
+ * time under overcommit (ke/clock.c, the idle tick).
  * No waiter state is kept in the word, so its values are exactly the ones
  * above. Acquiring raises IRQL first; releasing stores 0 before IRQL is
  * lowered.

@@ -64,7 +64,9 @@
  * W4 still reads the old A, and W halts with nobody to wake it. Such a waiter
  * halts only below CLOCK_LEVEL with a running clock, so the next clock tick
  * (KI_CLOCK_PERIOD_US) wakes it and it re-checks: the window costs at most
- * one tick, never a hang. Fenced waits (every other caller) have no window.
+ * one tick, never a hang. On an idle processor (a DPC waiting there) the
+ * waiter first takes the 10 ms tick back from the slow idle one (ke/clock.c).
+ * Fenced waits (every other caller) have no window.
  *
  * Counters (per PRCB, for tests and the bench): WaitHalts (hlt entered),
  * WaitWakes (wake IPIs taken), WaitWakesSent, WaitSpinBounds (spin bounds
@@ -100,25 +102,6 @@ KiWaitWakeInterrupt(struct x86_trap_frame *Frame, PVOID Context)
     KeGetCurrentPrcb()->WaitWakes++; // only this processor writes it, at HIGH_LEVEL
 }
 
-static ULONG
-KiWaitCommandLineValue(PCSTR CommandLine, const char *Key, ULONG Default, ULONG Min, ULONG Max)
-{
-    size_t Length;
-    const char *Text = cmdline_get(CommandLine, Key, &Length);
-    uint64_t Value;
-
-    if (Text == NULL || Length == 0)
-    {
-        return Default;
-    }
-    if (!parse_u64(Text, Length, &Value) || Value < Min || Value > Max)
-    {
-        DbgPrint("Spindle: %s= must be a number from %u to %u; using %u\n", Key, Min, Max, Default);
-        return Default;
-    }
-    return (ULONG)Value;
-}
-
 /*
  * Reads spin= (pauses before halting; 0 = halt at once) and spin_reads=
  * (plain reads per pause) and connects the wake vector. Boot processor,
@@ -128,9 +111,9 @@ INIT_CODE VOID
 KiInitializeWait(PCSTR CommandLine)
 {
     KiWaitSpinLimit =
-        KiWaitCommandLineValue(CommandLine, "spin", KI_WAIT_DEFAULT_SPIN, 0, KI_WAIT_MAX_SPIN);
-    KiWaitReadsPerPause = KiWaitCommandLineValue(CommandLine, "spin_reads", KI_WAIT_DEFAULT_READS,
-                                                 1, KI_WAIT_MAX_READS);
+        KiCommandLineValue(CommandLine, "spin", KI_WAIT_DEFAULT_SPIN, 0, KI_WAIT_MAX_SPIN);
+    KiWaitReadsPerPause =
+        KiCommandLineValue(CommandLine, "spin_reads", KI_WAIT_DEFAULT_READS, 1, KI_WAIT_MAX_READS);
     KiConnectVector(KI_VECTOR_WAKE, KiWaitWakeInterrupt, NULL);
 }
 
@@ -154,10 +137,19 @@ KiWaitHalt(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags)
     }
     x86_cli(); // W2
     Prcb = KeGetCurrentPrcb();
-    if ((Flags & (KI_WAIT_UNFENCED | KI_WAIT_CLOCK)) && Prcb->ClockTicks == 0)
+    if (Flags & (KI_WAIT_UNFENCED | KI_WAIT_CLOCK))
     {
-        x86_sti(); // no tick yet to close the unfenced window
-        return FALSE;
+        /*
+         * This wait needs the 10 ms tick. On an idle processor (a DPC waiting
+         * there) the tick is the slow idle one (ke/clock.c): take it back;
+         * the idle loop slows it again once the DPC is done.
+         */
+        KiSetClockIdle(FALSE);
+        if (Prcb->ClockTicks == 0)
+        {
+            x86_sti(); // no tick yet to close the unfenced window
+            return FALSE;
+        }
     }
     Bit = 1ULL << Prcb->Number;
     /* W3: the locked OR is a full barrier; pairs with the waker's K2. */

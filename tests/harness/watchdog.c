@@ -4,7 +4,8 @@
  * KT_DEFAULT_BUDGET_MS, times KT_SLOW_FACTOR for KTEST_SLOW). Every
  * processor's clock interrupt checks the deadline on the performance counter,
  * so a test that hangs on one processor, even with interrupts off there, is
- * caught by another's clock. The first to see it expire freezes the others,
+ * caught by another's clock (an idle processor's comes once per idle period,
+ * 1 s by default: ke/clock.c). The first to see it expire freezes the others,
  * reports every processor's RIP, marks the test "not ok", prints the summary
  * and leaves QEMU with the watchdog code. On -smp 1 a hang with interrupts
  * off is left to the host timeout.
