@@ -16,9 +16,9 @@
  * processors contending on an ordinary spin lock while six idle: with every
  * processor ticking, 5 of 8 boots split the acquisitions 1.45 to 3.5 to 1;
  * with idle processors at 1 s, 3 of 30 did (1.46 to 2.67 to 1), the others
- * 1.0 to 1.35 (README.md, "Waiting"). The idle tick still runs the watchdog's clock
- * callback, so a processor stuck with interrupts off is seen within one idle
- * period.
+ * 1.0 to 1.35 (README.md, "Waiting"). The idle tick still runs the
+ * watchdog's clock callback, so a processor stuck with interrupts off is seen
+ * within one idle period.
  */
 #include "kernel/ke/ke.h"
 
