@@ -234,6 +234,87 @@ KTEST_EX(KeWait, halted_spin_lock_waiter_is_woken_by_the_release, KTEST_SMP_ONLY
                  1); // the wake may be the IPI or a clock tick (wait.c, "the one window")
 }
 
+/*
+ * A processor halted on some other word (a fenced wait: an IPI barrier, a
+ * gate) puts its bit in KiWaitHaltedMask but not in any lock's slot, so the
+ * ordinary lock's releases elsewhere run no K3 scan (ke/wait.c, "the one
+ * window"). Index 0 halts on Word; index 1 releases a lock of its own
+ * KW_RELEASES times while the other is published, and counts its scans.
+ */
+#define KW_RELEASES 1000
+#define KW_ROUNDS   20
+
+typedef struct _KW_ELSEWHERE
+{
+    volatile ULONG_PTR Word;    // index 0 waits for it to change
+    volatile ULONG64 WaiterBit; // index 0's bit, published before it waits
+    KSPIN_LOCK Lock;            // index 1's own lock
+    volatile ULONG Rounds;      // rounds with the waiter published throughout
+    volatile ULONG64 Scans;     // index 1's K3 scans in those rounds
+} KW_ELSEWHERE;
+
+static VOID
+KwHaltElsewhere(ULONG Index, PVOID Context)
+{
+    KW_ELSEWHERE *E = Context;
+    PKPRCB Prcb = KeGetCurrentPrcb();
+
+    if (Index == 0)
+    {
+        /* Release: the bit is published before index 1 looks for it in the mask. */
+        __atomic_store_n(&E->WaiterBit, 1ull << Prcb->Number, __ATOMIC_RELEASE);
+        KiWaitForChange(&E->Word, 0, 0, NULL); // fenced, no watch: halts until woken
+        return;
+    }
+    while (__atomic_load_n(&E->WaiterBit, __ATOMIC_ACQUIRE) == 0)
+    {
+        x86_pause();
+    }
+    for (ULONG Round = 0; Round < KW_ROUNDS && E->Rounds < 3; Round++)
+    {
+        ULONG64 Scans;
+        KIRQL OldIrql;
+        ULONG64 Start = KwNowMs();
+
+        /* Wait (bounded) until the other is published, halted or about to. */
+        while ((__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_ACQUIRE) & E->WaiterBit) == 0 &&
+               KwNowMs() - Start < KW_WAIT_MS)
+        {
+            x86_pause();
+        }
+        KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
+        Scans = Prcb->WaitWakeScans;
+        for (ULONG i = 0; i < KW_RELEASES; i++)
+        {
+            KeAcquireSpinLockAtDpcLevel(&E->Lock);
+            KeReleaseSpinLockFromDpcLevel(&E->Lock);
+        }
+        Scans = Prcb->WaitWakeScans - Scans;
+        KeLowerIrql(OldIrql);
+        /* Count the round only if the other stayed published throughout (a tick may end its halt).
+         */
+        if ((__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_ACQUIRE) & E->WaiterBit) != 0)
+        {
+            E->Rounds++;
+            E->Scans += Scans;
+        }
+    }
+    KiWaitSetAndWake(&E->Word, 1);
+}
+
+KTEST_EX(KeWait, ordinary_release_ignores_a_processor_halted_elsewhere, KTEST_SMP_ONLY, 0)
+{
+    KW_ELSEWHERE E;
+
+    memset(&E, 0, sizeof(E));
+    KeInitializeSpinLock(&E.Lock);
+    KtRunOnProcessors(2, KwHaltElsewhere, &E);
+    KtLog("%u rounds of %u releases with the other processor published: %llu K3 scans", E.Rounds,
+          KW_RELEASES, (unsigned long long)E.Scans);
+    KT_EXPECT_GE(E.Rounds, 1); // the other processor did halt and stay published
+    KT_EXPECT_EQ(E.Scans, 0);
+}
+
 /* At HIGH_LEVEL no interrupt gets through: the waiter only spins. */
 KTEST_EX(KeWait, queued_waiter_at_high_level_never_halts, KTEST_SMP_ONLY, 0)
 {

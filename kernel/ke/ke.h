@@ -73,6 +73,7 @@ typedef struct _KPRCB
     volatile ULONG64 WaitHalts;               // hlt entered by KiWaitForChange
     volatile ULONG64 WaitWakes;               // KI_VECTOR_WAKE interrupts taken
     volatile ULONG64 WaitWakesSent;           // wake IPIs this processor sent
+    volatile ULONG64 WaitWakeScans;           // K3 scans it ran (KiWaitWakeHalted, mask not 0)
     volatile ULONG64 WaitSpinOnly;       // waits that could not halt once the spin bound ran out
     volatile ULONG64 WaitSpinBounds;     // spin bounds KiWaitForChange spent without a change
     volatile ULONG_PTR DpcDrainSequence; // DPC drain passes ended (KeFlushQueuedDpcs waits on it)
@@ -378,6 +379,21 @@ KiDeadlinePassed(const KI_DEADLINE *Deadline)
 extern volatile ULONG KiWaitSpinLimit;     // spin=: pauses before a waiter halts
 extern volatile ULONG KiWaitReadsPerPause; // spin_reads=: plain reads between two pauses
 extern volatile ULONG64 KiWaitHaltedMask;  // processors published as (about to be) halted
+
+/*
+ * The unfenced waits' second mask, one per address slot (ke/wait.c): an
+ * unfenced waiter on A also sets its bit in KiWaitHaltedSlots[KiWaitSlot(A)],
+ * so that the ordinary lock's release, once KiWaitHaltedMask says someone is
+ * halted somewhere, wakes only when someone may be halted on its own lock.
+ */
+#define KI_WAIT_SLOTS 64
+extern volatile ULONG64 KiWaitHaltedSlots[KI_WAIT_SLOTS];
+
+static inline ULONG
+KiWaitSlot(volatile ULONG_PTR *Address)
+{
+    return (ULONG)((ULONG_PTR)Address >> 3) & (KI_WAIT_SLOTS - 1);
+}
 
 VOID KiInitializeWait(PCSTR CommandLine);
 

@@ -134,10 +134,12 @@ KxTryToAcquireSpinLock(PKSPIN_LOCK SpinLock, ULONG_PTR Rip)
 /*
  * Frees the lock word. A release store suffices on x86 (TSO): every access in
  * the critical section is ordered before it. Pairs with KxAcquireSpinLock.
- * Then, only if some processor is halted in a wait at all, wakes one halted on
- * this lock: a plain read of KiWaitHaltedMask with no barrier, so an
- * uncontended pair pays one read (ke/wait.c, "the one window", says why a
- * waiter this read misses is woken by its next clock tick).
+ * Then, only if some processor is halted in a wait at all, and one is halted
+ * on a word in this lock's slot, wakes one halted on this lock: plain reads
+ * of KiWaitHaltedMask and then of the slot, with no barrier, so an
+ * uncontended pair pays one read, and a processor halted on an unrelated word
+ * costs a second one, not a call (ke/wait.c, "the one window", says why a
+ * waiter these reads miss is woken by its next clock tick).
  * Checked build: 0x10 unless this processor owns it.
  */
 static inline VOID
@@ -154,7 +156,8 @@ KxReleaseSpinLock(PKSPIN_LOCK SpinLock)
     KiLockTrackRemove(SpinLock);
 #endif
     __atomic_store_n(SpinLock, 0, __ATOMIC_RELEASE);
-    if (__builtin_expect(__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0, 0))
+    if (__builtin_expect(__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0, 0) &&
+        __atomic_load_n(&KiWaitHaltedSlots[KiWaitSlot(SpinLock)], __ATOMIC_RELAXED) != 0)
     {
         KiWaitWakeHalted(SpinLock, KI_WAIT_UNFENCED | KI_WAIT_WAKE_ONE);
     }

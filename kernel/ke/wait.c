@@ -59,7 +59,12 @@
  *
  * The one window (KI_WAIT_UNFENCED only): the ordinary lock's release is a
  * plain store followed by a plain read of the mask, with no K2, so that an
- * uncontended acquire/release pair costs no more than before. Then K3 may read
+ * uncontended acquire/release pair costs no more than before. When the mask
+ * is not 0, the release also reads the mask of its lock's address slot
+ * (KiWaitHaltedSlots, set by unfenced waiters at W3 before the mask and
+ * cleared at W6), and goes on to K3 only if that is not 0 either: a
+ * processor halted on some other word (an IPI barrier, a test's gate) does
+ * not send every release in the system into K3's scan. Then K3 may read
  * the mask before K1 is visible (x86 lets a load pass an older store) while
  * W4 still reads the old A, and W halts with nobody to wake it. Such a waiter
  * halts only below CLOCK_LEVEL with a running clock, so the next clock tick
@@ -69,9 +74,9 @@
  * Fenced waits (every other caller) have no window.
  *
  * Counters (per PRCB, for tests and the bench): WaitHalts (hlt entered),
- * WaitWakes (wake IPIs taken), WaitWakesSent, WaitSpinBounds (spin bounds
- * spent without a change), WaitSpinOnly (spin bounds spent by a waiter that
- * was not allowed to halt).
+ * WaitWakes (wake IPIs taken), WaitWakesSent, WaitWakeScans (K3 scans run),
+ * WaitSpinBounds (spin bounds spent without a change), WaitSpinOnly (spin
+ * bounds spent by a waiter that was not allowed to halt).
  */
 #include "kernel/ke/ke.h"
 
@@ -94,6 +99,9 @@ volatile ULONG KiWaitReadsPerPause = KI_WAIT_DEFAULT_READS;
 
 /* Bit n set: processor n is between W3 and W6 (published, maybe halted). */
 volatile ULONG64 KiWaitHaltedMask;
+
+/* The same for unfenced waits only, per slot of the address waited on (KiWaitSlot). */
+volatile ULONG64 KiWaitHaltedSlots[KI_WAIT_SLOTS];
 
 /* KI_VECTOR_WAKE's handler, at HIGH_LEVEL: the interrupt itself ended the hlt. */
 static VOID
@@ -154,6 +162,14 @@ KiWaitHalt(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags)
     Bit = 1ULL << Prcb->Number;
     /* W3: the locked OR is a full barrier; pairs with the waker's K2. */
     __atomic_store_n(&Prcb->WaitAddress, Address, __ATOMIC_RELAXED);
+    if (Flags & KI_WAIT_UNFENCED)
+    {
+        /*
+         * The slot first: a waker that reads the mask and then the slot (the
+         * ordinary lock's release) and sees our mask bit sees this one too.
+         */
+        __atomic_or_fetch(&KiWaitHaltedSlots[KiWaitSlot(Address)], Bit, __ATOMIC_SEQ_CST);
+    }
     __atomic_or_fetch(&KiWaitHaltedMask, Bit, __ATOMIC_SEQ_CST);
     KiInject(KiInjectWaitRecheck); // widen W3..W4: the waker's K1-K3 may land in between
     if (__atomic_load_n(Address, __ATOMIC_RELAXED) == OldValue) // W4
@@ -164,6 +180,10 @@ KiWaitHalt(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags)
     }
     /* W6 */
     __atomic_and_fetch(&KiWaitHaltedMask, ~Bit, __ATOMIC_SEQ_CST);
+    if (Flags & KI_WAIT_UNFENCED)
+    {
+        __atomic_and_fetch(&KiWaitHaltedSlots[KiWaitSlot(Address)], ~Bit, __ATOMIC_SEQ_CST);
+    }
     __atomic_store_n(&Prcb->WaitAddress, NULL, __ATOMIC_RELAXED);
     x86_sti();
     return TRUE;
@@ -288,6 +308,8 @@ KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags)
     {
         return 0;
     }
+    /* Atomic: an interrupt handler on this processor may wake too. */
+    __atomic_add_fetch(&KeGetCurrentPrcb()->WaitWakeScans, 1, __ATOMIC_RELAXED);
     Self = KeGetCurrentPrcb()->Number;
     /* Rotate so the search starts after this processor: wake-one stays fair-ish. */
     Shift = (Self + 1) & 63;
