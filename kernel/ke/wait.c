@@ -59,12 +59,7 @@
  *
  * The one window (KI_WAIT_UNFENCED only): the ordinary lock's release is a
  * plain store followed by a plain read of the mask, with no K2, so that an
- * uncontended acquire/release pair costs no more than before. When the mask
- * is not 0, the release also reads the mask of its lock's address slot
- * (KiWaitHaltedSlots, set by unfenced waiters at W3 before the mask and
- * cleared at W6), and goes on to K3 only if that is not 0 either: a
- * processor halted on some other word (an IPI barrier, a test's gate) does
- * not send every release in the system into K3's scan. Then K3 may read
+ * uncontended acquire/release pair costs no more than before. Then K3 may read
  * the mask before K1 is visible (x86 lets a load pass an older store) while
  * W4 still reads the old A, and W halts with nobody to wake it. Such a waiter
  * halts only below CLOCK_LEVEL with a running clock, so the next clock tick
@@ -72,6 +67,15 @@
  * one tick, never a hang. On an idle processor (a DPC waiting there) the
  * waiter first takes the 10 ms tick back from the slow idle one (ke/clock.c).
  * Fenced waits (every other caller) have no window.
+ *
+ * The slots (unfenced waits only). When the mask is not 0, the ordinary
+ * lock's release also reads the mask of its lock's address slot
+ * (KiWaitHaltedSlots[KiWaitSlot(A)]), and goes on to K3 only if that is not
+ * 0 either, so a processor halted on some other word (an IPI barrier, a
+ * test's gate) does not send every release in the system into K3's scan. An
+ * unfenced waiter sets its slot bit at W3 before its mask bit, and clears it
+ * at W6: a release that sees the mask bit (its loads stay in order) sees the
+ * slot bit too, and one that misses either is in the window above.
  *
  * Counters (per PRCB, for tests and the bench): WaitHalts (hlt entered),
  * WaitWakes (wake IPIs taken), WaitWakesSent, WaitWakeScans (K3 scans run),
