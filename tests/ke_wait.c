@@ -266,12 +266,15 @@ KwHaltElsewhere(ULONG Index, PVOID Context)
         KiWaitForChange(&E->Word, 0, 0, NULL); // fenced, no watch: halts until woken
         return;
     }
-    while (__atomic_load_n(&E->WaiterBit, __ATOMIC_ACQUIRE) == 0)
+    for (ULONG64 Start = KwNowMs();
+         __atomic_load_n(&E->WaiterBit, __ATOMIC_ACQUIRE) == 0 && KwNowMs() - Start < KW_WAIT_MS;)
     {
         x86_pause();
     }
-    for (ULONG Round = 0; Round < KW_ROUNDS && E->Rounds < 3; Round++)
+    for (ULONG Round = 0; Round < KW_ROUNDS && E->Rounds < 3 && E->WaiterBit != 0; Round++)
     {
+        volatile ULONG64 *Slot = &KiWaitHaltedSlots[KiWaitSlot(&E->Lock)];
+        BOOLEAN SlotEmpty;
         ULONG64 Scans;
         KIRQL OldIrql;
         ULONG64 Start = KwNowMs();
@@ -282,6 +285,8 @@ KwHaltElsewhere(ULONG Index, PVOID Context)
         {
             x86_pause();
         }
+        /* An unfenced waiter whose word shares our lock's slot would rightly cost scans. */
+        SlotEmpty = __atomic_load_n(Slot, __ATOMIC_ACQUIRE) == 0;
         KeRaiseIrql(DISPATCH_LEVEL, &OldIrql);
         Scans = Prcb->WaitWakeScans;
         for (ULONG i = 0; i < KW_RELEASES; i++)
@@ -291,9 +296,12 @@ KwHaltElsewhere(ULONG Index, PVOID Context)
         }
         Scans = Prcb->WaitWakeScans - Scans;
         KeLowerIrql(OldIrql);
-        /* Count the round only if the other stayed published throughout (a tick may end its halt).
+        /*
+         * Count the round only if the other stayed published throughout (a
+         * tick may end its halt) and nobody used our lock's slot.
          */
-        if ((__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_ACQUIRE) & E->WaiterBit) != 0)
+        if ((__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_ACQUIRE) & E->WaiterBit) != 0 &&
+            SlotEmpty && __atomic_load_n(Slot, __ATOMIC_ACQUIRE) == 0)
         {
             E->Rounds++;
             E->Scans += Scans;
