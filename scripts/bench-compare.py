@@ -25,6 +25,7 @@ import sys
 UNCONTENDED = [
     ("empty_loop", "empty_loop"),
     ("raw_xchg", "raw_xchg"),
+    ("raw_xchg_called", None),  # Spindle's floor for a called lock; Linux's module has none
     ("raw_cmpxchg", "raw_cmpxchg"),
     ("atomic_xadd", "atomic_xadd"),
     ("InterlockedIncrement", "atomic_xadd"),
@@ -47,6 +48,9 @@ CONTENDED = [
     ("raw_mcs", "spin_lock", "nohv",
      "the queued lock's algorithm alone, inline, vs qspinlock: the MCS bound"),
     ("raw_xchg", "raw_xchg", "default", "the module's xchg lock on both kernels"),
+    ("virt_tas_called", "spin_lock", "default",
+     "virt_tas behind two functions, as any lock API is called, vs Linux's spin_lock, which "
+     "is virt_tas called the same way: the bound for a called test-and-set lock"),
 ]
 
 
@@ -171,7 +175,7 @@ def main():
             lx = ld / lfloor if ld is not None and lfloor else None
             w("| %s | %s | %s | %s | %s | %s | %s | %s | %s |" % (
                 mine, "-" if c is None else "%.1f" % c, "-" if mx is None else "%.2f" % mx,
-                theirs, "-" if ld is None else "%.1f" % ld, "-" if lx is None else "%.2f" % lx,
+                theirs or "-", "-" if ld is None else "%.1f" % ld, "-" if lx is None else "%.2f" % lx,
                 "-" if ln is None else "%.1f" % ln, ratio(c, ld), ratio(mx, lx)))
         w("")
         w("### Contended: M acquisitions/s [max/min]")

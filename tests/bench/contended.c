@@ -29,8 +29,10 @@
  * spin_lock_irqsave), both in-stack queued forms, and three references
  * written here: virt_tas, Linux's virt_spin_lock test-and-set (the lock Linux
  * uses in a VM without paravirtual spin locks), the module's own raw_xchg
- * lock, and raw_mcs, the queued lock's MCS algorithm alone (inline, no
- * halting): the most any implementation of API.md §4's queue can give here.
+ * lock, raw_mcs, the queued lock's MCS algorithm alone (inline, no halting):
+ * the most any implementation of API.md §4's queue can give here, and
+ * virt_tas_called, virt_tas behind two noinline functions, as a lock API is
+ * called: the most a called test-and-set lock can give here.
  * The AtDpcLevel and reference loops raise to DISPATCH_LEVEL once around the
  * whole loop, as a DPC routine would run them.
  */
@@ -260,6 +262,21 @@ BenchMcsRelease(BENCH_MCS_NODE **Tail, BENCH_MCS_NODE *Node)
 
 BENCH_LOOP(BenchLoopVirtTas, TRUE, (void)0, BenchTasAcquire(&C->TasWord),
            BenchTasRelease(&C->TasWord))
+/* virt_tas as an API: the same code, but a call and a return for each half. */
+static __attribute__((noinline)) VOID
+BenchTasAcquireCalled(ULONG *Word)
+{
+    BenchTasAcquire(Word);
+}
+
+static __attribute__((noinline)) VOID
+BenchTasReleaseCalled(ULONG *Word)
+{
+    BenchTasRelease(Word);
+}
+
+BENCH_LOOP(BenchLoopVirtTasCalled, TRUE, (void)0, BenchTasAcquireCalled(&C->TasWord),
+           BenchTasReleaseCalled(&C->TasWord))
 BENCH_LOOP(BenchLoopRawXchg, TRUE, (void)0, BenchXchgAcquire(&C->XWord),
            BenchXchgRelease(&C->XWord))
 BENCH_LOOP(BenchLoopRawMcs, TRUE, BENCH_MCS_NODE Node, BenchMcsAcquire(&C->McsTail, &Node),
@@ -475,4 +492,9 @@ KTEST_EX(Bench, contended_6_raw_xchg, KTEST_SLOW, 0)
 KTEST_EX(Bench, contended_7_raw_mcs, KTEST_SLOW, 0)
 {
     BenchContendedLock("raw_mcs", BenchLoopRawMcs);
+}
+
+KTEST_EX(Bench, contended_8_virt_tas_called, KTEST_SLOW, 0)
+{
+    BenchContendedLock("virt_tas_called", BenchLoopVirtTasCalled);
 }

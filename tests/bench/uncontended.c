@@ -14,9 +14,11 @@
  * the batches a tick or the host disturbed.
  *
  * The floors of the same run come first: the empty loop, a bare xchg acquire
- * with a store release (raw_xchg, the module's name), lock cmpxchg, lock xadd
- * and a pair of CR8 writes (the cheapest IRQL raise and lower). The host side
- * divides every row by them.
+ * with a store release (raw_xchg, the module's name), the same pair behind
+ * two noinline functions (raw_xchg_called: what a call and a return add to
+ * each half of a lock API), lock cmpxchg, lock xadd and a pair of CR8 writes
+ * (the cheapest IRQL raise and lower). The host side divides every row by
+ * them.
  */
 #include "tests/bench/bench.h"
 
@@ -127,6 +129,25 @@ BENCH_ROW(
             x86_pause();
         } while (__atomic_load_n(&U->XWord, __ATOMIC_RELAXED) != 0);
     } __atomic_store_n(&U->XWord, 0, __ATOMIC_RELEASE))
+/* raw_xchg's two halves as functions: the floor of any called lock API. */
+static __attribute__((noinline)) VOID
+BenchXchgAcquireCalled(ULONG64 *Word)
+{
+    /* Acquire: pairs with the release store in BenchXchgReleaseCalled. */
+    while (__atomic_exchange_n(Word, 1, __ATOMIC_ACQUIRE) != 0)
+    {
+        x86_pause();
+    }
+}
+
+static __attribute__((noinline)) VOID
+BenchXchgReleaseCalled(ULONG64 *Word)
+{
+    /* Release: pairs with the acquiring exchange in BenchXchgAcquireCalled. */
+    __atomic_store_n(Word, 0, __ATOMIC_RELEASE);
+}
+
+BENCH_ROW(BenchRawXchgCalled, BenchXchgAcquireCalled(&U->XWord); BenchXchgReleaseCalled(&U->XWord))
 BENCH_ROW(
     BenchRawCmpxchg, ULONG Expected = 0;
     while (!__atomic_compare_exchange_n(&U->CWord, &Expected, 1, FALSE, __ATOMIC_ACQUIRE,
@@ -440,6 +461,7 @@ typedef struct _BENCH_UOP
 static const BENCH_UOP BenchRows[] = {
     {"empty_loop", BenchEmptyLoop, BENCH_ONE, NULL, NULL},
     {"raw_xchg", BenchRawXchg, BENCH_ONE, NULL, NULL},
+    {"raw_xchg_called", BenchRawXchgCalled, BENCH_ONE, NULL, NULL},
     {"raw_cmpxchg", BenchRawCmpxchg, BENCH_ONE, NULL, NULL},
     {"atomic_xadd", BenchAtomicXadd, BENCH_ONE, NULL, NULL},
     {"cr8_pair", BenchCr8Pair, BENCH_ONE, NULL, NULL},
