@@ -3,14 +3,19 @@
 
 Usage: scripts/bench-compare.py --spindle RESULTS.json [RESULTS.json ...]
                                 --linux results.csv --out compare.md
+                                [--previous RESULTS.json ...]
 
-  --spindle  results.json files of `make bench` (scripts/bench-report.py), one per -smp
-  --linux    results.csv of the peer kit linux-lockbench (its report.awk's CSV)
-  --out      the Markdown file to write
+  --spindle   results.json files of `make bench` (scripts/bench-report.py), one per -smp
+  --linux     results.csv of the peer kit linux-lockbench (its report.awk's CSV)
+  --out       the Markdown file to write
+  --previous  an earlier run's results.json files (missing ones are skipped)
 
 Each Spindle row is paired with the Linux row of the same shape on the same -smp:
 uncontended cycles as Spindle / Linux (above 1: Spindle is slower), contended
-throughput as Spindle / Linux (above 1: Spindle is faster). Never fails on speed;
+throughput as Spindle / Linux (above 1: Spindle is faster). Then the waiting
+targets (README, "Waiting"), each with this run's figures and, where the
+machine sets a bound, the reference row that measures it; with --previous,
+every contended Spindle row against the earlier run. Never fails on speed;
 exits 1 only when an input is missing or unreadable.
 """
 
@@ -93,11 +98,140 @@ def fmt_rate(ops, fairness):
     return "%.2f [%s]" % (ops / 1e6, "inf" if fairness >= 1e9 else "%.2f" % fairness)
 
 
+def contended_row(run, name, n):
+    return next((x for x in run["contended"] if x["name"] == name and x["cpus"] == n), None)
+
+
+def uncontended_row(run, name):
+    return next((x for x in run["uncontended"] if x["name"] == name), None)
+
+
+def yes_no(ok):
+    return "-" if ok is None else ("yes" if ok else "**no**")
+
+
+def targets(runs, linux, w):
+    """The waiting targets, each judged on this run alone."""
+    by_smp = {r["environment"]["vcpus"]: r for r in runs}
+    rows = []
+
+    def lin(smp, variant, n):
+        return linux.get((smp, variant), {"con": {}})["con"].get(("spin_lock", n))
+
+    def cell(r):
+        return fmt_rate(r["ops_per_s"], r["max_over_min"]) if r else "-"
+
+    def lcell(l):
+        return fmt_rate(l[0], l[1]) if l else "-"
+
+    run8, run2 = by_smp.get(8), by_smp.get(2)
+    for n in (4, 8):
+        r = contended_row(run8, "KeAcquireInStackQueuedSpinLockAtDpcLevel", n) if run8 else None
+        l = lin(8, "nohv", n)
+        ok = None if not (r and l) else r["ops_per_s"] >= l[0] and r["max_over_min"] <= 1.5
+        rows.append(("queued AtDpcLevel, `-smp 8` N=%d: at least qspinlock's throughput, "
+                     "max/min at most 1.5" % n, "%s vs %s" % (cell(r), lcell(l)), "", yes_no(ok)))
+    r = contended_row(run2, "KeAcquireInStackQueuedSpinLockAtDpcLevel", 2) if run2 else None
+    b = contended_row(run2, "raw_mcs", 2) if run2 else None
+    l = lin(2, "nohv", 2)
+    ok = None if not (r and l) else r["ops_per_s"] >= l[0] and r["max_over_min"] <= 1.2
+    rows.append(("queued AtDpcLevel, `-smp 2` N=2: at least qspinlock's throughput, "
+                 "max/min at most 1.2", "%s vs %s" % (cell(r), lcell(l)),
+                 "`raw_mcs` %s (%s of qspinlock)" % (cell(b), ratio(b["ops_per_s"] if b else None,
+                                                                  l[0] if l else None)),
+                 yes_no(ok)))
+    for n in (2, 4, 8):
+        r = contended_row(run8, "KeAcquireSpinLockAtDpcLevel", n) if run8 else None
+        b = contended_row(run8, "virt_tas_called", n) if run8 else None
+        l = lin(8, "default", n)
+        ok = None if not (r and l) else r["ops_per_s"] >= l[0] and r["max_over_min"] <= l[1]
+        rows.append(("ordinary AtDpcLevel, `-smp 8` N=%d: at least `spin_lock`'s throughput, "
+                     "max/min no worse" % n, "%s vs %s" % (cell(r), lcell(l)),
+                     "`virt_tas_called` %s" % cell(b), yes_no(ok)))
+    for smp, bound_us in ((8, 1000.0), (2, 100.0)):
+        run = by_smp.get(smp)
+        r = uncontended_row(run, "KeIpiGenericCall") if run else None
+        us = r["ns_per_op"] / 1000.0 if r else None
+        rows.append(("KeIpiGenericCall, `-smp %d`: at most %d us" % (smp, bound_us),
+                     "-" if us is None else "%.1f us" % us, "",
+                     yes_no(None if us is None else us <= bound_us)))
+    for smp in (8, 2):
+        run = by_smp.get(smp)
+        r = uncontended_row(run, "KeAcquireSpinLockAtDpcLevel") if run else None
+        b = uncontended_row(run, "raw_xchg_called") if run else None
+        x = r.get("x_raw_xchg") if r else None
+        rows.append(("uncontended AtDpcLevel pair, `-smp %d`: at most 2.5 x `raw_xchg`" % smp,
+                     "-" if x is None else "%.2f x" % x,
+                     "`raw_xchg_called` %s x" % ("-" if not b else "%.2f" % b["x_raw_xchg"]),
+                     yes_no(None if x is None else x <= 2.5)))
+    w("## Waiting targets, this run")
+    w("")
+    w("Contended cells are M acquisitions/s [max/min], Spindle vs Linux. The bound column "
+      "is the reference row that measures what the machine allows: `raw_mcs` is the queued "
+      "lock's algorithm alone (inline, never halting), `virt_tas_called` the test-and-set "
+      "lock behind two calls (the shape of any lock API, Linux's `spin_lock` included), "
+      "`raw_xchg_called` the bare xchg pair behind two calls.")
+    w("")
+    w("| target | this run | bound | met |")
+    w("| --- | --- | --- | --- |")
+    for row in rows:
+        w("| %s | %s | %s | %s |" % row)
+    w("")
+
+
+def stability(runs, previous, w):
+    """Every contended Spindle row (N >= 2) of this run against the previous run's."""
+    prev = {r["environment"]["vcpus"]: r for r in previous}
+    pairs = []
+    for run in sorted(runs, key=lambda r: -r["environment"]["vcpus"]):
+        smp = run["environment"]["vcpus"]
+        if smp not in prev:
+            continue
+        for r in run["contended"]:
+            if r["cpus"] < 2 or r["name"] not in [c[0] for c in CONTENDED]:
+                continue
+            p = contended_row(prev[smp], r["name"], r["cpus"])
+            if p and p["ops_per_s"] and r["ops_per_s"]:
+                pairs.append((smp, r, p, max(r["ops_per_s"], p["ops_per_s"]) /
+                              min(r["ops_per_s"], p["ops_per_s"])))
+    if not pairs:
+        return
+    spread = [x for x in pairs if x[1]["name"] not in ("virt_tas", "raw_mcs", "raw_xchg",
+                                                        "virt_tas_called")]
+    worst = max(spread, key=lambda x: x[3]) if spread else None
+    w("## Stability: this run against the previous one")
+    w("")
+    w("The previous run's `results.json` (kept in `previous/` by scripts/bench-compare.sh). "
+      "Target: every contended row of Spindle's own locks within 30 %% (spread at most "
+      "1.30). %d of %d rows within it; the widest is %s." % (
+          sum(1 for x in spread if x[3] <= 1.30), len(spread),
+          "-" if not worst else "%s N=%d at `-smp %d`, %.2f" % (
+              worst[1]["name"], worst[1]["cpus"], worst[0], worst[3])))
+    differ = sorted({"`-smp %d`: %s ms windows now, %s ms then" % (
+        smp, r["config"].get("window_ms"), prev[smp]["config"].get("window_ms"))
+        for smp, r in ((x["environment"]["vcpus"], x) for x in runs) if smp in prev and
+        r["config"].get("window_ms") != prev[smp]["config"].get("window_ms")})
+    if differ:
+        w("**The two runs used different windows** (%s): compare like with like." %
+          "; ".join(differ))
+        w("")
+    w("| -smp | lock | N | this run | previous | spread |")
+    w("| ---: | --- | ---: | ---: | ---: | ---: |")
+    for smp, r, p, sp in pairs:
+        w("| %d | %s | %d | %s | %s | %s%.2f%s |" % (
+            smp, r["name"], r["cpus"], fmt_rate(r["ops_per_s"], r["max_over_min"]),
+            fmt_rate(p["ops_per_s"], p["max_over_min"]),
+            "**" if sp > 1.30 and (smp, r, p, sp) in spread else "", sp,
+            "**" if sp > 1.30 and (smp, r, p, sp) in spread else ""))
+    w("")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spindle", nargs="+", required=True)
     parser.add_argument("--linux", required=True)
     parser.add_argument("--out", required=True)
+    parser.add_argument("--previous", nargs="*", default=[])
     args = parser.parse_args()
 
     runs = []
@@ -107,6 +241,11 @@ def main():
             continue
         with open(path) as f:
             runs.append(json.load(f))
+    previous = []
+    for path in args.previous:
+        if os.path.isfile(path):
+            with open(path) as f:
+                previous.append(json.load(f))
     linux = {}
     if os.path.isfile(args.linux):
         linux = load_linux(args.linux)
@@ -194,6 +333,9 @@ def main():
                     fmt_rate(l[0], l[1]) if l else "-",
                     ratio(r["ops_per_s"] if r else None, l[0] if l else None)))
         w("")
+    if runs:
+        targets(runs, linux, w)
+        stability(runs, previous, w)
     w("Pairs: " + "; ".join("`%s` with Linux `%s` (%s): %s" % (a, b, v, why)
                             for a, b, v, why in CONTENDED) + ".")
     w("")

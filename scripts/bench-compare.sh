@@ -54,6 +54,14 @@ out=$(cd "$out" && pwd)
 work=$root/build/peer-linux/work
 status=0
 
+# The last run's Spindle results become the previous run: compare.md checks that the two agree.
+for smp in 8 2; do
+    if [ -f "$out/smp$smp/results.json" ]; then
+        mkdir -p "$out/previous/smp$smp"
+        mv -f "$out/smp$smp/results.json" "$out/previous/smp$smp/results.json"
+    fi
+done
+
 # Spindle first: SMP=8, then SMP=2, each with its own log and output folder.
 for smp in 8 2; do
     echo "bench-compare: make bench SMP=$smp"
@@ -93,5 +101,6 @@ if [ "${#peer_inputs[@]}" -gt 0 ]; then
 fi
 
 python3 scripts/bench-compare.py --spindle "$out/smp8/results.json" "$out/smp2/results.json" \
-    --linux "$out/linux/results.csv" --out "$out/compare.md" || status=1
+    --linux "$out/linux/results.csv" --out "$out/compare.md" \
+    --previous "$out/previous/smp8/results.json" "$out/previous/smp2/results.json" || status=1
 exit "$status"
