@@ -207,6 +207,7 @@ def stability(runs, previous, w):
           sum(1 for x in spread if x[3] <= 1.30), len(spread),
           "-" if not worst else "%s N=%d at `-smp %d`, %.2f" % (
               worst[1]["name"], worst[1]["cpus"], worst[0], worst[3])))
+    w("")
     differ = sorted({"`-smp %d`: %s ms windows now, %s ms then" % (
         smp, r["config"].get("window_ms"), prev[smp]["config"].get("window_ms"))
         for smp, r in ((x["environment"]["vcpus"], x) for x in runs) if smp in prev and
