@@ -13,8 +13,11 @@
 # (SMPS="2 8" VARIANTS="default nohv" LOCKTORTURE=0, LB_PARAMS="iters=10000 reps=15" so that
 # its uncontended batches are as short as Spindle's; WORK and OUTDIR under build/, because
 # the kit's own folder may be read-only; the first run downloads the Debian kernel packages
-# with apt-get download). Then writes
-#   OUT/compare.md     Spindle's rows next to Linux's, each Spindle figure as a ratio of Linux's
+# with apt-get download). The last run's OUT/smp*/results.json move to OUT/previous/ first.
+# Then writes
+#   OUT/compare.md     Spindle's rows next to Linux's, each Spindle figure as a ratio of Linux's;
+#                      the waiting targets judged on this run; with a previous run, every
+#                      contended Spindle row against it
 #   OUT/peer-table.md  the kit's report.awk over the Linux and the Spindle logs together
 # Speed never fails: the exit status is 1 only when a run failed or the kit is missing.
 set -euo pipefail
