@@ -495,6 +495,7 @@ help:
 	@echo "  make esp / efi  build the EFI system partition / only the GNU-EFI loader"
 	@echo "  make bench      lock benchmark (free build, SMP CPUs): build/bench/report.md, results.json, plots"
 	@echo "  make bench-compare  make bench at SMP=8 and 2 and the Linux peer kit: build/bench/compare.md"
+	@echo "                  (with the waiting targets judged, and every row against the previous run)"
 	@echo "  make torture    stress mode: every primitive on every CPU, interrupt storms (DURATION=s,"
 	@echo "                  INJECT=1: fault injection in the primitives' windows, checked build)"
 	@echo "  make test-notests   boot the kernel built without tests/ (NOTESTS=1): it has nothing to run"
