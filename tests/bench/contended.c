@@ -317,6 +317,13 @@ BenchContendWorker(ULONG Index, PVOID Context)
     }
     else
     {
+        /*
+         * A plain spin, not KiWaitForChange: a processor halted here would
+         * start its window a host wake-up after t0. The wait lasts until the
+         * last processor is dispatched (under overcommit, a host wake-up or
+         * time slice) and is outside the timed window; a processor that never
+         * arrives is the test watchdog's to report.
+         */
         while (!__atomic_load_n(&C->Go, __ATOMIC_ACQUIRE))
         {
             x86_pause();
