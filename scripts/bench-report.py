@@ -52,7 +52,7 @@ LOCK_NOTES = {
     "virt_tas": "reference: Linux 6.1 virt_spin_lock test-and-set, written in the bench",
     "raw_mcs": "reference: the queued lock's MCS algorithm alone, inline, never halting",
     "raw_xchg": "reference: the peer module's xchg test-and-test-and-set lock",
-    "virt_tas_called": "reference: virt_tas behind two noinline functions, as an API is called",
+    "virt_tas_called": "reference: virt_tas behind two calls to another page, as an API is called",
 }
 
 

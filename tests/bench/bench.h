@@ -19,6 +19,16 @@
 #define BENCH_MAX_REPS    31
 #define BENCH_MAX_WINDOWS 9
 
+/*
+ * The halves of a called reference lock (raw_xchg_called, virt_tas_called):
+ * out of line, and on a page of their own (linker.ld), as a lock API is to its
+ * callers. Under TCG a jump or call to the page its block started on is
+ * chained straight to the translated target, while one to another page is
+ * looked up at run time, as every `ret` is; a half that shared its caller's
+ * page would show a floor no lock API called from a driver reaches.
+ */
+#define BENCH_CALLED __attribute__((noinline, section(".bench_called")))
+
 /* The run's parameters, read from the kernel command line by BenchEnter. */
 typedef struct _BENCH_CONFIG
 {

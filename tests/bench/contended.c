@@ -31,8 +31,9 @@
  * uses in a VM without paravirtual spin locks), the module's own raw_xchg
  * lock, raw_mcs, the queued lock's MCS algorithm alone (inline, no halting):
  * the most any implementation of API.md §4's queue can give here, and
- * virt_tas_called, virt_tas behind two noinline functions, as a lock API is
- * called: the most a called test-and-set lock can give here.
+ * virt_tas_called, virt_tas behind two noinline functions on a page of
+ * their own, as a lock API is called (bench.h, BENCH_CALLED): the rate of a
+ * called test-and-set lock here.
  * The AtDpcLevel and reference loops raise to DISPATCH_LEVEL once around the
  * whole loop, as a DPC routine would run them.
  */
@@ -263,13 +264,13 @@ BenchMcsRelease(BENCH_MCS_NODE **Tail, BENCH_MCS_NODE *Node)
 BENCH_LOOP(BenchLoopVirtTas, TRUE, (void)0, BenchTasAcquire(&C->TasWord),
            BenchTasRelease(&C->TasWord))
 /* virt_tas as an API: the same code, but a call and a return for each half. */
-static __attribute__((noinline)) VOID
+static BENCH_CALLED VOID
 BenchTasAcquireCalled(ULONG *Word)
 {
     BenchTasAcquire(Word);
 }
 
-static __attribute__((noinline)) VOID
+static BENCH_CALLED VOID
 BenchTasReleaseCalled(ULONG *Word)
 {
     BenchTasRelease(Word);

@@ -15,8 +15,9 @@
  *
  * The floors of the same run come first: the empty loop, a bare xchg acquire
  * with a store release (raw_xchg, the module's name), the same pair behind
- * two noinline functions (raw_xchg_called: what a call and a return add to
- * each half of a lock API), lock cmpxchg, lock xadd and a pair of CR8 writes
+ * two noinline functions on a page of their own (raw_xchg_called: what a
+ * call and a return add to each half of a lock API; bench.h, BENCH_CALLED),
+ * lock cmpxchg, lock xadd and a pair of CR8 writes
  * (the cheapest IRQL raise and lower). The host side divides every row by
  * them.
  */
@@ -130,7 +131,7 @@ BENCH_ROW(
         } while (__atomic_load_n(&U->XWord, __ATOMIC_RELAXED) != 0);
     } __atomic_store_n(&U->XWord, 0, __ATOMIC_RELEASE))
 /* raw_xchg's two halves as functions: the floor of any called lock API. */
-static __attribute__((noinline)) VOID
+static BENCH_CALLED VOID
 BenchXchgAcquireCalled(ULONG64 *Word)
 {
     /* Acquire: pairs with the release store in BenchXchgReleaseCalled. */
@@ -140,7 +141,7 @@ BenchXchgAcquireCalled(ULONG64 *Word)
     }
 }
 
-static __attribute__((noinline)) VOID
+static BENCH_CALLED VOID
 BenchXchgReleaseCalled(ULONG64 *Word)
 {
     /* Release: pairs with the acquiring exchange in BenchXchgAcquireCalled. */
