@@ -40,8 +40,15 @@
  *   by a clock tick.
  *   waker   K1 the hand-off store (Successor->Lock = SpinLock | OWNER);
  *           K2 full barrier (mfence or a locked instruction);
- *           K3 read HaltedMask; for each set bit whose Prcb->WaitAddress is
- *              the word just stored, send the wake IPI.
+ *           K3 read HaltedMask; for each set bit, compare-exchange its
+ *              Prcb->WaitAddress from the word just stored to that word
+ *              marked claimed, and send the wake IPI only if that succeeded:
+ *              one IPI per publication, whoever else finds it.
+ *   hint    the release that found a halted processor anywhere may also wake
+ *           the next-but-one waiter early (KxHandOffWakingAhead): an
+ *           unfenced K3 on an entry read before the hand-off, which may be
+ *           stale. Modelled as a K3, claim included, that any release may
+ *           run on the entry its successor linked to it, or on none.
  *
  * Memory model: x86-TSO. Every locked instruction (xchg, cmpxchg, lock or/and)
  * is a full barrier, and TSO keeps stores in order and loads in order, so the
@@ -63,15 +70,19 @@
  * match). Locals are cleared once dead so that they do not split states.
  * The release's two paths (inline, or KxHandOffWakingAhead when a read of
  * HaltedMask before K1 is non-zero) run the same K1-K3; the second may also
- * IPI the next-but-one waiter, a hint. Such an IPI is one more stale IPI,
- * which only makes a waiter re-check its word and loop, as the stale IPIs
- * the Interrupts process leaves pending do here.
+ * IPI the next-but-one waiter, a hint. Its IPI only makes that waiter
+ * re-check its word and loop, but its claim makes the hand-off that follows
+ * find the waiter claimed and send nothing: the model runs the hint, so
+ * that this pair is checked (a waiter woken early must re-read its word
+ * before it halts again, and a new publication must not keep the claim).
  *
  * Mutants (make verify builds each with spin -D<name> and expects a failure):
  *   MUTANT_NO_LINK_WAIT      release does not wait for a half-enqueued successor's link
  *   MUTANT_NO_HALT_RECHECK   the waiter halts without re-reading its word (W4)
  *   MUTANT_NO_WAKER_FENCE    the waker reads HaltedMask with its hand-off store still buffered (K2)
  *   MUTANT_WAIT_AFTER_LINK   WAIT is set after publishing Predecessor->Next, not before
+ *   MUTANT_STALE_CLAIM       a claim outlives its halt: unpublishing and publishing again
+ *                            keep a claimed WaitAddress
  */
 
 #ifndef NPROC
@@ -84,12 +95,14 @@
 #define NIL   0
 #define WAIT  1 /* LOCK_QUEUE_WAIT */
 #define OWNER 2 /* LOCK_QUEUE_OWNER */
+#define CLAIM 16 /* WaitAddress | 1 (KI_WAIT_CLAIMED): a waker sent this publication its IPI */
 
 byte tail;               /* *SpinLock: NIL when free, else the last queued entry */
 byte next[NPROC + 1];    /* Queue->Next of entry e (entry 0 unused) */
 byte lockbits[NPROC + 1];/* the flag bits of Queue->Lock of entry e (the address part never changes) */
 
-byte waitaddr[NPROC];    /* Prcb->WaitAddress: the entry whose Lock word the processor halts on, NIL if none */
+byte waitaddr[NPROC];    /* Prcb->WaitAddress: the entry whose Lock word the processor halts on
+                            (| CLAIM once a waker claimed it), NIL if none */
 byte halted;             /* the global halted mask, bit p = processor p */
 bool ipi[NPROC];         /* a wake IPI is pending at processor p */
 bool cli[NPROC];         /* processor p is in its interrupts-off window W2-W5 */
@@ -128,7 +141,7 @@ end:
 proctype Processor(byte me)
 {
     byte e = me + 1;
-    byte pred, succ, mask, n;
+    byte pred, succ, nb, mask, n;
     bool ok;
 
     do
@@ -158,7 +171,14 @@ proctype Processor(byte me)
             :: (lockbits[e] & WAIT) != 0 ->                 /* W1: the spin bound is spent */
                 atomic {
                     cli[me] = true;                         /* W2: interrupts off */
+#ifndef MUTANT_STALE_CLAIM
                     waitaddr[me] = e;                       /* W2: publish WaitAddress */
+#else
+                    if
+                    :: waitaddr[me] != (e | CLAIM) -> waitaddr[me] = e
+                    :: else -> skip
+                    fi;
+#endif
                     halted = halted | (1 << me)             /* W3: lock or, full barrier */
                 };
 #ifndef MUTANT_NO_HALT_RECHECK
@@ -166,7 +186,9 @@ proctype Processor(byte me)
                 :: (lockbits[e] & WAIT) == 0 ->             /* W4: re-check: changed */
                     atomic {                                /* W4: unpublish, interrupts on */
                         halted = halted & ~(1 << me);
+#ifndef MUTANT_STALE_CLAIM
                         waitaddr[me] = NIL;
+#endif
                         cli[me] = false
                     };
                     break                                   /* interrupts on, owner */
@@ -176,7 +198,11 @@ proctype Processor(byte me)
                 atomic { ipi[me] -> ipi[me] = false; cli[me] = false }; /* W5: sti; hlt until a wake IPI */
                 atomic {                                    /* W6: unpublish, loop */
                     halted = halted & ~(1 << me);
+#ifndef MUTANT_STALE_CLAIM
                     waitaddr[me] = NIL
+#else
+                    skip
+#endif
                 }
             od
         fi;
@@ -213,19 +239,37 @@ proctype Processor(byte me)
         :: else -> skip
         fi;
         assert(succ != NIL);            /* the hand-off below would store through NULL */
+        nb = next[succ];                /* KxHandOffWakingAhead: NextButOne, a hint (may go stale) */
         next[e] = NIL;                  /* Queue->Next = NULL */
         sbuf[me] = succ;                /* K1: Successor->Lock = SpinLock | OWNER (release store, buffered) */
 #ifndef MUTANT_NO_WAKER_FENCE
         (sbuf[me] == NIL);              /* K2: full barrier, pairs with the waiter's W3 */
 #endif
         mask = halted;                  /* K3: read the halted mask */
-        if                              /* K3: bits whose WaitAddress matches: only succ's processor can */
-        :: (mask & (1 << (succ - 1))) != 0 && waitaddr[succ - 1] == succ ->
-            ipi[succ - 1] = true        /* K3: wake IPI */
-        :: else -> skip
+        atomic {                        /* K3: claim (compare-exchange), then IPI; only succ's processor can match */
+            if
+            :: (mask & (1 << (succ - 1))) != 0 && waitaddr[succ - 1] == succ ->
+                waitaddr[succ - 1] = succ | CLAIM;
+                ipi[succ - 1] = true
+            :: else -> skip
+            fi
+        };
+        if                              /* the early wake of the next-but-one, or not */
+        :: nb != NIL ->
+            mask = halted;              /* unfenced K3 on nb's entry */
+            atomic {
+                if
+                :: (mask & (1 << (nb - 1))) != 0 && waitaddr[nb - 1] == nb ->
+                    waitaddr[nb - 1] = nb | CLAIM;
+                    ipi[nb - 1] = true
+                :: else -> skip
+                fi
+            }
+        :: true -> skip
         fi;
         mask = 0;
         succ = NIL;
+        nb = NIL;
 released:
         ok = false;
         n++

@@ -33,7 +33,7 @@ done
 
 # name | source | spin -D options of this configuration | mutants that must be rejected
 MODELS=(
-    "queuedlock|models/queuedlock.pml||NO_LINK_WAIT NO_HALT_RECHECK NO_WAKER_FENCE WAIT_AFTER_LINK"
+    "queuedlock|models/queuedlock.pml||NO_LINK_WAIT NO_HALT_RECHECK NO_WAKER_FENCE WAIT_AFTER_LINK STALE_CLAIM"
     "csq|models/csq.pml||COMPLETE_WITH_ROUTINE NO_INSERT_RECHECK REMOVE_NO_CLAIM"
     "startio|models/startio.pml||STARTIO_KEEPS_ROUTINE STARTIO_CANCELLED_RETURNS EMPTY_QUEUE_STAYS_BUSY"
     "startio-deferred|models/startio.pml|-DDEFERRED -DNSUB=2|LEAVE_STALE_REQUEST LEAVE_READS_FIRST"

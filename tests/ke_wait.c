@@ -323,6 +323,103 @@ KTEST_EX(KeWait, ordinary_release_ignores_a_processor_halted_elsewhere, KTEST_SM
     KT_EXPECT_EQ(E.Scans, 0);
 }
 
+/*
+ * One wake IPI per halt (ke/wait.c, "the claim"): index 0 waits on Word,
+ * which nobody changes until the end; once it has halted, index 1 runs
+ * KW_WAKE_BURST wakes on Word in a row. Every IPI claims one publication of
+ * index 0, and each publication but the last ends in a halt (the word stays
+ * unchanged), so the IPIs sent are at most the halts index 0 made after the
+ * burst began plus two (the halt it was in, and a last publication whose
+ * re-check may see the final change). Without the claim every wake in the
+ * burst finds index 0 still published while its virtual processor wakes up,
+ * and sends another IPI. Run for a fenced wait and for the ordinary lock's
+ * kind (unfenced, wake one).
+ */
+#define KW_WAKE_BURST   200
+#define KW_BURST_ROUNDS 8
+
+typedef struct _KW_BURST
+{
+    volatile ULONG_PTR Word;  // index 0 waits for it to change
+    ULONG Flags;              // the wait's and the wakes' kind
+    volatile ULONG Waiter;    // index 0's processor number + 1, once it is about to wait
+    volatile ULONG64 Halts;   // index 0's WaitHalts before it waited
+    BOOLEAN Halted;           // index 1 saw index 0 halt before the burst
+    ULONG64 HaltsBeforeBurst; // index 0's WaitHalts when the burst began
+    ULONG64 HaltsAfter;       // index 0's WaitHalts once it stopped waiting
+    ULONG64 Sent;             // wake IPIs index 1 sent in the burst
+} KW_BURST;
+
+static VOID
+KwWakeBurst(ULONG Index, PVOID Context)
+{
+    KW_BURST *B = Context;
+    PKPRCB Prcb = KeGetCurrentPrcb();
+    PKPRCB Waiter;
+    ULONG64 Sent;
+
+    if (Index == 0)
+    {
+        B->Halts = Prcb->WaitHalts;
+        /* Release: Halts is written before index 1 reads it. */
+        __atomic_store_n(&B->Waiter, Prcb->Number + 1, __ATOMIC_RELEASE);
+        KiWaitForChange(&B->Word, 0, B->Flags, NULL);
+        B->HaltsAfter = Prcb->WaitHalts;
+        return;
+    }
+    for (ULONG64 Start = KwNowMs();
+         __atomic_load_n(&B->Waiter, __ATOMIC_ACQUIRE) == 0 && KwNowMs() - Start < KW_WAIT_MS;)
+    {
+        x86_pause();
+    }
+    if (B->Waiter != 0)
+    {
+        Waiter = KiGetPrcb(B->Waiter - 1);
+        B->Halted = KwWaitAbove(&Waiter->WaitHalts, B->Halts);
+        B->HaltsBeforeBurst = Waiter->WaitHalts;
+        Sent = Prcb->WaitWakesSent;
+        for (ULONG i = 0; B->Halted && i < KW_WAKE_BURST; i++)
+        {
+            KiWaitWakeHalted(&B->Word, B->Flags); // the word is unchanged: every wake is extra
+        }
+        B->Sent = Prcb->WaitWakesSent - Sent;
+    }
+    KiWaitSetAndWake(&B->Word, 1);
+}
+
+/*
+ * KW_BURST_ROUNDS bursts of one kind. How many IPIs a burst would send
+ * without the claim depends on how long the waiter's virtual processor takes
+ * to wake, so every round counts; each must stay within its bound.
+ */
+static VOID
+KwRunWakeBursts(ULONG Flags)
+{
+    ULONG64 Sent = 0, Halts = 0;
+
+    for (ULONG Round = 0; Round < KW_BURST_ROUNDS; Round++)
+    {
+        KW_BURST B;
+
+        memset(&B, 0, sizeof(B));
+        B.Flags = Flags;
+        KtRunOnProcessors(2, KwWakeBurst, &B);
+        KT_EXPECT(B.Halted);
+        KT_EXPECT_GE(B.Sent, 1);
+        KT_EXPECT_LE(B.Sent, B.HaltsAfter - B.HaltsBeforeBurst + 2);
+        Sent += B.Sent;
+        Halts += B.HaltsAfter - B.HaltsBeforeBurst;
+    }
+    KtLog("flags %#x: %u rounds of %u wakes: the waiter halted %llu times, %llu IPIs sent", Flags,
+          KW_BURST_ROUNDS, KW_WAKE_BURST, (unsigned long long)Halts, (unsigned long long)Sent);
+}
+
+KTEST_EX(KeWait, a_halted_waiter_takes_one_wake_ipi_per_halt, KTEST_SMP_ONLY, 0)
+{
+    KwRunWakeBursts(0);
+    KwRunWakeBursts(KI_WAIT_UNFENCED | KI_WAIT_WAKE_ONE);
+}
+
 /* At HIGH_LEVEL no interrupt gets through: the waiter only spins. */
 KTEST_EX(KeWait, queued_waiter_at_high_level_never_halts, KTEST_SMP_ONLY, 0)
 {

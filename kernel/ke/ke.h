@@ -69,7 +69,7 @@ typedef struct _KPRCB
     volatile LONG IdleWorkBusy; // claimed by KiQueueIdleWork until the routine returns
     volatile ULONG64 FrozenRip; // where an NMI freeze found this processor
     volatile ULONG64 FrozenRbp;
-    volatile ULONG_PTR *volatile WaitAddress; // ke/wait.c: the word this processor halts on
+    volatile ULONG_PTR *volatile WaitAddress; // ke/wait.c: the word it halts on (| 1: claimed)
     volatile ULONG64 WaitHalts;               // hlt entered by KiWaitForChange
     volatile ULONG64 WaitWakes;               // KI_VECTOR_WAKE interrupts taken
     volatile ULONG64 WaitWakesSent;           // wake IPIs this processor sent
@@ -468,7 +468,10 @@ KiWaitForChange(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags, KI
     return KiWaitForChangeTail(Address, OldValue, Flags, Watch, Spun);
 }
 
-/* After changing *Address: wakes the processors halted on it; returns the IPIs sent. Any IRQL. */
+/*
+ * After changing *Address: wakes the processors halted on it, one IPI per halt
+ * however many wakers see it; returns how many it found halted there. Any IRQL.
+ */
 ULONG KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags);
 
 /* Stores Value into *Address with release semantics and wakes whoever halted on it. */

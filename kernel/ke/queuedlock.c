@@ -145,7 +145,7 @@ static __attribute__((noinline)) VOID
 KxHandOffWakingAhead(PKSPIN_LOCK_QUEUE Queue, PKSPIN_LOCK_QUEUE Successor, PKSPIN_LOCK SpinLock)
 {
     PKSPIN_LOCK_QUEUE NextButOne;
-    ULONG SuccessorWoken;
+    ULONG SuccessorHalted;
 
     /*
      * The successor waits for us, so its entry is alive until the hand-off:
@@ -162,12 +162,13 @@ KxHandOffWakingAhead(PKSPIN_LOCK_QUEUE Queue, PKSPIN_LOCK_QUEUE Successor, PKSPI
     __atomic_store_n(&Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER),
                      __ATOMIC_RELEASE);
     /*
-     * K2-K3 (ke/wait.c): if the successor halted, IPI it. The successor's entry
-     * may be gone already (it owns the lock and may have released it and
-     * returned); KiWaitWakeHalted only compares its address with the published
+     * K2-K3 (ke/wait.c): if the successor halted, IPI it (unless an early wake
+     * has claimed its halt already). The successor's entry may be gone already
+     * (it owns the lock and may have released it and returned);
+     * KiWaitWakeHalted only compares its address with the published
      * WaitAddress values and never dereferences it.
      */
-    SuccessorWoken = KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, 0);
+    SuccessorHalted = KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, 0);
     /*
      * The successor was running: wake the next-but-one ahead of its hand-off,
      * if it halted, so that it is back on a host core when its turn comes
@@ -178,7 +179,7 @@ KxHandOffWakingAhead(PKSPIN_LOCK_QUEUE Queue, PKSPIN_LOCK_QUEUE Successor, PKSPI
      * under overcommit every hand-off then waits for a host wake-up anyway
      * (README.md, "Waiting", has the measurements).
      */
-    if (NextButOne != NULL && SuccessorWoken == 0 &&
+    if (NextButOne != NULL && SuccessorHalted == 0 &&
         __atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0)
     {
         KiWaitWakeHalted((volatile ULONG_PTR *)&NextButOne->Lock, KI_WAIT_UNFENCED);

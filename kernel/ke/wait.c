@@ -46,8 +46,10 @@
  *
  *   K1  A = new value (a store or a locked RMW)
  *   K2  full barrier (mfence, or K1 itself if locked)   pairs with W3's locked OR
- *   K3  read KiWaitHaltedMask; for each bit p set with
- *       Prcb[p].WaitAddress == &A: IPI p on KI_VECTOR_WAKE
+ *   K3  read KiWaitHaltedMask; for each bit p set:      claim, then wake: one IPI
+ *       compare-exchange Prcb[p].WaitAddress from &A    per publication, however
+ *       to &A|1 (claimed); if that succeeded, IPI p     many wakers see it
+ *       on KI_VECTOR_WAKE
  *
  * Why no wake-up is lost: W3 and K1 are both ordered before the reads that
  * follow them (W4, K3) by full barriers, so at least one of the two sees the
@@ -56,6 +58,21 @@
  * stays pending in the IRR (interrupts are off) and is taken at W5's hlt,
  * which then returns at once. A stale or extra IPI (W already gone, or
  * halted later on another word) only makes that waiter re-check and loop.
+ *
+ * The claim. A waker that finds WaitAddress == &A|1 sends nothing: another
+ * waker has claimed this publication and sent its IPI. K3 saw W's bit in
+ * the mask, so W's W6 (its locked AND) comes after K3's read of the mask,
+ * which comes after K1; W reads A again after W6 (W1, or W4 of its next
+ * publication) and sees the change. A new publication stores a plain &A, so
+ * a claim ends with the halt it ended. So no wake-up is lost, and a
+ * processor halted on a word that many changes hit in a row (an ordinary
+ * lock released over and over while its waiter wakes up) takes one IPI
+ * instead of one per change: under overcommit a halted virtual processor
+ * needs microseconds to run again, and every IPI sent meanwhile cost its
+ * sender an interrupt-command write (a VM exit, or QEMU's global lock) and
+ * the waiter one more interrupt. The queued lock's early wake of the
+ * next-but-one claims too, so the hand-off that follows may find that
+ * waiter claimed and send nothing; models/queuedlock.pml checks that pair.
  *
  * The one window (KI_WAIT_UNFENCED only): the ordinary lock's release is a
  * plain store followed by a plain read of the mask, with no K2, so that an
@@ -87,7 +104,8 @@
 #include "hal/hal.h"
 #include "lib/lib.h"
 
-#define KI_WAIT_CLOCK 0x80 // KiWaitHalt: the waiter needs its clock tick (it has a watch)
+#define KI_WAIT_CLOCK   0x80 // KiWaitHalt: the waiter needs its clock tick (it has a watch)
+#define KI_WAIT_CLAIMED 1    // WaitAddress bit 0: a waker sent this publication its IPI
 
 _Static_assert(MAXIMUM_PROCESSORS <= 64, "KiWaitHaltedMask has one bit per processor");
 _Static_assert((KI_VECTOR_WAKE >> 4) > IPI_LEVEL, "a waiter at IPI_LEVEL must be wakeable");
@@ -287,20 +305,25 @@ KiWaitForChangeTail(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags
 
 /*
  * K2-K3 after the caller changed *Address (K1): IPIs every processor halted
- * (or about to halt) on Address. KI_WAIT_UNFENCED: the caller's K1 was a plain
- * store and no barrier is added (see "the one window"); otherwise a full
- * barrier first. KI_WAIT_WAKE_ONE: at most one processor, chosen round-robin
- * from the caller's successor, for words many wait on but one can take (the
- * ordinary lock). Returns how many wake IPIs it sent. Any IRQL.
+ * (or about to halt) on Address whose publication nobody has claimed yet,
+ * claiming it (see "the claim"). KI_WAIT_UNFENCED: the caller's K1 was a
+ * plain store and no barrier is added (see "the one window"); otherwise a
+ * full barrier first. KI_WAIT_WAKE_ONE: at most one processor, the first
+ * halted on Address in turn from the caller's successor, for words many wait
+ * on but one can take (the ordinary lock); if that one is claimed already,
+ * nobody. Returns how many processors it found halted on Address, woken by
+ * this call or claimed by an earlier one. Any IRQL.
  */
 ULONG
-// cppcheck-suppress constParameter ; Address names the word the caller changed (compared only)
+// cppcheck-suppress constParameter ; Address names the word the caller changed (never dereferenced)
 KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags)
 {
+    volatile ULONG_PTR *Claimed = (volatile ULONG_PTR *)((ULONG_PTR)Address | KI_WAIT_CLAIMED);
     ULONG64 Mask;
     ULONG Self;
     ULONG Shift;
     ULONG Sent = 0;
+    ULONG Found = 0;
 
     if ((Flags & KI_WAIT_UNFENCED) == 0)
     {
@@ -325,21 +348,30 @@ KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags)
     {
         ULONG Number = (Shift + (ULONG)__builtin_ctzll(Mask)) & 63;
         PKPRCB Prcb = KiGetPrcb(Number);
+        volatile ULONG_PTR *Published = __atomic_load_n(&Prcb->WaitAddress, __ATOMIC_RELAXED);
 
         Mask &= Mask - 1;
-        if (__atomic_load_n(&Prcb->WaitAddress, __ATOMIC_RELAXED) == Address)
+        /* Claim this publication (one IPI per halt); a failure reloads Published. */
+        if (Published == Address &&
+            __atomic_compare_exchange_n(&Prcb->WaitAddress, &Published, Claimed, FALSE,
+                                        __ATOMIC_RELAXED, __ATOMIC_RELAXED))
         {
             HalSendIpi(Prcb->ApicId, KI_VECTOR_WAKE);
             Sent++;
-            if (Flags & KI_WAIT_WAKE_ONE)
-            {
-                break;
-            }
+        }
+        else if (Published != Claimed)
+        {
+            continue; // halted on another word, or gone
+        }
+        Found++;
+        if (Flags & KI_WAIT_WAKE_ONE)
+        {
+            break; // the first halted on Address in turn is (being) woken
         }
     }
     if (Sent != 0)
     {
         __atomic_add_fetch(&KeGetCurrentPrcb()->WaitWakesSent, Sent, __ATOMIC_RELAXED);
     }
-    return Sent;
+    return Found;
 }
