@@ -376,12 +376,14 @@ test-gdb: deps
 # is non-zero only when the run failed or result lines are missing.
 BENCH_MS  ?=
 BENCH_OUT ?= build/bench
+BENCH_B   := build/free$(if $(filter clang%,$(notdir $(CC))),-clang,)
 .PHONY: bench bench-compare
 bench: deps
 	@rc=0; $(MAKE) --no-print-directory test DBG=0 TESTS='Bench:*' \
 	    CMDLINE='bench=1 $(if $(BENCH_MS),bench_ms=$(BENCH_MS) )$(CMDLINE)' || rc=$$?; \
 	    python3 scripts/bench-report.py --log $(LOG) --out $(BENCH_OUT) --smp $(SMP) \
-	    --accel $(ACCEL) --cpu max --status $$rc
+	    --accel $(ACCEL) --cpu max --status $$rc --elf $(BENCH_B)/kernel.elf \
+	    --bench-objects '$(BENCH_B)/obj/tests/bench/*.o'
 
 # make bench at SMP=8 and SMP=2 and the Linux peer kit (PEER_KIT) on the same QEMU, then
 # $(BENCH_OUT)/compare.md: Spindle's rows next to Linux's (scripts/bench-compare.sh).

@@ -2,7 +2,7 @@
 """bench-report.py - turn the serial log of `make bench` into a report, JSON and plots.
 
 Usage: scripts/bench-report.py [--log FILE] [--out DIR] [--smp N] [--accel A] [--cpu MODEL]
-                               [--status N] [--no-plots]
+                               [--status N] [--no-plots] [--elf ELF --bench-objects GLOB]
 
   --log FILE    the serial log of the run (default build/serial.log)
   --out DIR     where the results go (default build/bench):
@@ -16,6 +16,11 @@ Usage: scripts/bench-report.py [--log FILE] [--out DIR] [--smp N] [--accel A] [-
   --accel A     QEMU's accelerator (tcg or kvm); --cpu the -cpu model (max)
   --status N    the exit status of the run (make test); non-zero fails the report
   --no-plots    skip gnuplot
+  --elf ELF, --bench-objects GLOB
+                the kernel that ran and the bench's object files: under TCG the
+                report then says whether a timed loop's hot lookups share a
+                slot of QEMU's jump cache (scripts/tcg-jump-cache.py), which
+                slows that row in every boot of this build
 
 The kernel prints one line per figure in the format of the Linux peer module
 `lockbench` (tests/bench/bench.c). Speed never fails: the exit status is 1 only
@@ -24,6 +29,7 @@ a usage error.
 """
 
 import argparse
+import glob
 import json
 import os
 import re
@@ -141,6 +147,19 @@ def fmt(value, digits=2):
     return ("%." + str(digits) + "f") % value
 
 
+def jump_cache(elf, objects):
+    """The collisions scripts/tcg-jump-cache.py finds, one string each; None if it could not run."""
+    paths = sorted(glob.glob(objects))
+    script = os.path.join(os.path.dirname(os.path.abspath(__file__)), "tcg-jump-cache.py")
+    if not paths or not os.path.exists(elf):
+        return None
+    out = subprocess.run([sys.executable, script, elf] + paths, capture_output=True, text=True)
+    if out.returncode != 0:
+        return None
+    return [line.split(": ", 1)[1] for line in out.stdout.splitlines()
+            if line.startswith("tcg-jump-cache: ") and line != "tcg-jump-cache: none"]
+
+
 def build_results(run, env):
     floors = {r["name"]: r["cycles_per_op"] for r in run["uncontended"] if r["name"] in FLOORS}
     unc = []
@@ -204,6 +223,16 @@ def write_report(path, res, plots):
     if env["accel"] == "tcg":
         w("Under TCG every figure is an emulation cost in guest TSC cycles (the host's rate): "
           "compare rows with each other and with the floors of this run, not with hardware.")
+        w("")
+    layout = res.get("jump_cache")
+    if layout is not None and not layout:
+        w("QEMU's jump cache (scripts/tcg-jump-cache.py): no timed loop of this build looks up "
+          "two addresses that share a slot.")
+        w("")
+    elif layout:
+        w("**Warning: in this build these timed loops look up two addresses that share a slot "
+          "of QEMU's jump cache** (scripts/tcg-jump-cache.py), so under TCG their rows run "
+          "slower in every boot of it (up to half): %s." % "; ".join(layout))
         w("")
     if boot:
         w("## Boot")
@@ -370,6 +399,8 @@ def main():
     parser.add_argument("--cpu", default="max")
     parser.add_argument("--status", type=int, default=0)
     parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--elf")
+    parser.add_argument("--bench-objects")
     args = parser.parse_args()
 
     if not os.path.isfile(args.log):
@@ -379,6 +410,8 @@ def main():
     run = parse_log(args.log)
     env = environment(args, run)
     res = build_results(run, env)
+    if env["accel"] == "tcg" and args.elf and args.bench_objects:
+        res["jump_cache"] = jump_cache(args.elf, args.bench_objects)
 
     with open(os.path.join(args.out, "serial.log"), "w") as f:
         with open(args.log, errors="replace") as log:
@@ -416,6 +449,9 @@ def main():
         print("  %-44s N=%-2d %8.2f M/s  max/min %s" % (r["name"], r["cpus"],
                                                          r["ops_per_s"] / 1e6,
                                                          fmt(r["max_over_min"])))
+    for collision in res.get("jump_cache") or []:
+        print("bench: WARNING: QEMU jump-cache collision, that row runs slower in this build: %s"
+              % collision)
     print("bench: wrote %s/report.md, results.json%s" % (
         args.out, ", " + ", ".join(p for p, _ in plots) if plots else ""))
 
