@@ -73,6 +73,11 @@
  * the waiter one more interrupt. The queued lock's early wake of the
  * next-but-one claims too, so the hand-off that follows may find that
  * waiter claimed and send nothing; models/queuedlock.pml checks that pair.
+ * KI_WAIT_WAKE_ONE (the ordinary lock) wakes one waiter per release, as
+ * before the claim: when the first halted waiter in turn is claimed, nobody
+ * else is woken. Nobody is left asleep by it: that waiter takes the lock or
+ * halts again, published afresh, and the release that ends the next hold
+ * wakes the next one (and an unfenced waiter's clock tick wakes it anyway).
  *
  * The one window (KI_WAIT_UNFENCED only): the ordinary lock's release is a
  * plain store followed by a plain read of the mask, with no K2, so that an

@@ -134,7 +134,10 @@ BENCH_ROW(
 static BENCH_CALLED VOID
 BenchXchgAcquireCalled(ULONG64 *Word)
 {
-    /* Acquire: pairs with the release store in BenchXchgReleaseCalled. */
+    /*
+     * Acquire: pairs with the release store in BenchXchgReleaseCalled. One
+     * processor runs this row, so the loop never turns.
+     */
     while (__atomic_exchange_n(Word, 1, __ATOMIC_ACQUIRE) != 0)
     {
         x86_pause();
