@@ -38,8 +38,8 @@
  *   stale IPI from an earlier wait may or may not still be pending at a hlt.
  *   No other interrupt ends a hlt: a wake-up the protocol loses is not hidden
  *   by a clock tick.
- *   waker   K1 the hand-off store (Successor->Lock = SpinLock | OWNER);
- *           K2 full barrier (mfence or a locked instruction);
+ *   waker   K1 the hand-off (Successor->Lock = SpinLock | OWNER), an exchange;
+ *           K2 full barrier: the exchange itself (a locked instruction);
  *           K3 read HaltedMask; for each set bit, compare-exchange its
  *              Prcb->WaitAddress from the word just stored to that word
  *              marked claimed, and send the wake IPI only if that succeeded:
@@ -53,11 +53,13 @@
  * Memory model: x86-TSO. Every locked instruction (xchg, cmpxchg, lock or/and)
  * is a full barrier, and TSO keeps stores in order and loads in order, so the
  * only reordering x86 can show is a load overtaking an earlier store of the
- * same processor. In this protocol exactly one such pair matters, K1 -> K3
- * (the waiter's W3 -> W4 is a locked RMW and cannot reorder): the hand-off
- * store therefore goes into a per-processor store buffer (sbuf) that drains
- * at any moment (the Drain process) and that K2 and any later store of the
- * same processor must wait for. The other plain stores (the entry's
+ * same processor. In this protocol exactly one such pair could matter, K1 ->
+ * K3, and the code rules it out by making K1 an exchange (the waiter's W3 ->
+ * W4 is a locked RMW too): so K1 is one step that writes memory. The mutant
+ * MUTANT_NO_WAKER_FENCE makes K1 a plain store with no K2: it goes into a
+ * per-processor store buffer (sbuf) that drains at any moment (the Drain
+ * process) and that any later store of the same processor must wait for,
+ * so that the model shows what the exchange prevents. The other plain stores (the entry's
  * Next/Lock, the successor link) are followed only by stores, locked
  * instructions or loads of locations no other processor writes at that time,
  * so executing them at once loses no TSO behaviour.
@@ -79,7 +81,8 @@
  * Mutants (make verify builds each with spin -D<name> and expects a failure):
  *   MUTANT_NO_LINK_WAIT      release does not wait for a half-enqueued successor's link
  *   MUTANT_NO_HALT_RECHECK   the waiter halts without re-reading its word (W4)
- *   MUTANT_NO_WAKER_FENCE    the waker reads HaltedMask with its hand-off store still buffered (K2)
+ *   MUTANT_NO_WAKER_FENCE    the hand-off is a plain store (no K2): the waker reads HaltedMask
+ *                            with it still buffered
  *   MUTANT_WAIT_AFTER_LINK   WAIT is set after publishing Predecessor->Next, not before
  *   MUTANT_STALE_CLAIM       a claim outlives its halt: unpublishing and publishing again
  *                            keep a claimed WaitAddress
@@ -241,9 +244,10 @@ proctype Processor(byte me)
         assert(succ != NIL);            /* the hand-off below would store through NULL */
         nb = next[succ];                /* KxHandOffWakingAhead: NextButOne, a hint (may go stale) */
         next[e] = NIL;                  /* Queue->Next = NULL */
-        sbuf[me] = succ;                /* K1: Successor->Lock = SpinLock | OWNER (release store, buffered) */
 #ifndef MUTANT_NO_WAKER_FENCE
-        (sbuf[me] == NIL);              /* K2: full barrier, pairs with the waiter's W3 */
+        lockbits[succ] = OWNER;         /* K1+K2: xchg(Successor->Lock, SpinLock | OWNER), a full barrier; pairs with W3 */
+#else
+        sbuf[me] = succ;                /* K1 as a plain store, still buffered when K3 reads the mask */
 #endif
         mask = halted;                  /* K3: read the halted mask */
         atomic {                        /* K3: claim (compare-exchange), then IPI; only succ's processor can match */

@@ -17,7 +17,7 @@
  *   waiting   Lock = L|WAIT                  the exchange returned predecessor P; WAIT
  *                                            is set BEFORE P->Next = h publishes h
  *   handed    Lock = L|OWNER                 P, releasing, found Next = h and wrote
- *                                            L|OWNER with one release store
+ *                                            L|OWNER with one exchange
  *   last out  owner with Next = NULL         cmpxchg(word: h -> 0); if it fails, a
  *                                            successor S has exchanged itself in but
  *                                            not yet stored h->Next = S: wait for
@@ -25,9 +25,10 @@
  *
  * Waiting (ke/wait.c): a waiter waits for its own Lock field to change from
  * L|WAIT with KiWaitForChange (spin, then halt); the hand-off is the waker's
- * K1, followed by KiWaitWakeHalted's barrier and IPI. So the table gains:
+ * K1 and, being an exchange (a locked instruction), its K2 barrier too; the
+ * mask read and the IPI (K3) follow. So the table gains:
  *
- *   halted    Lock = L|WAIT, waiter published   releaser stores L|OWNER, mfence, reads
+ *   halted    Lock = L|WAIT, waiter published   releaser exchanges L|OWNER in, reads
  *             in KiWaitHaltedMask               the mask, IPIs the waiter (wait.c K1-K3)
  *   halting   the predecessor's Lock had WAIT   the waiter halts without spinning first
  *   first     when we linked ourselves          (KI_WAIT_HALT_FIRST): two hand-offs or more
@@ -89,7 +90,7 @@ KxWaitForQueuedSpinLock(PKSPIN_LOCK SpinLock, PKSPIN_LOCK_QUEUE Queue,
     __atomic_store_n(&Predecessor->Next, Queue, __ATOMIC_RELEASE);
     /*
      * Acquire (KiWaitForChange's loads): the previous owner's critical section
-     * happens before ours; pairs with the hand-off store in KxReleaseQueuedSpinLock.
+     * happens before ours; pairs with the hand-off exchange in KxReleaseQueuedSpinLock.
      */
     KiWaitForChange((volatile ULONG_PTR *)&Queue->Lock, (ULONG_PTR)SpinLock | LOCK_QUEUE_WAIT,
                     Flags, KiSpinWaitWatch(&Wait, SpinLock, Rip));
@@ -155,20 +156,22 @@ KxHandOffWakingAhead(PKSPIN_LOCK_QUEUE Queue, PKSPIN_LOCK_QUEUE Successor, PKSPI
     NextButOne = __atomic_load_n(&Successor->Next, __ATOMIC_ACQUIRE);
     Queue->Next = NULL;
     /*
-     * Release: the hand-off. Clears the successor's WAIT and sets its OWNER in
-     * one store, after our critical section; pairs with the waiter's acquire
-     * load of its Lock. The successor may run (and its entry vanish) at once.
+     * The hand-off (K1 and K2 of ke/wait.c): clears the successor's WAIT and
+     * sets its OWNER in one exchange, after our critical section; pairs with
+     * the waiter's acquire load of its Lock. A locked instruction, so it is
+     * also the full barrier before the mask is read (pairs with W3). The
+     * successor may run (and its entry vanish) at once.
      */
-    __atomic_store_n(&Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER),
-                     __ATOMIC_RELEASE);
+    (void)__atomic_exchange_n(
+        &Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER), __ATOMIC_SEQ_CST);
     /*
-     * K2-K3 (ke/wait.c): if the successor halted, IPI it (unless an early wake
-     * has claimed its halt already). The successor's entry may be gone already
-     * (it owns the lock and may have released it and returned);
-     * KiWaitWakeHalted only compares its address with the published
-     * WaitAddress values and never dereferences it.
+     * K3: if the successor halted, IPI it (unless an early wake has claimed
+     * its halt already). The successor's entry may be gone already (it owns
+     * the lock and may have released it and returned); KiWaitWakeHalted only
+     * compares its address with the published WaitAddress values and never
+     * dereferences it.
      */
-    SuccessorHalted = KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, 0);
+    SuccessorHalted = KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, KI_WAIT_UNFENCED);
     /*
      * The successor was running: wake the next-but-one ahead of its hand-off,
      * if it halted, so that it is back on a host core when its turn comes
@@ -239,19 +242,20 @@ KxReleaseQueuedSpinLock(PKLOCK_QUEUE_HANDLE LockHandle, ULONG_PTR Rip)
         return;
     }
     Queue->Next = NULL;
-    /* Release: the hand-off (as in KxHandOffWakingAhead). */
-    __atomic_store_n(&Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER),
-                     __ATOMIC_RELEASE);
     /*
-     * K2-K3 (ke/wait.c) inline. K2: a full barrier, so the hand-off store is
-     * visible before the mask is read; pairs with the waiter's locked OR into
-     * the mask (W3), so either it re-reads its Lock and sees OWNER (W4) or we
-     * see its bit here. The mask read before the hand-off above was only a
-     * hint choosing the path. Only a processor published in the mask costs a
-     * call, so the common hand-off has no frame and no call (under TCG every
-     * return is an indirect-branch lookup).
+     * The hand-off, as in KxHandOffWakingAhead: one exchange is both K1 and
+     * K2 (ke/wait.c). As a locked instruction it is a full barrier, so the
+     * new Lock is visible before the mask is read below; pairs with the
+     * waiter's locked OR into the mask (W3), so either it re-reads its Lock
+     * and sees OWNER (W4) or we see its bit here. A store followed by a fence
+     * would cost a second locked instruction (README.md, "Waiting"). The mask
+     * read before the hand-off above was only a hint choosing the path. Only
+     * a processor published in the mask costs a call, so the common hand-off
+     * has no frame and no call (under TCG every return is an indirect-branch
+     * lookup).
      */
-    __atomic_thread_fence(__ATOMIC_SEQ_CST);
+    (void)__atomic_exchange_n(
+        &Successor->Lock, (PKSPIN_LOCK)((ULONG_PTR)SpinLock | LOCK_QUEUE_OWNER), __ATOMIC_SEQ_CST);
     if (__builtin_expect(__atomic_load_n(&KiWaitHaltedMask, __ATOMIC_RELAXED) != 0, 0))
     {
         KiWaitWakeHalted((volatile ULONG_PTR *)&Successor->Lock, KI_WAIT_UNFENCED);

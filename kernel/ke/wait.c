@@ -311,9 +311,10 @@ KiWaitForChangeTail(volatile ULONG_PTR *Address, ULONG_PTR OldValue, ULONG Flags
 /*
  * K2-K3 after the caller changed *Address (K1): IPIs every processor halted
  * (or about to halt) on Address whose publication nobody has claimed yet,
- * claiming it (see "the claim"). KI_WAIT_UNFENCED: the caller's K1 was a
- * plain store and no barrier is added (see "the one window"); otherwise a
- * full barrier first. KI_WAIT_WAKE_ONE: at most one processor, the first
+ * claiming it (see "the claim"). KI_WAIT_UNFENCED: no barrier is added,
+ * because the caller's K1 was a locked instruction and so K2 already, or a
+ * plain store whose waiters accept "the one window"; otherwise a full barrier
+ * first. KI_WAIT_WAKE_ONE: at most one processor, the first
  * halted on Address in turn from the caller's successor, for words many wait
  * on but one can take (the ordinary lock); if that one is claimed already,
  * nobody. Returns how many processors it found halted on Address, woken by
