@@ -56,10 +56,13 @@ CONTENDED = [
     ("virt_tas_called", "spin_lock", "default",
      "virt_tas behind two functions, as any lock API is called, vs Linux's spin_lock, which "
      "is virt_tas called the same way: the bound for a called test-and-set lock"),
+    ("raw_mcs_called", "spin_lock", "nohv",
+     "raw_mcs behind two functions, as any lock API is called, vs qspinlock: the bound for "
+     "a called MCS lock that never halts"),
 ]
 
 # The reference loops written in the bench; the rest are Spindle's own locks.
-REFERENCES = ("virt_tas", "raw_mcs", "raw_xchg", "virt_tas_called")
+REFERENCES = ("virt_tas", "raw_mcs", "raw_xchg", "virt_tas_called", "raw_mcs_called")
 
 
 def fnum(text):
@@ -136,12 +139,15 @@ def targets(runs, linux, w):
                      "max/min at most 1.5" % n, "%s vs %s" % (cell(r), lcell(l)), "", yes_no(ok)))
     r = contended_row(run2, "KeAcquireInStackQueuedSpinLockAtDpcLevel", 2) if run2 else None
     b = contended_row(run2, "raw_mcs", 2) if run2 else None
+    bc = contended_row(run2, "raw_mcs_called", 2) if run2 else None
     l = lin(2, "nohv", 2)
     ok = None if not (r and l) else r["ops_per_s"] >= l[0] and r["max_over_min"] <= 1.2
     rows.append(("queued AtDpcLevel, `-smp 2` N=2: at least qspinlock's throughput, "
                  "max/min at most 1.2", "%s vs %s" % (cell(r), lcell(l)),
-                 "`raw_mcs` %s (%s of qspinlock)" % (cell(b), ratio(b["ops_per_s"] if b else None,
-                                                                  l[0] if l else None)),
+                 "`raw_mcs` %s (%s of qspinlock), `raw_mcs_called` %s (Spindle: %s of it)" % (
+                     cell(b), ratio(b["ops_per_s"] if b else None, l[0] if l else None),
+                     cell(bc), ratio(r["ops_per_s"] if r else None,
+                                     bc["ops_per_s"] if bc else None)),
                  yes_no(ok)))
     for n in (2, 4, 8):
         r = contended_row(run8, "KeAcquireSpinLockAtDpcLevel", n) if run8 else None
@@ -171,7 +177,8 @@ def targets(runs, linux, w):
     w("")
     w("Contended cells are M acquisitions/s [max/min], Spindle vs Linux. The bound column "
       "is the reference row that measures what the machine allows: `raw_mcs` is the queued "
-      "lock's algorithm alone (inline, never halting), `virt_tas_called` the test-and-set "
+      "lock's algorithm alone (inline, never halting), `raw_mcs_called` the same behind two "
+      "calls, `virt_tas_called` the test-and-set "
       "lock behind two calls (the shape of any lock API, Linux's `spin_lock` included), "
       "`raw_xchg_called` the bare xchg pair behind two calls.")
     w("")

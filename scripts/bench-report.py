@@ -49,6 +49,7 @@ LOCKS = [
     "raw_mcs",
     "raw_xchg",
     "virt_tas_called",
+    "raw_mcs_called",
 ]
 LOCK_NOTES = {
     "KeAcquireSpinLockAtDpcLevel": "ordinary lock at DISPATCH_LEVEL (shape of Linux spin_lock)",
@@ -59,6 +60,7 @@ LOCK_NOTES = {
     "raw_mcs": "reference: the queued lock's MCS algorithm alone, inline, never halting",
     "raw_xchg": "reference: the peer module's xchg test-and-test-and-set lock",
     "virt_tas_called": "reference: virt_tas behind two calls to another page, as an API is called",
+    "raw_mcs_called": "reference: raw_mcs behind two calls to another page, as an API is called",
 }
 
 

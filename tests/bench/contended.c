@@ -30,10 +30,11 @@
  * written here: virt_tas, Linux's virt_spin_lock test-and-set (the lock Linux
  * uses in a VM without paravirtual spin locks), the module's own raw_xchg
  * lock, raw_mcs, the queued lock's MCS algorithm alone (inline, no halting):
- * the most any implementation of API.md §4's queue can give here, and
+ * the most any implementation of API.md §4's queue can give here,
  * virt_tas_called, virt_tas behind two noinline functions on a page of
  * their own, as a lock API is called (bench.h, BENCH_CALLED): the rate of a
- * called test-and-set lock here.
+ * called test-and-set lock here, and raw_mcs_called, raw_mcs called the same
+ * way: the rate of a called MCS lock that never halts.
  * The AtDpcLevel and reference loops raise to DISPATCH_LEVEL once around the
  * whole loop, as a DPC routine would run them.
  */
@@ -282,6 +283,21 @@ BENCH_LOOP(BenchLoopRawXchg, TRUE, (void)0, BenchXchgAcquire(&C->XWord),
            BenchXchgRelease(&C->XWord))
 BENCH_LOOP(BenchLoopRawMcs, TRUE, BENCH_MCS_NODE Node, BenchMcsAcquire(&C->McsTail, &Node),
            BenchMcsRelease(&C->McsTail, &Node))
+/* raw_mcs as an API: the same code, but a call and a return for each half. */
+static BENCH_CALLED VOID
+BenchMcsAcquireCalled(BENCH_MCS_NODE **Tail, BENCH_MCS_NODE *Node)
+{
+    BenchMcsAcquire(Tail, Node);
+}
+
+static BENCH_CALLED VOID
+BenchMcsReleaseCalled(BENCH_MCS_NODE **Tail, BENCH_MCS_NODE *Node)
+{
+    BenchMcsRelease(Tail, Node);
+}
+
+BENCH_LOOP(BenchLoopRawMcsCalled, TRUE, BENCH_MCS_NODE Node,
+           BenchMcsAcquireCalled(&C->McsTail, &Node), BenchMcsReleaseCalled(&C->McsTail, &Node))
 
 /* ---------------------------------------------------------------- one window */
 
@@ -505,4 +521,9 @@ KTEST_EX(Bench, contended_7_raw_mcs, KTEST_SLOW, 0)
 KTEST_EX(Bench, contended_8_virt_tas_called, KTEST_SLOW, 0)
 {
     BenchContendedLock("virt_tas_called", BenchLoopVirtTasCalled);
+}
+
+KTEST_EX(Bench, contended_9_raw_mcs_called, KTEST_SLOW, 0)
+{
+    BenchContendedLock("raw_mcs_called", BenchLoopRawMcsCalled);
 }
