@@ -369,8 +369,12 @@ KiDeadlinePassed(const KI_DEADLINE *Deadline)
     return (ULONG64)KeQueryPerformanceCounter(NULL).QuadPart - Deadline->Start > Deadline->Limit;
 }
 
-/* KiWaitForChange / KiWaitWakeHalted flags. */
-#define KI_WAIT_UNFENCED   0x1 // the waker's change is a plain store with no barrier after it
+/*
+ * KiWaitForChange / KiWaitWakeHalted flags. KI_WAIT_UNFENCED: to a wait, the
+ * waker's change may be a plain store with no barrier after it; to a wake,
+ * add no barrier (the change was locked, or its waiters accept the window).
+ */
+#define KI_WAIT_UNFENCED   0x1
 #define KI_WAIT_WAKE_ONE   0x2 // (wake) at most one halted waiter
 #define KI_WAIT_HALT_FIRST 0x4 // (wait) a hint: the change is far off; halt before spinning
 /* Pauses between two looks at a watch, a power of 2 (under TCG one pause can cost a ms). */
