@@ -29,7 +29,7 @@
 #define BENCH_DEFAULT_MS      200
 #define BENCH_MIN_MS          10
 #define BENCH_MAX_MS          5000
-#define BENCH_DEFAULT_WINDOWS 3
+#define BENCH_DEFAULT_WINDOWS 5
 #define BENCH_DEFAULT_REPS    15
 #define BENCH_MAX_WORK        1000000
 
