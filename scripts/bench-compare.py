@@ -189,9 +189,9 @@ def targets(runs, linux, w):
     w("")
     for smp in (8, 2):
         for collision in (by_smp.get(smp) or {}).get("jump_cache") or []:
-            w("**Warning (`-smp %d`): a QEMU jump-cache collision slows a timed loop in this "
-              "build** (scripts/tcg-jump-cache.py), so its row, and a bound taken from it, are "
-              "low: %s." % (smp, collision))
+            w("**Warning (`-smp %d`): a QEMU jump-cache collision or a page-crossing loop slows "
+              "a timed loop in this build** (scripts/tcg-jump-cache.py), so its row, and a bound "
+              "taken from it, are low: %s." % (smp, collision))
             w("")
 
 

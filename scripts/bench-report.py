@@ -229,12 +229,13 @@ def write_report(path, res, plots):
     layout = res.get("jump_cache")
     if layout is not None and not layout:
         w("QEMU's jump cache (scripts/tcg-jump-cache.py): no timed loop of this build looks up "
-          "two addresses that share a slot.")
+          "two addresses that share a slot or crosses a page boundary.")
         w("")
     elif layout:
         w("**Warning: in this build these timed loops look up two addresses that share a slot "
-          "of QEMU's jump cache** (scripts/tcg-jump-cache.py), so under TCG their rows run "
-          "slower in every boot of it (up to half): %s." % "; ".join(layout))
+          "of QEMU's jump cache, or cross a page boundary** (scripts/tcg-jump-cache.py), so "
+          "under TCG their rows run slower in every boot of it (up to half or worse): %s."
+          % "; ".join(layout))
         w("")
     if boot:
         w("## Boot")
@@ -452,8 +453,8 @@ def main():
                                                          r["ops_per_s"] / 1e6,
                                                          fmt(r["max_over_min"])))
     for collision in res.get("jump_cache") or []:
-        print("bench: WARNING: QEMU jump-cache collision, that row runs slower in this build: %s"
-              % collision)
+        print("bench: WARNING: QEMU jump-cache collision or page-crossing loop, that row runs "
+              "slower in this build: %s" % collision)
     print("bench: wrote %s/report.md, results.json%s" % (
         args.out, ", " + ", ".join(p for p, _ in plots) if plots else ""))
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 # SPDX-License-Identifier: MIT
-"""tcg-jump-cache.py - find bench loops whose hot lookups share a slot of QEMU's jump cache.
+"""tcg-jump-cache.py - find bench loops that QEMU's TCG must look up on every turn.
 
 Usage: scripts/tcg-jump-cache.py ELF OBJECT...
 
@@ -15,13 +15,20 @@ every boot of that build. Which build is hit depends only on where the
 linker put the code, so `make bench` runs this check and its report says
 which rows a collision may have slowed.
 
+A loop whose code crosses a page boundary is looked up on every turn too
+(its branch back starts a block on the other page, so it is not chained):
+one build put atomic_xadd's loop across a boundary and the row read 51
+cycles instead of 19. The check reports such loops as well
+(tests/bench/bench.h, BENCH_TIMED, aligns the timed functions to avoid them).
+
 The timed loops are the functions defined in the given object files (the
 bench's) that are named BenchLoop* (contended) or call BenchTscBegin (an
 uncontended row). In each, the check takes its loops (a backward branch and
 the code it jumps over) and, for every direct call inside one, the return
 address and, if the callee is on another page, the callee's address. It
-prints one line per collision, naming the addresses, and "none" otherwise;
-exit status 0 either way (1 if the files cannot be read).
+prints one line per collision or page-crossing loop, naming the addresses,
+and "none" otherwise; exit status 0 either way (1 if the files cannot be
+read).
 """
 import re
 import subprocess
@@ -67,13 +74,21 @@ def disassemble(elf):
     return functions
 
 
-def hot_lookups(code):
-    """(kind, address) of the lookups the function's loops make on every iteration."""
+def find_loops(code):
+    """(start, branch, end) of each loop: a backward branch at `branch` to `start`; `end` is
+    the first byte after the branch (the next instruction's address)."""
     loops = []
-    for addr, mnemonic, operands in code:
+    for i, (addr, mnemonic, operands) in enumerate(code):
         m = re.match(r"([0-9a-f]+)\b", operands)
         if mnemonic.startswith("j") and m and int(m.group(1), 16) <= addr:
-            loops.append((int(m.group(1), 16), addr))
+            end = code[i + 1][0] if i + 1 < len(code) else addr + 6  # a jcc rel32 is 6 bytes
+            loops.append((int(m.group(1), 16), addr, end))
+    return loops
+
+
+def hot_lookups(code):
+    """(kind, address) of the lookups the function's loops make on every iteration."""
+    loops = [(start, branch) for start, branch, _ in find_loops(code)]
     lookups = set()
     for i, (addr, mnemonic, operands) in enumerate(code):
         if not mnemonic.startswith("call") or i + 1 == len(code):
@@ -88,7 +103,8 @@ def hot_lookups(code):
 
 
 def collisions(elf, objects):
-    """[(function, [(kind, address), ...] sharing one slot)] for every collision found."""
+    """[(function, [(kind, address), ...])]: the lookups sharing one slot, or a loop's start
+    and end when its code crosses a page boundary."""
     functions = disassemble(elf)
     found = []
     for name in sorted(defined_functions(objects)):
@@ -102,6 +118,9 @@ def collisions(elf, objects):
         for entries in slots.values():
             if len({pc for _, pc in entries}) > 1:
                 found.append((name, entries))
+        for start, _, end in find_loops(code):
+            if start >> PAGE_BITS != (end - 1) >> PAGE_BITS:
+                found.append((name, [("loop from", start), ("across a page boundary to", end - 1)]))
     return found
 
 
@@ -117,8 +136,12 @@ def main():
     if not found:
         print("tcg-jump-cache: none")
     for name, entries in found:
-        print("tcg-jump-cache: %s: %s share a slot" % (
-            name, " and ".join("%s %#x" % (kind, pc) for kind, pc in entries)))
+        if entries[0][0] == "loop from":
+            print("tcg-jump-cache: %s: %s" % (
+                name, " ".join("%s %#x" % (kind, pc) for kind, pc in entries)))
+        else:
+            print("tcg-jump-cache: %s: %s share a slot" % (
+                name, " and ".join("%s %#x" % (kind, pc) for kind, pc in entries)))
     return 0
 
 

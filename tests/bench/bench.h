@@ -29,6 +29,16 @@
  */
 #define BENCH_CALLED __attribute__((noinline, section(".bench_called")))
 
+/*
+ * A timed loop's function (every uncontended row, every contended loop): out
+ * of line, and aligned so that one of at most 256 bytes (all but one of them
+ * today) cannot cross a page boundary. Under TCG a loop whose code crosses
+ * one is not chained back to its start but looked up on every turn: one
+ * build put atomic_xadd's loop across a boundary and the row read 51 cycles
+ * instead of 19. scripts/tcg-jump-cache.py reports any loop that still does.
+ */
+#define BENCH_TIMED __attribute__((noinline, aligned(256)))
+
 /* The run's parameters, read from the kernel command line by BenchEnter. */
 typedef struct _BENCH_CONFIG
 {

@@ -112,7 +112,7 @@ BenchRunning(BENCH_CONTENDED *C, ULONG Window)
  * Local declares what Acquire and Release share (a queue handle, a node).
  */
 #define BENCH_LOOP(Name, AtDpcLevel, Local, Acquire, Release)                                      \
-    static __attribute__((noinline)) ULONG64 Name(BENCH_CONTENDED *C)                              \
+    static BENCH_TIMED ULONG64 Name(BENCH_CONTENDED *C)                                            \
     {                                                                                              \
         ULONG Window = C->Window, Cs = C->CsWork, Ncs = C->NcsWork;                                \
         ULONG64 N = 0;                                                                             \

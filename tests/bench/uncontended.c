@@ -94,7 +94,7 @@ BenchWaitChange(BENCH_UNC *U, LONG volatile *Counter, LONG Before)
  * form raises to DISPATCH_LEVEL outside the timed loop.
  */
 #define BENCH_ROW(Name, ...)                                                                       \
-    static __attribute__((noinline)) ULONG64 Name(BENCH_UNC *U, ULONG64 Iterations)                \
+    static BENCH_TIMED ULONG64 Name(BENCH_UNC *U, ULONG64 Iterations)                              \
     {                                                                                              \
         ULONG64 Start = BenchTscBegin();                                                           \
         for (ULONG64 I = 0; I < Iterations; I++)                                                   \
@@ -105,7 +105,7 @@ BenchWaitChange(BENCH_UNC *U, LONG volatile *Counter, LONG Before)
     }
 
 #define BENCH_ROW_DPC(Name, ...)                                                                   \
-    static __attribute__((noinline)) ULONG64 Name(BENCH_UNC *U, ULONG64 Iterations)                \
+    static BENCH_TIMED ULONG64 Name(BENCH_UNC *U, ULONG64 Iterations)                              \
     {                                                                                              \
         KIRQL Raised;                                                                              \
         ULONG64 Start, End;                                                                        \
