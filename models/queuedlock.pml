@@ -69,7 +69,11 @@
  * waiter stores WaitAddress before setting the bit and after clearing it, so
  * the states in between are not observable); K3 checks only the successor's
  * processor (each entry belongs to one processor, so no other WaitAddress can
- * match). Locals are cleared once dead so that they do not split states.
+ * match). A waker's claim and its IPI are one step: in the code the IPI
+ * leaves after the compare-exchange, and since it always follows a
+ * successful claim, a later arrival only delays that wake or makes a later
+ * halt re-check once more. Locals are cleared once dead so that they do not
+ * split states.
  * The release's two paths (inline, or KxHandOffWakingAhead when a read of
  * HaltedMask before K1 is non-zero) run the same K1-K3; the second may also
  * IPI the next-but-one waiter, a hint. Its IPI only makes that waiter

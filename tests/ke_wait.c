@@ -334,6 +334,11 @@ KTEST_EX(KeWait, ordinary_release_ignores_a_processor_halted_elsewhere, KTEST_SM
  * burst finds index 0 still published while its virtual processor wakes up,
  * and sends another IPI. Run for a fenced wait and for the ordinary lock's
  * kind (unfenced, wake one).
+ *
+ * A burst may send nothing: if a clock tick woke index 0 just before it, the
+ * whole burst can fall in the spin that precedes index 0's next halt. So only
+ * the upper bound is per round; that some wake found index 0 halted is
+ * checked over all rounds (without it, the bound would hold vacuously).
  */
 #define KW_WAKE_BURST   200
 #define KW_BURST_ROUNDS 8
@@ -342,7 +347,7 @@ typedef struct _KW_BURST
 {
     volatile ULONG_PTR Word;  // index 0 waits for it to change
     ULONG Flags;              // the wait's and the wakes' kind
-    volatile ULONG Waiter;    // index 0's processor number + 1, once it is about to wait
+    volatile ULONG64 Waiter;  // index 0's processor number + 1, once it is about to wait
     volatile ULONG64 Halts;   // index 0's WaitHalts before it waited
     BOOLEAN Halted;           // index 1 saw index 0 halt before the burst
     ULONG64 HaltsBeforeBurst; // index 0's WaitHalts when the burst began
@@ -361,20 +366,15 @@ KwWakeBurst(ULONG Index, PVOID Context)
     if (Index == 0)
     {
         B->Halts = Prcb->WaitHalts;
-        /* Release: Halts is written before index 1 reads it. */
+        /* Release: Halts is written before index 1 reads it (its acquire in KwWaitAbove). */
         __atomic_store_n(&B->Waiter, Prcb->Number + 1, __ATOMIC_RELEASE);
         KiWaitForChange(&B->Word, 0, B->Flags, NULL);
         B->HaltsAfter = Prcb->WaitHalts;
         return;
     }
-    for (ULONG64 Start = KwNowMs();
-         __atomic_load_n(&B->Waiter, __ATOMIC_ACQUIRE) == 0 && KwNowMs() - Start < KW_WAIT_MS;)
+    if (KwWaitAbove(&B->Waiter, 0))
     {
-        x86_pause();
-    }
-    if (B->Waiter != 0)
-    {
-        Waiter = KiGetPrcb(B->Waiter - 1);
+        Waiter = KiGetPrcb((ULONG)B->Waiter - 1);
         B->Halted = KwWaitAbove(&Waiter->WaitHalts, B->Halts);
         B->HaltsBeforeBurst = Waiter->WaitHalts;
         Sent = Prcb->WaitWakesSent;
@@ -405,13 +405,13 @@ KwRunWakeBursts(ULONG Flags)
         B.Flags = Flags;
         KtRunOnProcessors(2, KwWakeBurst, &B);
         KT_EXPECT(B.Halted);
-        KT_EXPECT_GE(B.Sent, 1);
         KT_EXPECT_LE(B.Sent, B.HaltsAfter - B.HaltsBeforeBurst + 2);
         Sent += B.Sent;
         Halts += B.HaltsAfter - B.HaltsBeforeBurst;
     }
     KtLog("flags %#x: %u rounds of %u wakes: the waiter halted %llu times, %llu IPIs sent", Flags,
           KW_BURST_ROUNDS, KW_WAKE_BURST, (unsigned long long)Halts, (unsigned long long)Sent);
+    KT_EXPECT_GE(Sent, 1);
 }
 
 KTEST_EX(KeWait, a_halted_waiter_takes_one_wake_ipi_per_halt, KTEST_SMP_ONLY, 0)

@@ -357,7 +357,13 @@ KiWaitWakeHalted(volatile ULONG_PTR *Address, ULONG Flags)
         volatile ULONG_PTR *Published = __atomic_load_n(&Prcb->WaitAddress, __ATOMIC_RELAXED);
 
         Mask &= Mask - 1;
-        /* Claim this publication (one IPI per halt); a failure reloads Published. */
+        /*
+         * Claim this publication (one IPI per halt); a failure reloads
+         * Published. Relaxed is enough: what orders K1 before the waiter's
+         * re-read is K2 and W3 (above); the compare-exchange only decides
+         * which waker sends the IPI, and pairs with W3's store of &A (a new
+         * publication, unclaimed) and W6's store of NULL (none to claim).
+         */
         if (Published == Address &&
             __atomic_compare_exchange_n(&Prcb->WaitAddress, &Published, Claimed, FALSE,
                                         __ATOMIC_RELAXED, __ATOMIC_RELAXED))

@@ -20,7 +20,8 @@
 #define BENCH_MAX_WINDOWS 9
 
 /*
- * The halves of a called reference lock (raw_xchg_called, virt_tas_called):
+ * The halves of a called reference lock (raw_xchg_called, virt_tas_called,
+ * raw_mcs_called):
  * out of line, and on a page of their own (linker.ld), as a lock API is to its
  * callers. Under TCG a jump or call to the page its block started on is
  * chained straight to the translated target, while one to another page is
