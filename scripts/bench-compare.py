@@ -315,7 +315,9 @@ def main():
         w("")
         w("Each kernel's row is also divided by its own `raw_xchg` floor of the same run "
           "(x floor), which cancels most of what the host's load does to both; the last "
-          "column compares those.")
+          "column compares those. Spindle's x floor pairs every batch with a floor batch run "
+          "just before it; Linux's module divides its row by the floor measured at the start "
+          "of the boot.")
         w("")
         w("| Spindle | cycles | x floor | Linux | default | x floor | nohv | Spindle / Linux "
           "default | (x floor) / (x floor) |")

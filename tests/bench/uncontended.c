@@ -541,6 +541,12 @@ static const BENCH_UOP BenchRows[] = {
     {"KeGenericCallDpc", BenchGenericCallDpc, BENCH_ALL, NULL, BenchFinishGenericCallDpc},
 };
 
+/*
+ * raw_xchg's batch size once its row has calibrated it (0 before): from then
+ * on every row runs a raw_xchg batch just before each of its own batches.
+ */
+static ULONG64 BenchFloorIterations;
+
 static ULONG64
 BenchRun(const BENCH_UOP *Op, BENCH_UNC *U, ULONG64 Iterations)
 {
@@ -553,9 +559,9 @@ BenchRow(const BENCH_UOP *Op)
 {
     BENCH_UNC *U = &BenchU;
     ULONG64 Target = BenchConfig.WindowMs * BenchConfig.KHz / 800; // cycles of one batch
-    ULONG64 Iterations = 1, Cycles, Batch[BENCH_MAX_REPS];
+    ULONG64 Iterations = 1, Cycles, Batch[BENCH_MAX_REPS], Ratio[BENCH_MAX_REPS];
     ULONG Reps = BenchConfig.Reps, Cpus;
-    char Text[4][32];
+    char Text[5][32];
 
     memset(U, 0, sizeof(*U));
     KeInitializeSpinLock(&U->Lock);
@@ -589,27 +595,53 @@ BenchRow(const BENCH_UOP *Op)
                  : Iterations > BENCH_MAX_ITERATIONS ? BENCH_MAX_ITERATIONS
                                                      : Iterations;
 
+    if (Op->Loop == BenchRawXchg)
+    {
+        BenchFloorIterations = Iterations;
+    }
+
+    /*
+     * The batches. Each one follows a raw_xchg batch, and the row's ratio to
+     * the floor (x_raw_xchg, in hundredths) is the median of the two batches'
+     * ratios: a stretch in which the host slows this vCPU (it can last longer
+     * than a whole row) slows both halves of a pair alike, where a row
+     * divided by a floor measured earlier in the run would read it as the
+     * row's own cost. The floor batch does not count in U->Iterations.
+     */
     BenchRun(Op, U, Iterations / 16 + 1); // warm-up: caches, branch predictors, translations
     for (ULONG R = 0; R < Reps; R++)
     {
+        ULONG64 Floor = BenchFloorIterations != 0 ? BenchRawXchg(U, BenchFloorIterations) : 0;
+
         Batch[R] = BenchRun(Op, U, Iterations);
+        Ratio[R] = Floor == 0 ? 0 : Batch[R] * BenchFloorIterations * 100 / (Floor * Iterations);
     }
     if (Op->Finish != NULL)
     {
         Op->Finish(U);
     }
     BenchSortU64(Batch, Reps);
+    BenchSortU64(Ratio, Reps);
+    if (BenchFloorIterations != 0)
+    {
+        snprintf(Text[4], sizeof(Text[4]), " x_raw_xchg=%s",
+                 BenchFixed(Text[3], sizeof(Text[3]), Ratio[Reps / 2]));
+    }
+    else
+    {
+        Text[4][0] = '\0';
+    }
 
     Cpus = Op->Cpus == BENCH_ALL ? KeQueryActiveProcessorCount(NULL) : Op->Cpus;
     DbgPrint("lockbench: name=%s mode=uncontended cpus=%u cpu=%u iters=%llu reps=%u "
-             "cycles_per_op=%s min_cycles_per_op=%s max_cycles_per_op=%s ns_per_op=%s tag=%s\n",
+             "cycles_per_op=%s min_cycles_per_op=%s max_cycles_per_op=%s ns_per_op=%s%s tag=%s\n",
              Op->Name, Cpus, KeGetCurrentProcessorNumber(), Iterations, Reps,
              BenchFixed(Text[0], sizeof(Text[0]), Batch[Reps / 2] * 100 / Iterations),
              BenchFixed(Text[1], sizeof(Text[1]), Batch[0] * 100 / Iterations),
              BenchFixed(Text[2], sizeof(Text[2]), Batch[Reps - 1] * 100 / Iterations),
              BenchFixed(Text[3], sizeof(Text[3]),
                         Batch[Reps / 2] * 100 * 1000000 / BenchConfig.KHz / Iterations),
-             BenchTag());
+             Text[4], BenchTag());
 
     /* Each primitive did its work every time, and left its objects as it found them. */
     KT_EXPECT_EQ(U->Errors, 0);
@@ -633,6 +665,7 @@ BenchRow(const BENCH_UOP *Op)
 KTEST_EX(Bench, uncontended, KTEST_SLOW, 0)
 {
     BenchEnter();
+    BenchFloorIterations = 0; // set again by the raw_xchg row (a repeated run starts afresh)
     for (ULONG Op = 0; Op < sizeof(BenchRows) / sizeof(BenchRows[0]); Op++)
     {
         if (BenchRows[Op].Cpus == BENCH_TWO && KeQueryActiveProcessorCount(NULL) < 2)
