@@ -19,7 +19,8 @@
  * call and a return add to each half of a lock API; bench.h, BENCH_CALLED),
  * lock cmpxchg, lock xadd and a pair of CR8 writes
  * (the cheapest IRQL raise and lower). The host side divides every row by
- * them.
+ * them, except for the ratio to raw_xchg, which each row measures itself
+ * against raw_xchg batches run between its own (BenchRow, x_raw_xchg).
  */
 #include "tests/bench/bench.h"
 
