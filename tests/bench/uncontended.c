@@ -140,8 +140,10 @@ BenchXchgAcquireCalled(ULONG64 *Word)
      * processor runs this row, so the loop never turns. The exchange comes
      * first and the loop after it, as in KeAcquireSpinLockAtDpcLevel: written
      * as a plain while loop, the compiler entered it with a jump, and under
-     * TCG that jump is one more translation block on every call (about
-     * 0.05 x raw_xchg), so the floor read above the API's acquire.
+     * TCG that jump is one more translation block on every call, so the
+     * floor could read above the API's acquire (medians over many boots:
+     * 0.04 x raw_xchg lower this way at -smp 8, no change at -smp 2;
+     * README.md, "Waiting").
      */
     if (__atomic_exchange_n(Word, 1, __ATOMIC_ACQUIRE) == 0)
     {
@@ -603,11 +605,12 @@ BenchRow(const BENCH_UOP *Op)
 
     /*
      * The batches. Each one follows a raw_xchg batch, and the row's ratio to
-     * the floor (x_raw_xchg, in hundredths) is the median of the two batches'
-     * ratios: a stretch in which the host slows this vCPU (it can last longer
-     * than a whole row) slows both halves of a pair alike, where a row
-     * divided by a floor measured earlier in the run would read it as the
-     * row's own cost. The floor batch does not count in U->Iterations.
+     * the floor (x_raw_xchg, in hundredths) is the median over the pairs of
+     * batch over floor batch: a stretch in which the host slows this vCPU
+     * (it can last longer than a whole row) slows both halves of a pair
+     * alike, where a row divided by a floor measured earlier in the run
+     * would read it as the row's own cost. The floor batch does not count in
+     * U->Iterations.
      */
     BenchRun(Op, U, Iterations / 16 + 1); // warm-up: caches, branch predictors, translations
     for (ULONG R = 0; R < Reps; R++)
