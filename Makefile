@@ -28,6 +28,7 @@ endif
 GDB_PORT    ?= 1234
 DURATION    ?= 60
 INJECT      ?= 0
+BENCH_BOOTS ?= 1
 
 # ---- every variable is checked before anything builds: a bad value is a one-line error.
 # uint(x): x when it is one word of decimal digits, else empty (no shell involved).
@@ -61,6 +62,7 @@ $(call in_range,INJECT,0,1)
 ifneq ($(BENCH_MS),)
 $(call in_range,BENCH_MS,10,5000)
 endif
+$(call in_range,BENCH_BOOTS,1,9)
 $(foreach v,BENCH_OUT PEER_KIT,$(if $(filter-out 0 1,$(words $($(v)))),$(error \
     $(v) must be one path without spaces, not '$($(v))')))
 # SEED: any 64-bit value the kernel reads (lib's parse_u64); 19 digits always fit.
@@ -387,10 +389,11 @@ bench: deps
 
 # make bench at SMP=8 and SMP=2 and the Linux peer kit (PEER_KIT) on the same QEMU, then
 # $(BENCH_OUT)/compare.md: Spindle's rows next to Linux's (scripts/bench-compare.sh).
+# BENCH_BOOTS=n boots each kernel n times per configuration and compares the medians.
 PEER_KIT ?= ../shared/peer/linux-lockbench
 bench-compare: deps
 	@bash scripts/bench-compare.sh --kit $(PEER_KIT) --out $(BENCH_OUT) --accel $(ACCEL) \
-	    $(if $(BENCH_MS),--bench-ms $(BENCH_MS))
+	    --boots $(BENCH_BOOTS) $(if $(BENCH_MS),--bench-ms $(BENCH_MS))
 
 # The stress mode (tests/torture/): the Torture suite with torture=1 on the kernel command line,
 # every primitive on every processor for DURATION seconds (5..3000), with interrupt storms.
@@ -534,4 +537,5 @@ help:
 	@echo "  NOTESTS=$(NOTESTS)      1: the kernel without tests/ (build/<flavour>-notests)"
 	@echo "  BENCH_MS=$(BENCH_MS)  make bench's contended window in ms, 10..5000 (empty: 200)"
 	@echo "  BENCH_OUT=$(BENCH_OUT)  make bench's report folder; PEER_KIT=path: bench-compare's Linux kit"
+	@echo "  BENCH_BOOTS=$(BENCH_BOOTS)    make bench-compare's boots of each kernel, 1..9 (medians over them)"
 	@echo "  STATUS_FILE=path  make test writes the runner's exit status there"

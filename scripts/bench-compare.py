@@ -5,8 +5,10 @@ Usage: scripts/bench-compare.py --spindle RESULTS.json [RESULTS.json ...]
                                 --linux results.csv --out compare.md
                                 [--previous RESULTS.json ...]
 
-  --spindle   results.json files of `make bench` (scripts/bench-report.py), one per -smp
-  --linux     results.csv of the peer kit linux-lockbench (its report.awk's CSV)
+  --spindle   results.json files of `make bench` (scripts/bench-report.py), one per -smp;
+              with BENCH_BOOTS=n, the medians of n boots (scripts/bench-merge.py)
+  --linux     results.csv of the peer kit linux-lockbench (its report.awk's CSV; with
+              several boots of a configuration, their medians are taken here)
   --out       the Markdown file to write
   --previous  an earlier run's results.json files (missing ones are skipped)
 
@@ -86,8 +88,9 @@ def load_linux(path):
                 mn, mx = fnum(r["min"]), fnum(r["max"])
                 cfg["con"].setdefault((r["name"], int(r["cpus"])), []).append(
                     (fnum(r["ops_per_s"]), mx / mn if mn else 1e9, fnum(r["cycles_per_op"])))
-    # The median over the boots of each configuration, as report.awk does.
+    # The median over the boots of each configuration, as report.awk does; each boot's too.
     for cfg in rows.values():
+        cfg["con_boots"] = dict(cfg["con"])
         cfg["unc"] = {k: statistics.median(v) for k, v in cfg["unc"].items()}
         cfg["con"] = {k: tuple(statistics.median(x[i] for x in v) for i in range(3))
                       for k, v in cfg["con"].items()}
@@ -116,13 +119,28 @@ def yes_no(ok):
     return "-" if ok is None else ("yes" if ok else "**no**")
 
 
+def boots_of(runs):
+    return max(r["config"].get("boots", 1) for r in runs)
+
+
 def targets(runs, linux, w):
     """The waiting targets, each judged on this run alone."""
     by_smp = {r["environment"]["vcpus"]: r for r in runs}
     rows = []
+    boots = boots_of(runs)
 
     def lin(smp, variant, n):
         return linux.get((smp, variant), {"con": {}})["con"].get(("spin_lock", n))
+
+    def each(r, smp, variant, n):
+        """Every boot's figures behind a contended cell: Spindle's, then Linux's."""
+        if boots < 2:
+            return ""
+        mine = ", ".join(fmt_rate(b["ops_per_s"], b["max_over_min"]) for b in r["boots"]) \
+            if r and "boots" in r else "-"
+        theirs = linux.get((smp, variant), {}).get("con_boots", {}).get(("spin_lock", n))
+        return "%s; Linux %s" % (mine, ", ".join(fmt_rate(o, f) for o, f, _ in theirs)
+                                 if theirs else "-")
 
     def cell(r):
         return fmt_rate(r["ops_per_s"], r["max_over_min"]) if r else "-"
@@ -136,7 +154,8 @@ def targets(runs, linux, w):
         l = lin(8, "nohv", n)
         ok = None if not (r and l) else r["ops_per_s"] >= l[0] and r["max_over_min"] <= 1.5
         rows.append(("queued AtDpcLevel, `-smp 8` N=%d: at least qspinlock's throughput, "
-                     "max/min at most 1.5" % n, "%s vs %s" % (cell(r), lcell(l)), "", yes_no(ok)))
+                     "max/min at most 1.5" % n, "%s vs %s" % (cell(r), lcell(l)), "", yes_no(ok),
+                     each(r, 8, "nohv", n)))
     r = contended_row(run2, "KeAcquireInStackQueuedSpinLockAtDpcLevel", 2) if run2 else None
     b = contended_row(run2, "raw_mcs", 2) if run2 else None
     bc = contended_row(run2, "raw_mcs_called", 2) if run2 else None
@@ -148,7 +167,7 @@ def targets(runs, linux, w):
                      cell(b), ratio(b["ops_per_s"] if b else None, l[0] if l else None),
                      cell(bc), ratio(r["ops_per_s"] if r else None,
                                      bc["ops_per_s"] if bc else None)),
-                 yes_no(ok)))
+                 yes_no(ok), each(r, 2, "nohv", 2)))
     for n in (2, 4, 8):
         r = contended_row(run8, "KeAcquireSpinLockAtDpcLevel", n) if run8 else None
         b = contended_row(run8, "virt_tas_called", n) if run8 else None
@@ -156,14 +175,16 @@ def targets(runs, linux, w):
         ok = None if not (r and l) else r["ops_per_s"] >= l[0] and r["max_over_min"] <= l[1]
         rows.append(("ordinary AtDpcLevel, `-smp 8` N=%d: at least `spin_lock`'s throughput, "
                      "max/min no worse" % n, "%s vs %s" % (cell(r), lcell(l)),
-                     "`virt_tas_called` %s" % cell(b), yes_no(ok)))
+                     "`virt_tas_called` %s" % cell(b), yes_no(ok), each(r, 8, "default", n)))
     for smp, bound_us in ((8, 1000.0), (2, 100.0)):
         run = by_smp.get(smp)
         r = uncontended_row(run, "KeIpiGenericCall") if run else None
         us = r["ns_per_op"] / 1000.0 if r else None
         rows.append(("KeIpiGenericCall, `-smp %d`: at most %d us" % (smp, bound_us),
                      "-" if us is None else "%.1f us" % us, "",
-                     yes_no(None if us is None else us <= bound_us)))
+                     yes_no(None if us is None else us <= bound_us),
+                     ", ".join("%.1f us" % (b["ns_per_op"] / 1000.0) for b in r["boots"])
+                     if boots > 1 and r and "boots" in r else ""))
     for smp in (8, 2):
         run = by_smp.get(smp)
         r = uncontended_row(run, "KeAcquireSpinLockAtDpcLevel") if run else None
@@ -172,7 +193,9 @@ def targets(runs, linux, w):
         rows.append(("uncontended AtDpcLevel pair, `-smp %d`: at most 2.5 x `raw_xchg`" % smp,
                      "-" if x is None else "%.2f x" % x,
                      "`raw_xchg_called` %s x" % ("-" if not b else "%.2f" % b["x_raw_xchg"]),
-                     yes_no(None if x is None else x <= 2.5)))
+                     yes_no(None if x is None else x <= 2.5),
+                     ", ".join("%.2f x" % e["x_raw_xchg"] for e in r["boots"])
+                     if boots > 1 and r and "boots" in r else ""))
     w("## Waiting targets, this run")
     w("")
     w("Contended cells are M acquisitions/s [max/min], Spindle vs Linux. The bound column "
@@ -180,12 +203,18 @@ def targets(runs, linux, w):
       "lock's algorithm alone (inline, never halting), `raw_mcs_called` the same behind two "
       "calls, `virt_tas_called` the test-and-set "
       "lock behind two calls (the shape of any lock API, Linux's `spin_lock` included), "
-      "`raw_xchg_called` the bare xchg pair behind two calls.")
+      "`raw_xchg_called` the bare xchg pair behind two calls.%s" % (
+          " Each figure is the median over %d boots of each kernel; the last column has every "
+          "boot's, in order (Spindle's, then Linux's)." % boots if boots > 1 else
+          " One boot of each kernel: under TCG a boot keeps one level and one split between "
+          "the processors in all its windows, and the next boot may keep another, so "
+          "`BENCH_BOOTS=3` judges on the medians over three boots of each."))
     w("")
-    w("| target | this run | bound | met |")
-    w("| --- | --- | --- | --- |")
+    columns = ["target", "this run", "bound", "met"] + (["each boot"] if boots > 1 else [])
+    w("| %s |" % " | ".join(columns))
+    w("|%s" % (" --- |" * len(columns)))
     for row in rows:
-        w("| %s | %s | %s | %s |" % row)
+        w("| %s |" % " | ".join(row[:len(columns)]))
     w("")
     for smp in (8, 2):
         for collision in (by_smp.get(smp) or {}).get("jump_cache") or []:
@@ -279,7 +308,10 @@ def main():
       "`virt_tas`, a test-and-set lock) and `nohv` (`-cpu max,-hypervisor`: native qspinlock, "
       "an MCS queue). The kit's own table of both kernels is in `peer-table.md`. The module "
       "ran with `iters=10000 reps=15`, so both kernels time uncontended loops in batches of "
-      "a fraction of a millisecond and report the median of 15.")
+      "a fraction of a millisecond and report the median of 15.%s" % (
+          " Each kernel was booted %d times per configuration (`BENCH_BOOTS`), and every "
+          "figure below is the median over those boots (max/min its own median, as the kit's "
+          "report.awk takes it)." % boots_of(runs) if runs and boots_of(runs) > 1 else ""))
     w("")
     if runs:
         env = runs[0]["environment"]
