@@ -206,9 +206,9 @@ def targets(runs, linux, w):
       "`raw_xchg_called` the bare xchg pair behind two calls.%s" % (
           " Each figure is the median over %d boots of each kernel; the last column has every "
           "boot's, in order (Spindle's, then Linux's)." % boots if boots > 1 else
-          " One boot of each kernel: under TCG a boot keeps one level and one split between "
-          "the processors in all its windows, and the next boot may keep another, so "
-          "`BENCH_BOOTS=3` judges on the medians over three boots of each."))
+          " One boot of each kernel: under TCG a row's consecutive windows keep one level and "
+          "one split between the processors, and the same row a few seconds later may keep "
+          "another, so `BENCH_BOOTS=3` judges on the medians over three boots of each."))
     w("")
     columns = ["target", "this run", "bound", "met"] + (["each boot"] if boots > 1 else [])
     w("| %s |" % " | ".join(columns))

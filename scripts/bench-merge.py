@@ -5,10 +5,11 @@ Usage: scripts/bench-merge.py --out RESULTS.json BOOT.json [BOOT.json ...]
 
 Used by `make bench-compare BENCH_BOOTS=n` (scripts/bench-compare.sh), which
 boots `make bench` n times per -smp. Under TCG a contended figure belongs to
-the boot as much as to the lock: a boot keeps one level and one per-processor
-split in all its windows, and the next boot of the same kernel may keep
-another (README.md, "Measuring"). The median of a boot's windows cannot settle
-that; the median over boots can.
+the stretch of time it was measured in as much as to the lock: a row's
+consecutive windows keep one level and one per-processor split, and the same
+row a few seconds later, in the same boot or another, may keep another
+(README.md, "Measuring"). The median of a row's windows cannot settle that;
+the median over boots can.
 The Linux side of the comparison is booted as often and reduced the same way
 (the peer kit's REPEAT=n and report.awk's medians).
 
