@@ -76,9 +76,10 @@ for smp in 8 2; do
 done
 
 # Spindle first: SMP=8, then SMP=2, each with its own log and output folder (one per boot
-# when there are several; a previous run's boots go, so that none is merged twice).
+# when there are several). The rest of the previous run's files go first, so that no boot
+# is merged twice and no report left beside this run's reads as this run's.
 for smp in 8 2; do
-    rm -rf "$out/smp$smp"/boot[0-9]
+    rm -rf "$out/smp$smp"
     for ((boot = 1; boot <= boots; boot++)); do
         dir=$out/smp$smp
         [ "$boots" -gt 1 ] && dir=$dir/boot$boot
