@@ -1,8 +1,9 @@
 /* SPDX-License-Identifier: MIT */
 /*
  * Time sources: the local APIC timer (the periodic clock interrupt) and the
- * TSC (performance counter and stall), both calibrated once on the boot
- * processor against the 8254 PIT, whose input clock is fixed at 1.193182 MHz.
+ * TSC (performance counter and stall), calibrated once on the boot
+ * processor: the TSC against the 8254 PIT, whose input clock is fixed at
+ * 1.193182 MHz, and the APIC timer against the TSC.
  */
 #include "hal/halp.h"
 
@@ -19,9 +20,18 @@
 
 /*
  * Calibration: HALP_CALIBRATION_RUNS windows of HALP_CALIBRATION_COUNT PIT
- * input clocks (10 ms each). Every disturbance (the host descheduling the
- * vCPU under TCG, an SMI) can only lengthen what the TSC sees of a window,
- * never shorten it, so the run with the fewest TSC cycles is the truest.
+ * input clocks (10 ms each). A disturbance (the host descheduling the vCPU
+ * under TCG, an SMI) can come between any two instructions, so each clock is
+ * read where a delay can only make its run look worse:
+ * - the TSC is read before the write that starts the PIT window and after the
+ *   poll that saw it end, so a delay only lengthens what the TSC sees of the
+ *   window, and the run with the fewest TSC cycles is the truest;
+ * - the APIC timer is read between two TSC reads at each end of the window,
+ *   and its rate taken against the TSC over the same span: a delay inside a
+ *   bracket widens it, so the run with the narrowest brackets is the truest.
+ * Measured against the PIT directly, the APIC count was only as good as the
+ * gap between its read and the TSC's: one boot on a loaded host took its
+ * rate from a run where that gap was 7 ms and ticked 3.9 times too fast.
  */
 #define HALP_CALIBRATION_RUNS  5u
 #define HALP_CALIBRATION_COUNT 11932      // 1193182 Hz x 10 ms, rounded
@@ -51,18 +61,24 @@ HalpScale(ULONG64 Count, ULONG64 Rate, ULONG64 Frequency)
 }
 
 /*
- * Starts channel 2 counting Count input clocks in mode 0 (interrupt on
+ * Sets channel 2 up to count Count input clocks in mode 0 (interrupt on
  * terminal count): its output goes low when the mode is written and high when
- * the count runs out. Counting starts with the write of the high byte.
+ * the count runs out. Counting starts with the write of the high byte,
+ * HalpPitStartWindow.
  */
 static VOID
-HalpPitStartWindow(ULONG Count)
+HalpPitArmWindow(ULONG Count)
 {
     UCHAR PortB = x86_inb(PORTB);
 
     x86_outb(PORTB, (UCHAR)((PortB & ~PORTB_SPEAKER) | PORTB_GATE2));
     x86_outb(PIT_PORT_COMMAND, PIT_CH2_LOHI_MODE0);
     x86_outb(PIT_PORT_CHANNEL2, (UCHAR)(Count & 0xff));
+}
+
+static VOID
+HalpPitStartWindow(ULONG Count)
+{
     x86_outb(PIT_PORT_CHANNEL2, (UCHAR)(Count >> 8)); // the window starts here
 }
 
@@ -88,34 +104,62 @@ HalpPitDead(VOID)
     KeBugCheckEx(HAL_INITIALIZATION_FAILED, 0x8254, 0, 0, 0);
 }
 
+/* One calibration run: what the TSC saw of a PIT window, and the APIC timer against the TSC. */
+typedef struct _HALP_WINDOW
+{
+    ULONG64 TscCycles;   // TSC cycles from before the window's start to after its end
+    ULONG64 ApicCounts;  // APIC timer counts between its two reads
+    ULONG64 ApicTsc;     // TSC cycles between the midpoints of the two brackets
+    ULONG64 ApicBracket; // the two brackets' widths together, in TSC cycles
+} HALP_WINDOW;
+
+/* Reads the APIC timer's current count between two TSC reads: *Mid2 is their sum. */
+static uint32_t
+HalpApicBracket(ULONG64 *Mid2, ULONG64 *Width)
+{
+    ULONG64 Before = x86_rdtsc();
+    uint32_t Count = HalpApicRead(LAPIC_REG_TIMER_CURRENT);
+    ULONG64 After = x86_rdtsc();
+
+    *Mid2 = Before + After;
+    *Width = After - Before;
+    return Count;
+}
+
 /*
  * Measures one PIT window with the TSC and the APIC timer (which must be
- * counting down from a large initial count). Interrupts are off, so only the
- * host can stretch the window, never shorten it.
+ * counting down from a large initial count). Interrupts are off; the host can
+ * still stop the vCPU anywhere (see HALP_CALIBRATION_RUNS).
  */
 static VOID
-HalpMeasureWindow(ULONG64 *TscCycles, ULONG64 *ApicCounts)
+HalpMeasureWindow(HALP_WINDOW *Window)
 {
     ULONG64 Flags = x86_save_disable();
     ULONG64 TscStart;
     ULONG64 TscEnd;
+    ULONG64 MidStart2;
+    ULONG64 MidEnd2;
+    ULONG64 WidthStart;
+    ULONG64 WidthEnd;
     uint32_t ApicStart;
     uint32_t ApicEnd;
 
-    HalpPitStartWindow(HALP_CALIBRATION_COUNT);
+    HalpPitArmWindow(HALP_CALIBRATION_COUNT);
     TscStart = x86_rdtsc();
-    ApicStart = HalpApicRead(LAPIC_REG_TIMER_CURRENT);
+    HalpPitStartWindow(HALP_CALIBRATION_COUNT);
+    ApicStart = HalpApicBracket(&MidStart2, &WidthStart);
     if (!HalpPitWaitWindow())
     {
         HalpPitDead();
     }
-    /* Same order as at the start, so the read latencies cancel. */
     TscEnd = x86_rdtsc();
-    ApicEnd = HalpApicRead(LAPIC_REG_TIMER_CURRENT);
+    ApicEnd = HalpApicBracket(&MidEnd2, &WidthEnd);
     x86_restore_flags(Flags);
 
-    *TscCycles = TscEnd - TscStart;
-    *ApicCounts = (ULONG64)(ApicStart - ApicEnd); // counts down
+    Window->TscCycles = TscEnd - TscStart;
+    Window->ApicCounts = (ULONG64)(ApicStart - ApicEnd); // counts down
+    Window->ApicTsc = (MidEnd2 - MidStart2) / 2;
+    Window->ApicBracket = WidthStart + WidthEnd;
 }
 
 /*
@@ -126,8 +170,8 @@ HalpMeasureWindow(ULONG64 *TscCycles, ULONG64 *ApicCounts)
 VOID
 HalInitializeClock(VOID)
 {
-    ULONG64 BestTsc = ~0ULL;
-    ULONG64 BestApic = 0;
+    HALP_WINDOW BestTsc = {~0ULL, 0, 0, 0};
+    HALP_WINDOW BestApic = {0, 0, 0, ~0ULL};
 
     /* A one-shot, masked APIC timer counting down from the top: ~68 s at 62.5 MHz. */
     HalpApicWrite(LAPIC_REG_LVT_TIMER, LAPIC_LVT_MASKED);
@@ -136,24 +180,29 @@ HalInitializeClock(VOID)
 
     for (ULONG Run = 0; Run < HALP_CALIBRATION_RUNS; Run++)
     {
-        ULONG64 Tsc;
-        ULONG64 Apic;
-        HalpMeasureWindow(&Tsc, &Apic);
-        if (Tsc < BestTsc)
+        HALP_WINDOW Window;
+
+        HalpMeasureWindow(&Window);
+        if (Window.TscCycles < BestTsc.TscCycles)
         {
-            BestTsc = Tsc;
-            BestApic = Apic;
+            BestTsc = Window;
+        }
+        if (Window.ApicBracket < BestApic.ApicBracket)
+        {
+            BestApic = Window;
         }
     }
     HalpApicWrite(LAPIC_REG_TIMER_INITIAL, 0); // stops the one-shot count
 
-    HalpTscFrequency = BestTsc * PIT_FREQUENCY / HALP_CALIBRATION_COUNT;
-    HalpApicTimerFrequency = BestApic * PIT_FREQUENCY / HALP_CALIBRATION_COUNT;
+    HalpTscFrequency = BestTsc.TscCycles * PIT_FREQUENCY / HALP_CALIBRATION_COUNT;
+    HalpApicTimerFrequency =
+        BestApic.ApicTsc == 0 ? 0
+                              : HalpScale(BestApic.ApicCounts, HalpTscFrequency, BestApic.ApicTsc);
     if (HalpTscFrequency == 0 || HalpApicTimerFrequency == 0)
     {
         DbgPrint("Spindle: clock calibration failed (TSC %llu Hz, APIC timer %llu Hz)\n",
                  HalpTscFrequency, HalpApicTimerFrequency);
-        KeBugCheckEx(HAL_INITIALIZATION_FAILED, 0x8254, 1, BestTsc, BestApic);
+        KeBugCheckEx(HAL_INITIALIZATION_FAILED, 0x8254, 1, BestTsc.TscCycles, BestApic.ApicCounts);
     }
     DbgPrint(
         "Spindle: clock: APIC timer %llu Hz (divide 16), TSC %llu Hz (PIT, best of %u x 10 ms)\n",
