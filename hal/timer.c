@@ -19,23 +19,25 @@
 #define PORTB_OUT2         0x20       // channel 2 output (read only)
 
 /*
- * Calibration: HALP_CALIBRATION_RUNS windows of HALP_CALIBRATION_COUNT PIT
- * input clocks (10 ms each). A disturbance (the host descheduling the vCPU
- * under TCG, an SMI) can come between any two instructions, so each clock is
- * read where a delay can only make its run look worse:
- * - the TSC is read before the write that starts the PIT window and after the
- *   poll that saw it end, so a delay only lengthens what the TSC sees of the
- *   window, and the run with the fewest TSC cycles is the truest;
- * - the APIC timer is read between two TSC reads at each end of the window,
- *   and its rate taken against the TSC over the same span: a delay inside a
- *   bracket widens it, so the run with the narrowest brackets is the truest.
- * Measured against the PIT directly, the APIC count was only as good as the
- * gap between its read and the TSC's: one boot on a loaded host took its
- * rate from a run where that gap was 7 ms and ticked 3.9 times too fast.
+ * Calibration: HALP_CALIBRATION_RUNS runs of at least HALP_CALIBRATION_COUNT
+ * PIT input clocks (10 ms) each. A run samples the PIT's count and the APIC
+ * timer's at its start and at its end, each read between two TSC reads, and
+ * takes each clock's rate against the TSC over the span between the samples.
+ * A disturbance (the host stopping the vCPU under TCG, an SMI) can come
+ * between any two instructions. Between the samples it only lengthens the
+ * span, which all three clocks count through, so it costs nothing; inside a
+ * bracket it widens the bracket, so each rate is taken from the run whose
+ * brackets for that clock are the narrowest. Timing a 10 ms window by its end
+ * instead read the TSC up to 55 % fast on a loaded host (every window was
+ * stretched), and an APIC count read next to one TSC read, not between two,
+ * once came from a run where the vCPU stopped for 7 ms between the reads:
+ * the clock then ticked 3.9 times too fast.
  */
 #define HALP_CALIBRATION_RUNS  5u
-#define HALP_CALIBRATION_COUNT 11932      // 1193182 Hz x 10 ms, rounded
-#define HALP_PIT_POLL_LIMIT    100000000u // polls of a window before the PIT is declared dead
+#define HALP_CALIBRATION_COUNT 11932u     // 1193182 Hz x 10 ms, rounded
+#define HALP_CALIBRATION_TRIES 50u        // runs before a disturbed PIT is given up on
+#define HALP_PIT_POLL_LIMIT    100000000u // polls of a run before the PIT is declared dead
+#define PIT_CH2_LATCH          0x80       // latch channel 2's count for reading
 
 #define LAPIC_TIMER_DIVIDE_16 0x3 // divide configuration: bits 3,1:0 = 0,11 (SDM vol. 3A §10.5.4)
 
@@ -61,40 +63,39 @@ HalpScale(ULONG64 Count, ULONG64 Rate, ULONG64 Frequency)
 }
 
 /*
- * Sets channel 2 up to count Count input clocks in mode 0 (interrupt on
+ * Starts channel 2 counting down Count input clocks in mode 0 (interrupt on
  * terminal count): its output goes low when the mode is written and high when
- * the count runs out. Counting starts with the write of the high byte,
- * HalpPitStartWindow.
+ * the count runs out. Counting starts with the write of the high byte.
  */
 static VOID
-HalpPitArmWindow(ULONG Count)
+HalpPitStart(ULONG Count)
 {
     UCHAR PortB = x86_inb(PORTB);
 
     x86_outb(PORTB, (UCHAR)((PortB & ~PORTB_SPEAKER) | PORTB_GATE2));
     x86_outb(PIT_PORT_COMMAND, PIT_CH2_LOHI_MODE0);
     x86_outb(PIT_PORT_CHANNEL2, (UCHAR)(Count & 0xff));
+    x86_outb(PIT_PORT_CHANNEL2, (UCHAR)(Count >> 8));
 }
 
-static VOID
-HalpPitStartWindow(ULONG Count)
-{
-    x86_outb(PIT_PORT_CHANNEL2, (UCHAR)(Count >> 8)); // the window starts here
-}
-
-/* Polls channel 2's output until the window ends; FALSE if it never does. */
+/* TRUE once channel 2's count has run out (its output is high). */
 static BOOLEAN
-HalpPitWaitWindow(VOID)
+HalpPitDone(VOID)
 {
-    for (ULONG Poll = 0; Poll < HALP_PIT_POLL_LIMIT; Poll++)
-    {
-        if (x86_inb(PORTB) & PORTB_OUT2)
-        {
-            return TRUE;
-        }
-        x86_pause();
-    }
-    return FALSE;
+    return (x86_inb(PORTB) & PORTB_OUT2) != 0;
+}
+
+/* Channel 2's current count, latched so that its two bytes belong together. */
+static ULONG
+HalpPitRead(VOID)
+{
+    ULONG Low;
+    ULONG High;
+
+    x86_outb(PIT_PORT_COMMAND, PIT_CH2_LATCH);
+    Low = x86_inb(PIT_PORT_CHANNEL2);
+    High = x86_inb(PIT_PORT_CHANNEL2);
+    return Low | (High << 8);
 }
 
 static __attribute__((noreturn)) VOID
@@ -104,109 +105,139 @@ HalpPitDead(VOID)
     KeBugCheckEx(HAL_INITIALIZATION_FAILED, 0x8254, 0, 0, 0);
 }
 
-/* One calibration run: what the TSC saw of a PIT window, and the APIC timer against the TSC. */
-typedef struct _HALP_WINDOW
+/* One clock read between two TSC reads. */
+typedef struct _HALP_SAMPLE
 {
-    ULONG64 TscCycles;   // TSC cycles from before the window's start to after its end
-    ULONG64 ApicCounts;  // APIC timer counts between its two reads
-    ULONG64 ApicTsc;     // TSC cycles between the midpoints of the two brackets
-    ULONG64 ApicBracket; // the two brackets' widths together, in TSC cycles
-} HALP_WINDOW;
+    ULONG64 Count;    // the clock's reading
+    ULONG64 TscTwice; // the two TSC reads added: twice the bracket's midpoint
+    ULONG64 Width;    // the second TSC read minus the first
+} HALP_SAMPLE;
 
-/* Reads the APIC timer's current count between two TSC reads: *Mid2 is their sum. */
-static uint32_t
-HalpApicBracket(ULONG64 *Mid2, ULONG64 *Width)
+static HALP_SAMPLE
+HalpSample(BOOLEAN Pit)
 {
+    HALP_SAMPLE Sample;
     ULONG64 Before = x86_rdtsc();
-    uint32_t Count = HalpApicRead(LAPIC_REG_TIMER_CURRENT);
-    ULONG64 After = x86_rdtsc();
 
-    *Mid2 = Before + After;
-    *Width = After - Before;
-    return Count;
+    Sample.Count = Pit ? HalpPitRead() : HalpApicRead(LAPIC_REG_TIMER_CURRENT);
+    Sample.TscTwice = x86_rdtsc();
+    Sample.Width = Sample.TscTwice - Before;
+    Sample.TscTwice += Before;
+    return Sample;
+}
+
+/* One clock over one run: its counts, the TSC cycles they took, the brackets' width. */
+typedef struct _HALP_SPAN
+{
+    ULONG64 Counts;
+    ULONG64 Tsc;
+    ULONG64 Width; // both brackets together, TSC cycles; ~0 if the run is unusable
+} HALP_SPAN;
+
+/* The span from Start to End of a clock that counts down. */
+static HALP_SPAN
+HalpSpan(const HALP_SAMPLE *Start, const HALP_SAMPLE *End, ULONG64 Mask)
+{
+    HALP_SPAN Span;
+
+    Span.Counts = (Start->Count - End->Count) & Mask;
+    Span.Tsc = (End->TscTwice - Start->TscTwice) / 2;
+    Span.Width = Start->Width + End->Width;
+    return Span;
 }
 
 /*
- * Measures one PIT window with the TSC and the APIC timer (which must be
- * counting down from a large initial count). Interrupts are off; the host can
- * still stop the vCPU anywhere (see HALP_CALIBRATION_RUNS).
+ * One run (the APIC timer counting down from a large initial count):
+ * samples both clocks, waits until the PIT has counted at least
+ * HALP_CALIBRATION_COUNT, samples them again. Interrupts off. The PIT span is
+ * unusable (Width ~0) if its count may have run out and wrapped meanwhile.
  */
 static VOID
-HalpMeasureWindow(HALP_WINDOW *Window)
+HalpMeasureRun(HALP_SPAN *Pit, HALP_SPAN *Apic)
 {
     ULONG64 Flags = x86_save_disable();
-    ULONG64 TscStart;
-    ULONG64 TscEnd;
-    ULONG64 MidStart2;
-    ULONG64 MidEnd2;
-    ULONG64 WidthStart;
-    ULONG64 WidthEnd;
-    uint32_t ApicStart;
-    uint32_t ApicEnd;
+    HALP_SAMPLE PitStart;
+    HALP_SAMPLE PitEnd;
+    HALP_SAMPLE ApicStart;
+    HALP_SAMPLE ApicEnd;
+    ULONG Poll = 0;
 
-    HalpPitArmWindow(HALP_CALIBRATION_COUNT);
-    TscStart = x86_rdtsc();
-    HalpPitStartWindow(HALP_CALIBRATION_COUNT);
-    ApicStart = HalpApicBracket(&MidStart2, &WidthStart);
-    if (!HalpPitWaitWindow())
+    HalpPitStart(PIT_MAXIMUM_COUNT);
+    PitStart = HalpSample(TRUE);
+    ApicStart = HalpSample(FALSE);
+    while (((PitStart.Count - HalpPitRead()) & PIT_MAXIMUM_COUNT) < HALP_CALIBRATION_COUNT &&
+           !HalpPitDone())
     {
-        HalpPitDead();
+        if (++Poll == HALP_PIT_POLL_LIMIT)
+        {
+            HalpPitDead();
+        }
+        x86_pause();
     }
-    TscEnd = x86_rdtsc();
-    ApicEnd = HalpApicBracket(&MidEnd2, &WidthEnd);
+    PitEnd = HalpSample(TRUE);
+    ApicEnd = HalpSample(FALSE);
+    *Pit = HalpSpan(&PitStart, &PitEnd, PIT_MAXIMUM_COUNT);
+    if (HalpPitDone() || Pit->Counts < HALP_CALIBRATION_COUNT)
+    {
+        Pit->Width = ~0ULL; // the count ran out: it may have wrapped
+    }
+    *Apic = HalpSpan(&ApicStart, &ApicEnd, 0xffffffffULL);
     x86_restore_flags(Flags);
-
-    Window->TscCycles = TscEnd - TscStart;
-    Window->ApicCounts = (ULONG64)(ApicStart - ApicEnd); // counts down
-    Window->ApicTsc = (MidEnd2 - MidStart2) / 2;
-    Window->ApicBracket = WidthStart + WidthEnd;
 }
 
 /*
- * Calibrates the APIC timer (divide by 16) and the TSC against the PIT and
- * prints both frequencies. Boot processor, once, before other processors
+ * Calibrates the TSC against the PIT and the APIC timer (divide by 16)
+ * against the TSC, and prints both frequencies. Boot processor, once, before other processors
  * start or anything stalls, with its local APIC enabled.
  */
 VOID
 HalInitializeClock(VOID)
 {
-    HALP_WINDOW BestTsc = {~0ULL, 0, 0, 0};
-    HALP_WINDOW BestApic = {0, 0, 0, ~0ULL};
+    HALP_SPAN BestPit = {0, 0, ~0ULL};
+    HALP_SPAN BestApic = {0, 0, ~0ULL};
+    ULONG Usable = 0;
 
     /* A one-shot, masked APIC timer counting down from the top: ~68 s at 62.5 MHz. */
     HalpApicWrite(LAPIC_REG_LVT_TIMER, LAPIC_LVT_MASKED);
     HalpApicWrite(LAPIC_REG_TIMER_DIVIDE, LAPIC_TIMER_DIVIDE_16);
     HalpApicWrite(LAPIC_REG_TIMER_INITIAL, 0xffffffffU);
 
-    for (ULONG Run = 0; Run < HALP_CALIBRATION_RUNS; Run++)
+    for (ULONG Run = 0; Run < HALP_CALIBRATION_TRIES && Usable < HALP_CALIBRATION_RUNS; Run++)
     {
-        HALP_WINDOW Window;
+        HALP_SPAN Pit;
+        HALP_SPAN Apic;
 
-        HalpMeasureWindow(&Window);
-        if (Window.TscCycles < BestTsc.TscCycles)
+        HalpMeasureRun(&Pit, &Apic);
+        if (Pit.Width == ~0ULL)
         {
-            BestTsc = Window;
+            continue;
         }
-        if (Window.ApicBracket < BestApic.ApicBracket)
+        Usable++;
+        if (Pit.Width < BestPit.Width)
         {
-            BestApic = Window;
+            BestPit = Pit;
+        }
+        if (Apic.Width < BestApic.Width)
+        {
+            BestApic = Apic;
         }
     }
     HalpApicWrite(LAPIC_REG_TIMER_INITIAL, 0); // stops the one-shot count
 
-    HalpTscFrequency = BestTsc.TscCycles * PIT_FREQUENCY / HALP_CALIBRATION_COUNT;
+    HalpTscFrequency =
+        BestPit.Counts == 0 ? 0 : HalpScale(BestPit.Tsc, PIT_FREQUENCY, BestPit.Counts);
     HalpApicTimerFrequency =
-        BestApic.ApicTsc == 0 ? 0
-                              : HalpScale(BestApic.ApicCounts, HalpTscFrequency, BestApic.ApicTsc);
+        BestApic.Tsc == 0 ? 0 : HalpScale(BestApic.Counts, HalpTscFrequency, BestApic.Tsc);
     if (HalpTscFrequency == 0 || HalpApicTimerFrequency == 0)
     {
-        DbgPrint("Spindle: clock calibration failed (TSC %llu Hz, APIC timer %llu Hz)\n",
-                 HalpTscFrequency, HalpApicTimerFrequency);
-        KeBugCheckEx(HAL_INITIALIZATION_FAILED, 0x8254, 1, BestTsc.TscCycles, BestApic.ApicCounts);
+        DbgPrint("Spindle: clock calibration failed (TSC %llu Hz, APIC timer %llu Hz, %u usable "
+                 "runs)\n",
+                 HalpTscFrequency, HalpApicTimerFrequency, Usable);
+        KeBugCheckEx(HAL_INITIALIZATION_FAILED, 0x8254, 1, BestPit.Counts, BestApic.Counts);
     }
-    DbgPrint(
-        "Spindle: clock: APIC timer %llu Hz (divide 16), TSC %llu Hz (PIT, best of %u x 10 ms)\n",
-        HalpApicTimerFrequency, HalpTscFrequency, HALP_CALIBRATION_RUNS);
+    DbgPrint("Spindle: clock: APIC timer %llu Hz (divide 16), TSC %llu Hz (PIT, best of %u x 10 "
+             "ms)\n",
+             HalpApicTimerFrequency, HalpTscFrequency, Usable);
 }
 
 /*
@@ -278,10 +309,16 @@ HalStallExecutionProcessor(ULONG Microseconds)
         {
             ULONG Chunk = (ULONG)(Remaining < PIT_MAXIMUM_COUNT ? Remaining : PIT_MAXIMUM_COUNT);
             ULONG64 Flags = x86_save_disable();
-            HalpPitStartWindow(Chunk);
-            if (!HalpPitWaitWindow())
+            ULONG Poll = 0;
+
+            HalpPitStart(Chunk);
+            while (!HalpPitDone())
             {
-                HalpPitDead();
+                if (++Poll == HALP_PIT_POLL_LIMIT)
+                {
+                    HalpPitDead();
+                }
+                x86_pause();
             }
             x86_restore_flags(Flags);
             Remaining -= Chunk;
