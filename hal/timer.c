@@ -36,7 +36,9 @@
 #define HALP_CALIBRATION_RUNS  5u
 #define HALP_CALIBRATION_COUNT 11932u     // 1193182 Hz x 10 ms, rounded
 #define HALP_CALIBRATION_TRIES 50u        // runs before a disturbed PIT is given up on
-#define HALP_PIT_POLL_LIMIT    100000000u // polls of a run before the PIT is declared dead
+#define HALP_PIT_POLL_LIMIT    100000000u // polls of OUT2 (one inb each) before the PIT is dead
+#define HALP_PIT_STUCK_READS   100000u    // reads of one unchanged count before the PIT is dead
+#define HALP_PIT_FRESH         0x2000u    // a run's first count is this close to the top, or unused
 #define PIT_CH2_LATCH          0x80       // latch channel 2's count for reading
 
 #define LAPIC_TIMER_DIVIDE_16 0x3 // divide configuration: bits 3,1:0 = 0,11 (SDM vol. 3A §10.5.4)
@@ -150,7 +152,11 @@ HalpSpan(const HALP_SAMPLE *Start, const HALP_SAMPLE *End, ULONG64 Mask)
  * One run (the APIC timer counting down from a large initial count):
  * samples both clocks, waits until the PIT has counted at least
  * HALP_CALIBRATION_COUNT, samples them again. Interrupts off. The PIT span is
- * unusable (Width ~0) if its count may have run out and wrapped meanwhile.
+ * unusable (Width ~0) if its first count is not near the top (the counter
+ * loads the count on its next input clock after the write, so a read before
+ * that would see the previous run's count) or if the count may have run out
+ * and wrapped. A count that stops changing is a dead PIT: it keeps counting
+ * through anything that delays this processor.
  */
 static VOID
 HalpMeasureRun(HALP_SPAN *Pit, HALP_SPAN *Apic)
@@ -160,15 +166,24 @@ HalpMeasureRun(HALP_SPAN *Pit, HALP_SPAN *Apic)
     HALP_SAMPLE PitEnd;
     HALP_SAMPLE ApicStart;
     HALP_SAMPLE ApicEnd;
-    ULONG Poll = 0;
+    ULONG Last;
+    ULONG Stuck = 0;
 
     HalpPitStart(PIT_MAXIMUM_COUNT);
     PitStart = HalpSample(TRUE);
     ApicStart = HalpSample(FALSE);
-    while (((PitStart.Count - HalpPitRead()) & PIT_MAXIMUM_COUNT) < HALP_CALIBRATION_COUNT &&
-           !HalpPitDone())
+    Last = (ULONG)PitStart.Count;
+    for (;;)
     {
-        if (++Poll == HALP_PIT_POLL_LIMIT)
+        ULONG Now = HalpPitRead();
+
+        if (((PitStart.Count - Now) & PIT_MAXIMUM_COUNT) >= HALP_CALIBRATION_COUNT || HalpPitDone())
+        {
+            break;
+        }
+        Stuck = Now == Last ? Stuck + 1 : 0;
+        Last = Now;
+        if (Stuck == HALP_PIT_STUCK_READS)
         {
             HalpPitDead();
         }
@@ -177,9 +192,10 @@ HalpMeasureRun(HALP_SPAN *Pit, HALP_SPAN *Apic)
     PitEnd = HalpSample(TRUE);
     ApicEnd = HalpSample(FALSE);
     *Pit = HalpSpan(&PitStart, &PitEnd, PIT_MAXIMUM_COUNT);
-    if (HalpPitDone() || Pit->Counts < HALP_CALIBRATION_COUNT)
+    if (PitStart.Count < PIT_MAXIMUM_COUNT - HALP_PIT_FRESH || HalpPitDone() ||
+        Pit->Counts < HALP_CALIBRATION_COUNT)
     {
-        Pit->Width = ~0ULL; // the count ran out: it may have wrapped
+        Pit->Width = ~0ULL; // not a fresh count, or it ran out and may have wrapped
     }
     *Apic = HalpSpan(&ApicStart, &ApicEnd, 0xffffffffULL);
     x86_restore_flags(Flags);
@@ -187,8 +203,8 @@ HalpMeasureRun(HALP_SPAN *Pit, HALP_SPAN *Apic)
 
 /*
  * Calibrates the TSC against the PIT and the APIC timer (divide by 16)
- * against the TSC, and prints both frequencies. Boot processor, once, before other processors
- * start or anything stalls, with its local APIC enabled.
+ * against the TSC, and prints both frequencies. Boot processor, once, before
+ * other processors start or anything stalls, with its local APIC enabled.
  */
 VOID
 HalInitializeClock(VOID)

@@ -87,7 +87,7 @@ for smp in 8 2; do
         mkdir -p "$dir"
         make --no-print-directory bench SMP="$smp" ACCEL="$accel" BENCH_OUT="$dir" \
             LOG="$dir/full-serial.log" ${bench_ms:+BENCH_MS=$bench_ms} || {
-            echo "bench-compare: make bench SMP=$smp failed" >&2
+            echo "bench-compare: make bench SMP=$smp${dir#"$out/smp$smp"} failed" >&2
             status=1
         }
     done

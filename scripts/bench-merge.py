@@ -13,7 +13,7 @@ the median over boots can.
 The Linux side of the comparison is booted as often and reduced the same way
 (the peer kit's REPEAT=n and report.awk's medians).
 
-Every row of the first boot is kept, with each figure replaced by its median
+Every row that any boot has is kept, with each figure replaced by its median
 over the boots that have the row: throughput, max/min (its own median, as the
 peer kit does) and cycles of a contended row; cycles, ns and the x-floor
 ratios of an uncontended row. Each merged row gets `boots`, the figures of
@@ -39,11 +39,15 @@ def median_of(rows, key):
 
 
 def merge_rows(boots, section, fields, kept):
-    """Each row of the first boot with its fields' medians over the boots that have it."""
+    """Every row any boot has, in the order first seen, with its fields' medians over the
+    boots that have it (a boot that failed part-way lacks some rows)."""
     merged = []
-    for row in boots[0][section]:
-        key = (row["name"], row["cpus"])
+    keys = []
+    for boot in boots:
+        keys += [k for k in ((r["name"], r["cpus"]) for r in boot[section]) if k not in keys]
+    for key in keys:
         same = [r for b in boots for r in b[section] if (r["name"], r["cpus"]) == key]
+        row = same[0]
         out = {k: v for k, v in row.items() if k != "windows"}
         for field in fields:
             value = median_of(same, field)

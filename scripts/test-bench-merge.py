@@ -6,7 +6,8 @@ Usage: scripts/test-bench-merge.py
 Builds three boots' results.json (the shape scripts/bench-report.py writes) and a
 peer-kit results.csv with three Linux boots, all with known figures, then checks:
 scripts/bench-merge.py takes each figure's median over the boots (max/min its own
-median), keeps every boot's figures in order and drops the windows; it refuses
+median), keeps every boot's figures in order and drops the windows, keeps a row
+that only some boots have; it refuses
 boots of different configurations and unreadable files; scripts/bench-compare.py
 judges the targets on the medians of both kernels and lists every boot. Needs no
 QEMU. Prints one line per failed check and `test-bench-merge: N passed, N failed`;
@@ -124,6 +125,19 @@ def main():
         pair = next(x for x in m["uncontended"] if x["name"] == "KeAcquireSpinLockAtDpcLevel")
         check(pair["x_raw_xchg"] == 2.49, "the pair's x_raw_xchg is the median: %s" %
               pair["x_raw_xchg"])
+
+        # A boot that failed part-way lacks rows: the others' rows are kept all the same.
+        part = json.loads(open(paths[8][0]).read())
+        part["contended"] = [x for x in part["contended"] if x["cpus"] != 8]
+        part_path = os.path.join(tmp, "part.json")
+        with open(part_path, "w") as f:
+            json.dump(part, f)
+        out = os.path.join(tmp, "part-merged.json")
+        r = run(merge, "--out", out, part_path, paths[8][1])
+        rows = json.load(open(out))["contended"] if r.returncode == 0 else []
+        n8 = [x for x in rows if (x["name"], x["cpus"]) == ("KeAcquireSpinLockAtDpcLevel", 8)]
+        check(len(n8) == 1 and len(n8[0]["boots"]) == 1,
+              "a row only the second boot has is kept, from that boot: %s" % n8)
 
         # Boots of another configuration, and a file that is not there, are refused.
         other = json.loads(open(paths[8][0]).read())
